@@ -1,0 +1,29 @@
+"""The due-alert row: one event inside one threshold bucket for one partition."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+
+def dedup_key(entity_id: str, event_id: str, event_date: dt.date, threshold_days: int) -> str:
+    """``entity_id|event_id|event_date|D-n``: the identity of one alert, fired once."""
+    return f"{entity_id}|{event_id}|{event_date.isoformat()}|D-{threshold_days}"
+
+
+@dataclass(frozen=True)
+class DueAlert:
+    partition_date: dt.date
+    entity_id: str
+    entity_name: str
+    source: str
+    event_id: str
+    event_date: dt.date
+    title: str
+    days_until: int
+    threshold_days: int
+    channel: str | None
+
+    @property
+    def dedup_key(self) -> str:
+        return dedup_key(self.entity_id, self.event_id, self.event_date, self.threshold_days)

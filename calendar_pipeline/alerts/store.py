@@ -1,0 +1,317 @@
+"""The SQL side: the ``due_alerts`` table and the ``alert_deliveries`` ledger.
+
+SQLAlchemy Core, one code path for SQLite (the default, in WAL mode) and PostgreSQL
+(when the URL says so). Every write is one transaction.
+
+Ledger protocol (each dedup key fires once):
+  claim the keys of one message (a primary key makes a second claimer lose)
+  -> post -> mark them ``sent`` with the Slack ``ts``;
+  a failed post releases its claims so the next run retries them;
+  a claim older than the claim timeout may be taken over (its run died mid-post).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from calendar_pipeline.alerts.model import DueAlert
+
+metadata = MetaData()
+
+due_alerts = Table(
+    "due_alerts",
+    metadata,
+    Column("partition_date", Date, primary_key=True),
+    Column("dedup_key", String(1024), primary_key=True),
+    Column("entity_id", String(200), nullable=False, index=True),
+    Column("entity_name", String(500), nullable=False),
+    Column("source", String(50), nullable=False),
+    Column("event_id", String(500), nullable=False),
+    Column("event_date", Date, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("days_until", Integer, nullable=False),
+    Column("threshold_days", Integer, nullable=False),
+    Column("channel", String(200), nullable=True),
+    Column("computed_at", DateTime(timezone=True), nullable=False),
+)
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("dedup_key", String(1024), primary_key=True),
+    Column("partition_date", Date, nullable=False),
+    Column("entity_id", String(200), nullable=False),
+    Column("event_id", String(500), nullable=False),
+    Column("event_date", Date, nullable=False, index=True),
+    Column("threshold_days", Integer, nullable=False),
+    Column("channel", String(200), nullable=True),
+    Column("state", String(20), nullable=False),  # claimed | sent | recorded
+    Column("run_id", String(64), nullable=True),
+    Column("slack_ts", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+DELIVERED_STATES = ("sent", "recorded")
+
+
+def default_db_url(data_dir: str | Path) -> str:
+    return f"sqlite:///{Path(data_dir).resolve() / 'calendar.db'}"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def create_tables(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def replace_due_alerts(engine: Engine, partition_date: dt.date, alerts: Sequence[DueAlert]) -> None:
+    """Replace partition D's rows with ``alerts`` in one transaction."""
+    now = _now()
+    rows = [
+        {
+            "partition_date": partition_date,
+            "dedup_key": alert.dedup_key,
+            "entity_id": alert.entity_id,
+            "entity_name": alert.entity_name,
+            "source": alert.source,
+            "event_id": alert.event_id,
+            "event_date": alert.event_date,
+            "title": alert.title,
+            "days_until": alert.days_until,
+            "threshold_days": alert.threshold_days,
+            "channel": alert.channel,
+            "computed_at": now,
+        }
+        for alert in alerts
+        if alert.partition_date == partition_date
+    ]
+    if len(rows) != len(alerts):
+        raise ValueError(f"every alert must belong to partition {partition_date}")
+    with engine.begin() as conn:
+        conn.execute(delete(due_alerts).where(due_alerts.c.partition_date == partition_date))
+        if rows:
+            conn.execute(due_alerts.insert(), rows)
+
+
+def read_due_alerts(engine: Engine, partition_date: dt.date) -> list[DueAlert]:
+    query = (
+        select(due_alerts)
+        .where(due_alerts.c.partition_date == partition_date)
+        .order_by(due_alerts.c.event_date, due_alerts.c.entity_id, due_alerts.c.event_id)
+    )
+    with engine.connect() as conn:
+        return [
+            DueAlert(
+                partition_date=row.partition_date,
+                entity_id=row.entity_id,
+                entity_name=row.entity_name,
+                source=row.source,
+                event_id=row.event_id,
+                event_date=row.event_date,
+                title=row.title,
+                days_until=row.days_until,
+                threshold_days=row.threshold_days,
+                channel=row.channel,
+            )
+            for row in conn.execute(query)
+        ]
+
+
+def due_alert_key_stats(engine: Engine, partition_date: dt.date) -> tuple[int, int]:
+    """(rows, distinct dedup keys) of partition D: equal when there are no duplicates."""
+    query = select(func.count(), func.count(func.distinct(due_alerts.c.dedup_key))).where(
+        due_alerts.c.partition_date == partition_date
+    )
+    with engine.connect() as conn:
+        rows, distinct = conn.execute(query).one()
+    return int(rows), int(distinct)
+
+
+def _insert_ignoring_conflicts(engine: Engine):
+    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+    return dialect.insert(alert_deliveries).on_conflict_do_nothing(index_elements=["dedup_key"])
+
+
+def delivered_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
+    """The keys among ``keys`` that the ledger holds as sent or recorded."""
+    found: set[str] = set()
+    keys = list(keys)
+    with engine.connect() as conn:
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            query = select(alert_deliveries.c.dedup_key).where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(chunk),
+                    alert_deliveries.c.state.in_(DELIVERED_STATES),
+                )
+            )
+            found.update(conn.execute(query).scalars())
+    return found
+
+
+def claim(
+    engine: Engine,
+    alerts: Sequence[DueAlert],
+    run_id: str,
+    claim_timeout: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> list[DueAlert]:
+    """Claim the alerts' keys for ``run_id``; returns the alerts this run now owns.
+
+    A key another live run has claimed, or that is already sent/recorded, is not
+    returned. A claim older than ``claim_timeout`` is taken over.
+    """
+    if not alerts:
+        return []
+    now = now or _now()
+    keys = [alert.dedup_key for alert in alerts]
+    rows = [
+        {
+            "dedup_key": alert.dedup_key,
+            "partition_date": alert.partition_date,
+            "entity_id": alert.entity_id,
+            "event_id": alert.event_id,
+            "event_date": alert.event_date,
+            "threshold_days": alert.threshold_days,
+            "channel": alert.channel,
+            "state": "claimed",
+            "run_id": run_id,
+            "attempts": 0,
+            "claimed_at": now,
+            "updated_at": now,
+        }
+        for alert in alerts
+    ]
+    with engine.begin() as conn:
+        conn.execute(_insert_ignoring_conflicts(engine), rows)
+        conn.execute(
+            update(alert_deliveries)
+            .where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(keys),
+                    alert_deliveries.c.state == "claimed",
+                    alert_deliveries.c.run_id != run_id,
+                    alert_deliveries.c.claimed_at < now - claim_timeout,
+                )
+            )
+            .values(run_id=run_id, claimed_at=now, updated_at=now)
+        )
+        owned = set(
+            conn.execute(
+                select(alert_deliveries.c.dedup_key).where(
+                    and_(
+                        alert_deliveries.c.dedup_key.in_(keys),
+                        alert_deliveries.c.state == "claimed",
+                        alert_deliveries.c.run_id == run_id,
+                    )
+                )
+            ).scalars()
+        )
+    return [alert for alert in alerts if alert.dedup_key in owned]
+
+
+def mark_delivered(
+    engine: Engine,
+    keys: Sequence[str],
+    run_id: str,
+    state: str,
+    channel: str | None = None,
+    slack_ts: str | None = None,
+) -> int:
+    """Turn this run's claims into ``sent`` (with the ts) or ``recorded``."""
+    if state not in DELIVERED_STATES:
+        raise ValueError(f"state must be one of {DELIVERED_STATES}, not {state!r}")
+    values: dict = {"state": state, "updated_at": _now(), "error": None}
+    if channel is not None:
+        values["channel"] = channel
+    if slack_ts is not None:
+        values["slack_ts"] = slack_ts
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(alert_deliveries)
+            .where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(list(keys)),
+                    alert_deliveries.c.run_id == run_id,
+                    alert_deliveries.c.state == "claimed",
+                )
+            )
+            .values(**values)
+        )
+    return result.rowcount
+
+
+def release(engine: Engine, keys: Sequence[str], run_id: str) -> int:
+    """Give back this run's claims (the post failed) so the next run retries them."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            delete(alert_deliveries).where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(list(keys)),
+                    alert_deliveries.c.run_id == run_id,
+                    alert_deliveries.c.state == "claimed",
+                )
+            )
+        )
+    return result.rowcount
+
+
+def prune_deliveries(engine: Engine, event_date_before: dt.date) -> int:
+    """Delete ledger rows whose event is older than ``event_date_before``."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            delete(alert_deliveries).where(alert_deliveries.c.event_date < event_date_before)
+        )
+    return result.rowcount
+
+
+def ledger_rows(engine: Engine) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(select(alert_deliveries))]

@@ -1,0 +1,102 @@
+"""Parsing and validating settings. Pure: strings in, typed values out.
+
+Every error names the setting and the value, so a typo in ``.env`` is found in one read.
+The Dagster resources in ``calendar_pipeline.defs.resources`` call these; so does
+``definitions.py`` for the few settings needed at load time (timezone, start date, hour).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+
+DEFAULT_THRESHOLDS = (30, 15, 7, 3, 1)
+DEFAULT_LOOKAHEAD_DAYS = 60
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_START_DATE = "2025-01-01"
+DEFAULT_SCHEDULE_HOUR = 6
+ALERT_MODES = ("send", "dry_run", "record_only")
+BUNDLED_UNIVERSE_DIR = Path(__file__).parent / "universe"
+DEFAULT_UNIVERSE = BUNDLED_UNIVERSE_DIR / "countries_and_markets.csv"
+
+
+class SettingError(ValueError):
+    """A setting has a value we cannot use. The message names both."""
+
+    def __init__(self, name: str, value: object, problem: str) -> None:
+        super().__init__(f"{name}={value!r}: {problem}")
+        self.setting = name
+
+
+def parse_thresholds(value: str, name: str = "CALENDAR_THRESHOLDS") -> tuple[int, ...]:
+    """``"30,15,7,3,1"`` -> ``(1, 3, 7, 15, 30)``: positive integers, sorted, distinct."""
+    parts = [part.strip() for part in str(value).split(",")]
+    if not parts or any(not part for part in parts):
+        raise SettingError(name, value, "expected a comma-separated list like 30,15,7,3,1")
+    numbers: list[int] = []
+    for part in parts:
+        if not part.isdigit() or int(part) <= 0:
+            raise SettingError(name, value, f"{part!r} is not a positive integer")
+        numbers.append(int(part))
+    if len(set(numbers)) != len(numbers):
+        raise SettingError(name, value, "a threshold is listed twice")
+    return tuple(sorted(numbers))
+
+
+def parse_positive_int(value: str | int, name: str, *, allow_zero: bool = False) -> int:
+    text = str(value).strip()
+    floor = 0 if allow_zero else 1
+    if not text.lstrip("-").isdigit() or int(text) < floor:
+        kind = "a non-negative integer" if allow_zero else "a positive integer"
+        raise SettingError(name, value, f"expected {kind}")
+    return int(text)
+
+
+def parse_timezone(value: str, name: str = "CALENDAR_TIMEZONE") -> str:
+    """An IANA time zone name such as ``UTC`` or ``Europe/Paris``."""
+    try:
+        zoneinfo.ZoneInfo(str(value).strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingError(name, value, "unknown time zone (use an IANA name)") from exc
+    return str(value).strip()
+
+
+def parse_date(value: str, name: str = "CALENDAR_START_DATE") -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value).strip())
+    except ValueError as exc:
+        raise SettingError(name, value, "expected a date as YYYY-MM-DD") from exc
+
+
+def parse_hour(value: str | int, name: str = "CALENDAR_SCHEDULE_HOUR") -> int:
+    hour = parse_positive_int(value, name, allow_zero=True)
+    if hour > 23:
+        raise SettingError(name, value, "expected an hour 0-23")
+    return hour
+
+
+def parse_alert_mode(value: str | None, has_token: bool, name: str = "CALENDAR_ALERT_MODE") -> str:
+    """Explicit mode if given, else ``send`` with a Slack token and ``dry_run`` without."""
+    if value is None or not str(value).strip():
+        return "send" if has_token else "dry_run"
+    mode = str(value).strip().lower().replace("-", "_")
+    if mode not in ALERT_MODES:
+        raise SettingError(name, value, f"expected one of {', '.join(ALERT_MODES)}")
+    return mode
+
+
+def env(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The environment value of ``name``, or ``default`` when unset or blank."""
+    value = (os.environ if environ is None else environ).get(name, "")
+    return value if value.strip() else default
+
+
+def load_time_settings(environ: Mapping[str, str] | None = None) -> tuple[str, dt.date, int]:
+    """Settings Dagster needs when it loads the definitions: (timezone, start date, hour)."""
+    timezone = parse_timezone(env("CALENDAR_TIMEZONE", DEFAULT_TIMEZONE, environ))
+    start = parse_date(env("CALENDAR_START_DATE", DEFAULT_START_DATE, environ))
+    hour = parse_hour(env("CALENDAR_SCHEDULE_HOUR", str(DEFAULT_SCHEDULE_HOUR), environ))
+    return timezone, start, hour

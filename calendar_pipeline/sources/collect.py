@@ -1,0 +1,134 @@
+"""Run every entity of a universe through its source adapter.
+
+One entity that raises never fails the run: its exception becomes an
+:class:`EntityError` (a dead-letter entry) and the others go on. The error budget is
+judged later, by the asset checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from calendar_pipeline.sources.model import Entity, EntityError, Event, Source, Window
+
+log = logging.getLogger(__name__)
+MAX_ERROR_MESSAGE = 500
+
+
+@dataclass
+class CollectResult:
+    events: list[Event] = field(default_factory=list)
+    errors: list[EntityError] = field(default_factory=list)
+    entities_ok: int = 0
+    entities_without_events: list[str] = field(default_factory=list)
+    source_versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def entities_failed(self) -> int:
+        return len(self.errors)
+
+
+def collect_events(
+    entities: Sequence[Entity],
+    window: Window,
+    sources: Mapping[str, Source],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CollectResult:
+    """Fetch ``window`` for every entity; events are sorted and de-duplicated."""
+    result = CollectResult()
+    seen: set[tuple[str, str, object]] = set()
+    for done, entity in enumerate(entities, start=1):
+        source = sources.get(entity.source)
+        try:
+            if source is None:
+                raise LookupError(f"no adapter for source {entity.source!r}")
+            if entity.source not in result.source_versions:
+                result.source_versions[entity.source] = source.version()
+            fetched = source.fetch(entity, window)
+        except Exception as exc:  # one entity never fails the run
+            result.errors.append(entity_error(entity, exc))
+            log.warning("entity %s failed: %s", entity.entity_id, result.errors[-1].message)
+        else:
+            kept = 0
+            for event in fetched:
+                identity = (event.entity_id, event.event_id, event.event_date)
+                if event.entity_id != entity.entity_id or event.event_date not in window:
+                    continue
+                if identity not in seen:
+                    seen.add(identity)
+                    result.events.append(event)
+                    kept += 1
+            result.entities_ok += 1
+            if kept == 0:
+                result.entities_without_events.append(entity.entity_id)
+        if on_progress is not None:
+            on_progress(done, len(entities))
+    result.events.sort(key=lambda e: (e.event_date, e.entity_id, e.event_id))
+    return result
+
+
+def entity_error(entity: Entity, exc: BaseException) -> EntityError:
+    if isinstance(exc, ValidationError):
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    else:
+        message = str(exc) or type(exc).__name__
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
+    return EntityError(
+        entity_id=entity.entity_id,
+        source=entity.source,
+        error_type=type(exc).__name__,
+        message=message,
+    )
+
+
+SNAPSHOT_SCHEMA_VERSION = 1
+
+
+def snapshot_payload(
+    partition: str,
+    window: Window,
+    result: CollectResult,
+    universe_path: str,
+    universe_sha256: str,
+    entities: Sequence[Entity],
+    generated_at: str,
+) -> dict:
+    """The JSON document written as ``raw_snapshot``: window, events, errors, counts."""
+    return {
+        "schema_version": SNAPSHOT_SCHEMA_VERSION,
+        "partition": partition,
+        "generated_at": generated_at,
+        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+        "universe": {"path": universe_path, "sha256": universe_sha256, "entities": len(entities)},
+        "source_versions": dict(sorted(result.source_versions.items())),
+        "counts": {
+            "events": len(result.events),
+            "entities": len(entities),
+            "entities_ok": result.entities_ok,
+            "entities_failed": result.entities_failed,
+            "entities_without_events": len(result.entities_without_events),
+        },
+        "events": [event.model_dump(mode="json") for event in result.events],
+        "errors": [error.model_dump(mode="json") for error in result.errors],
+        "entities_without_events": result.entities_without_events,
+        # names and channels travel with the snapshot, so due_alerts is a pure function of it
+        "entities": [entity.model_dump(mode="json") for entity in entities],
+    }
+
+
+def events_from_snapshot(payload: dict) -> list[Event]:
+    """Parse a snapshot's events back into models; raises ValueError naming the problem."""
+    if payload.get("schema_version") != SNAPSHOT_SCHEMA_VERSION:
+        raise ValueError(
+            f"snapshot schema_version {payload.get('schema_version')!r} is not "
+            f"{SNAPSHOT_SCHEMA_VERSION}"
+        )
+    try:
+        return [Event.model_validate(raw) for raw in payload["events"]]
+    except (KeyError, TypeError, ValidationError) as exc:
+        raise ValueError(f"snapshot for {payload.get('partition')!r} has invalid events: {exc}") from exc

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real PostgreSQL server, SQL engines for both dialects, a small universe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from calendar_pipeline.alerts import store
+
+PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin")]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bin(name: str) -> str | None:
+    for directory in PG_BIN_DIRS:
+        if (directory / name).exists():
+            return str(directory / name)
+    return shutil.which(name)
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """Start a throwaway PostgreSQL on a free loopback port for this test session."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL binaries (initdb, pg_ctl) not found; .ci/run installs them")
+        pytest.skip("PostgreSQL is not installed")
+    root = Path(tempfile.mkdtemp(prefix="calendar-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    port = _free_port()
+    subprocess.run(
+        _as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+        check=True, capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        _as_postgres_user([pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+        check=True, capture_output=True,
+    )
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                store.make_engine(url).connect().close()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield url
+    finally:
+        subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """A fresh database with our tables, on SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        eng = store.make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+        store.create_tables(eng)
+        yield eng
+        eng.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    admin = store.make_engine(url)
+    name = f"t{os.getpid()}_{time.monotonic_ns()}"
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    eng = store.make_engine(url.rsplit("/", 1)[0] + f"/{name}")
+    store.create_tables(eng)
+    yield eng
+    eng.dispose()
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"DROP DATABASE {name}")
+    admin.dispose()
+
+
+SMALL_UNIVERSE = """entity_id,name,source,key,channel
+country-US,United States,holidays,country:US,#us-ops
+country-FR,France,holidays,country:FR,
+country-DE-BY,Germany (BY),holidays,country:DE:BY,
+market-XNYS,New York Stock Exchange,holidays,financial:XNYS,#markets
+"""
+
+
+@pytest.fixture
+def small_universe(tmp_path) -> Path:
+    path = tmp_path / "universe.csv"
+    path.write_text(SMALL_UNIVERSE, encoding="utf-8")
+    return path

@@ -1,0 +1,99 @@
+"""The due_alerts table and the delivery ledger, on SQLite and on a real PostgreSQL."""
+
+import datetime as dt
+import multiprocessing
+
+import pytest
+from sqlalchemy import select
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.model import DueAlert
+
+D = dt.date(2026, 11, 23)
+TIMEOUT = dt.timedelta(minutes=15)
+
+
+def alert(n: int, partition=D, threshold=7) -> DueAlert:
+    return DueAlert(partition, f"ent{n}", f"Entity {n}", "holidays", f"ev{n}",
+                    partition + dt.timedelta(days=5), f"Title {n}", 5, threshold, None)
+
+
+def test_replace_due_alerts_is_idempotent_per_partition(engine):
+    store.replace_due_alerts(engine, D, [alert(1), alert(2)])
+    other = D + dt.timedelta(days=1)
+    store.replace_due_alerts(engine, other, [alert(9, other)])
+    store.replace_due_alerts(engine, D, [alert(1), alert(3)])
+    assert [a.entity_id for a in store.read_due_alerts(engine, D)] == ["ent1", "ent3"]
+    assert [a.entity_id for a in store.read_due_alerts(engine, other)] == ["ent9"]
+    assert store.due_alert_key_stats(engine, D) == (2, 2)
+
+
+def test_replace_with_duplicate_keys_fails_and_keeps_previous_rows(engine):
+    store.replace_due_alerts(engine, D, [alert(1)])
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        store.replace_due_alerts(engine, D, [alert(2), alert(2)])
+    assert [a.entity_id for a in store.read_due_alerts(engine, D)] == ["ent1"]
+
+
+def test_replace_rejects_rows_of_another_partition(engine):
+    with pytest.raises(ValueError, match="partition 2026-11-23"):
+        store.replace_due_alerts(engine, D, [alert(1, D + dt.timedelta(days=1))])
+
+
+def test_claim_is_exclusive_and_released_claims_return(engine):
+    alerts = [alert(1), alert(2)]
+    assert store.claim(engine, alerts, "run-a", TIMEOUT) == alerts
+    assert store.claim(engine, alerts, "run-b", TIMEOUT) == []
+    assert store.release(engine, [alerts[1].dedup_key], "run-a") == 1
+    assert store.claim(engine, alerts, "run-b", TIMEOUT) == [alerts[1]]
+    assert store.mark_delivered(engine, [alerts[0].dedup_key], "run-a", "sent", "#c", "1.2") == 1
+    assert store.delivered_keys(engine, [a.dedup_key for a in alerts]) == {alerts[0].dedup_key}
+    # a sent key is never claimable again, even after the timeout
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    assert store.claim(engine, [alerts[0]], "run-c", TIMEOUT, now=later) == []
+
+
+def test_stale_claim_is_taken_over(engine):
+    a = alert(1)
+    store.claim(engine, [a], "dead-run", TIMEOUT)
+    assert store.claim(engine, [a], "new-run", TIMEOUT) == []
+    later = dt.datetime.now(dt.UTC) + TIMEOUT + dt.timedelta(minutes=1)
+    assert store.claim(engine, [a], "new-run", TIMEOUT, now=later) == [a]
+    # the dead run can no longer mark it
+    assert store.mark_delivered(engine, [a.dedup_key], "dead-run", "sent", "#c", "1") == 0
+    assert store.mark_delivered(engine, [a.dedup_key], "new-run", "sent", "#c", "2") == 1
+    with engine.connect() as conn:
+        row = conn.execute(select(store.alert_deliveries)).one()
+    assert (row.state, row.slack_ts, row.run_id) == ("sent", "2", "new-run")
+
+
+def test_prune_by_event_age(engine):
+    old, new = alert(1, D - dt.timedelta(days=500)), alert(2)
+    store.claim(engine, [old, new], "r", TIMEOUT)
+    assert store.prune_deliveries(engine, D - dt.timedelta(days=400)) == 1
+    assert [r["dedup_key"] for r in store.ledger_rows(engine)] == [new.dedup_key]
+
+
+def test_mark_delivered_rejects_unknown_state(engine):
+    with pytest.raises(ValueError, match="state must be one of"):
+        store.mark_delivered(engine, ["k"], "r", "maybe")
+
+
+def _claimer(url: str, run_id: str, queue) -> None:
+    engine = store.make_engine(url)
+    won = store.claim(engine, [alert(n) for n in range(200)], run_id, TIMEOUT)
+    queue.put([a.dedup_key for a in won])
+
+
+def test_two_processes_never_claim_the_same_key(engine):
+    url = engine.url.render_as_string(hide_password=False)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(url, f"run-{i}", queue)) for i in range(2)]
+    for proc in procs:
+        proc.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert not set(results[0]) & set(results[1])
+    assert len(results[0]) + len(results[1]) == 200
