@@ -14,6 +14,8 @@ import pytest
 
 from calendar_pipeline.alerts import store
 
+pytest_plugins = ("calendar_pipeline_tests.slack_server",)  # the `slack_server` fixture
+
 PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin")]
 
 
@@ -52,12 +54,16 @@ def postgres_url():
     port = _free_port()
     subprocess.run(
         _as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        _as_postgres_user([pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-        check=True, capture_output=True,
+        _as_postgres_user(
+            [pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+        ),
+        check=True,
+        capture_output=True,
     )
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     try:
@@ -72,8 +78,10 @@ def postgres_url():
                 time.sleep(0.2)
         yield url
     finally:
-        subprocess.run(_as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
+        subprocess.run(
+            _as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -12,8 +12,21 @@ T = (1, 3, 7, 15, 30)
 
 @pytest.mark.parametrize(
     ("days", "bucket"),
-    [(-1, None), (0, 1), (1, 1), (2, 3), (3, 3), (4, 7), (7, 7), (8, 15), (15, 15),
-     (16, 30), (30, 30), (31, None), (60, None)],
+    [
+        (-1, None),
+        (0, 1),
+        (1, 1),
+        (2, 3),
+        (3, 3),
+        (4, 7),
+        (7, 7),
+        (8, 15),
+        (15, 15),
+        (16, 30),
+        (30, 30),
+        (31, None),
+        (60, None),
+    ],
 )
 def test_bucket_is_smallest_threshold_at_or_above(days, bucket):
     assert bucket_for(days, T) == bucket
@@ -29,8 +42,13 @@ D = dt.date(2026, 11, 23)
 
 
 def ev(days, event_id="e", entity_id="x"):
-    return Event(entity_id=entity_id, event_id=event_id, event_date=D + dt.timedelta(days=days),
-                 title=f"in {days}", source="holidays")
+    return Event(
+        entity_id=entity_id,
+        event_id=event_id,
+        event_date=D + dt.timedelta(days=days),
+        title=f"in {days}",
+        source="holidays",
+    )
 
 
 def test_due_alerts_cover_every_event_inside_the_largest_threshold():
@@ -61,7 +79,13 @@ def simulate(first_seen_days: int, run_days: list[int]) -> list[str]:
 
 
 def test_every_bucket_fires_once_when_run_daily():
-    assert simulate(60, list(range(60, -1, -1))) == ["D-30@30", "D-15@15", "D-7@7", "D-3@3", "D-1@1"]
+    assert simulate(60, list(range(60, -1, -1))) == [
+        "D-30@30",
+        "D-15@15",
+        "D-7@7",
+        "D-3@3",
+        "D-1@1",
+    ]
 
 
 def test_missed_days_are_caught_up_at_the_next_run():

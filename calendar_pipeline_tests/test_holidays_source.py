@@ -48,7 +48,9 @@ def test_two_holidays_on_one_date_are_two_events_with_stable_ids():
     events = HolidaysSource().fetch(entity(f"country:{code}"), Window(day, day))
     assert len(events) == len(calendar.get_list(day)) >= 2
     assert len({e.event_id for e in events}) == len(events)
-    again = HolidaysSource().fetch(entity(f"country:{code}"), Window(day - dt.timedelta(days=40), day))
+    again = HolidaysSource().fetch(
+        entity(f"country:{code}"), Window(day - dt.timedelta(days=40), day)
+    )
     assert {e.event_id for e in events} <= {e.event_id for e in again}
 
 
@@ -64,8 +66,12 @@ def test_event_id_does_not_depend_on_window_and_excludes_the_day():
 
 @pytest.mark.parametrize(
     ("key", "message"),
-    [("country:ZZ", "unknown country code 'ZZ'"), ("country:US:XX", "no subdivision 'XX'"),
-     ("financial:XXXX", "unknown market"), ("planet:Mars", "expected country:CC")],
+    [
+        ("country:ZZ", "unknown country code 'ZZ'"),
+        ("country:US:XX", "no subdivision 'XX'"),
+        ("financial:XXXX", "unknown market"),
+        ("planet:Mars", "expected country:CC"),
+    ],
 )
 def test_bad_keys_are_named(key, message):
     with pytest.raises(HolidayKeyError, match=message):
@@ -109,7 +115,12 @@ def test_events_outside_window_or_of_another_entity_are_dropped_and_duplicates_m
             return "1"
 
         def fetch(self, entity, window):
-            base = {"entity_id": entity.entity_id, "event_id": "x", "title": "t", "source": "sloppy"}
+            base = {
+                "entity_id": entity.entity_id,
+                "event_id": "x",
+                "title": "t",
+                "source": "sloppy",
+            }
             return [
                 Event(**base, event_date=day),
                 Event(**base, event_date=day),

@@ -30,8 +30,12 @@ def test_timezone():
 
 @pytest.mark.parametrize(
     ("value", "has_token", "expected"),
-    [(None, True, "send"), ("", False, "dry_run"), ("record-only", True, "record_only"),
-     ("DRY_RUN", True, "dry_run")],
+    [
+        (None, True, "send"),
+        ("", False, "dry_run"),
+        ("record-only", True, "record_only"),
+        ("DRY_RUN", True, "dry_run"),
+    ],
 )
 def test_alert_mode(value, has_token, expected):
     assert settings.parse_alert_mode(value, has_token) == expected
@@ -44,8 +48,11 @@ def test_bad_alert_mode():
 
 def test_load_time_settings_defaults_and_errors():
     assert settings.load_time_settings({}) == ("UTC", dt.date(2025, 1, 1), 6)
-    env = {"CALENDAR_TIMEZONE": "Asia/Tokyo", "CALENDAR_START_DATE": "2026-02-03",
-           "CALENDAR_SCHEDULE_HOUR": "23"}
+    env = {
+        "CALENDAR_TIMEZONE": "Asia/Tokyo",
+        "CALENDAR_START_DATE": "2026-02-03",
+        "CALENDAR_SCHEDULE_HOUR": "23",
+    }
     assert settings.load_time_settings(env) == ("Asia/Tokyo", dt.date(2026, 2, 3), 23)
     with pytest.raises(SettingError, match="CALENDAR_SCHEDULE_HOUR='24'"):
         settings.load_time_settings({"CALENDAR_SCHEDULE_HOUR": "24"})

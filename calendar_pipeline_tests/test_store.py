@@ -14,8 +14,18 @@ TIMEOUT = dt.timedelta(minutes=15)
 
 
 def alert(n: int, partition=D, threshold=7) -> DueAlert:
-    return DueAlert(partition, f"ent{n}", f"Entity {n}", "holidays", f"ev{n}",
-                    partition + dt.timedelta(days=5), f"Title {n}", 5, threshold, None)
+    return DueAlert(
+        partition,
+        f"ent{n}",
+        f"Entity {n}",
+        "holidays",
+        f"ev{n}",
+        partition + dt.timedelta(days=5),
+        f"Title {n}",
+        5,
+        threshold,
+        None,
+    )
 
 
 def test_replace_due_alerts_is_idempotent_per_partition(engine):
@@ -30,7 +40,7 @@ def test_replace_due_alerts_is_idempotent_per_partition(engine):
 
 def test_replace_with_duplicate_keys_fails_and_keeps_previous_rows(engine):
     store.replace_due_alerts(engine, D, [alert(1)])
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         store.replace_due_alerts(engine, D, [alert(2), alert(2)])
     assert [a.entity_id for a in store.read_due_alerts(engine, D)] == ["ent1"]
 

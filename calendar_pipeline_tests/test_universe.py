@@ -53,7 +53,9 @@ def test_duplicate_entity_id_names_both_lines(tmp_path):
         "entity_id,name,source,key,channel\nfr,France,holidays,country:FR,\n"
         "de,Germany,holidays,country:DE,\nfr,Again,holidays,country:FR,\n",
     )
-    with pytest.raises(UniverseError, match=r"line 4: duplicate entity_id 'fr' \(first on line 2\)"):
+    with pytest.raises(
+        UniverseError, match=r"line 4: duplicate entity_id 'fr' \(first on line 2\)"
+    ):
         load_universe(path, KNOWN)
 
 

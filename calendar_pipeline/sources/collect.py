@@ -131,4 +131,6 @@ def events_from_snapshot(payload: dict) -> list[Event]:
     try:
         return [Event.model_validate(raw) for raw in payload["events"]]
     except (KeyError, TypeError, ValidationError) as exc:
-        raise ValueError(f"snapshot for {payload.get('partition')!r} has invalid events: {exc}") from exc
+        raise ValueError(
+            f"snapshot for {payload.get('partition')!r} has invalid events: {exc}"
+        ) from exc

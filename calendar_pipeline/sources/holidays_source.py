@@ -55,7 +55,12 @@ class HolidaysSource:
                             event_date=day,
                             title=title,
                             source=self.name,
-                            details={"kind": kind, "code": code, "subdiv": subdiv, "category": category},
+                            details={
+                                "kind": kind,
+                                "code": code,
+                                "subdiv": subdiv,
+                                "category": category,
+                            },
                         )
                     )
         return events
@@ -77,9 +82,7 @@ def parse_key(key: str) -> tuple[str, str, str | None]:
         if parts[1] not in holidays.list_supported_financial(include_aliases=True):
             raise HolidayKeyError(f"key {key!r}: unknown market code {parts[1]!r}")
         return kind, parts[1], None
-    raise HolidayKeyError(
-        f"key {key!r}: expected country:CC, country:CC:SUBDIV or financial:MIC"
-    )
+    raise HolidayKeyError(f"key {key!r}: expected country:CC, country:CC:SUBDIV or financial:MIC")
 
 
 @lru_cache(maxsize=4096)
@@ -101,7 +104,9 @@ def _year_holidays(
 
 
 @lru_cache(maxsize=4096)
-def title_ids(kind: str, code: str, subdiv: str | None, year: int) -> dict[tuple[dt.date, str], str]:
+def title_ids(
+    kind: str, code: str, subdiv: str | None, year: int
+) -> dict[tuple[dt.date, str], str]:
     """Stable event ids for one year: slug-year, numbered when a name recurs that year."""
     seen: dict[str, int] = defaultdict(int)
     ids: dict[tuple[dt.date, str], str] = {}

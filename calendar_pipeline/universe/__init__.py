@@ -53,7 +53,9 @@ def load_universe(path: str | Path, known_sources: Collection[str]) -> Universe:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise UniverseError(f"universe {path}: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise UniverseError(
+            f"universe {path}: not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from exc
 
     reader = csv.DictReader(text.splitlines())
     columns = [name.strip() for name in reader.fieldnames or []]

@@ -1,0 +1,290 @@
+"""Render due alerts as Slack Block Kit digests: one digest per channel, pure and deterministic.
+
+Everything that comes from upstream (entity names, event titles) goes through
+:func:`escape_slack`, so a calendar feed cannot ping ``@channel``, mention a user or
+hide a link behind friendly text: Slack shows ``<!channel>`` literally.
+
+Slack's limits are respected by construction (see the ``MAX_*`` constants); a digest
+that does not fit is continued in more sections and, if needed, in more messages for
+the same channel. Every alert lands in exactly one message, whose ``dedup_keys`` say so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from calendar_pipeline.alerts.model import DueAlert
+
+# Documented Block Kit limits.
+MAX_BLOCKS_PER_MESSAGE = 50
+MAX_SECTION_TEXT_CHARS = 3_000
+MAX_HEADER_TEXT_CHARS = 150
+# Not documented: chat.postMessage rejects messages whose block texts add up to roughly
+# 12,000-13,000 characters with ``msg_blocks_too_long`` (slackapi/bolt-js#2509, #2867).
+# We stay well below that.
+MAX_MESSAGE_TEXT_CHARS = 10_000
+
+_MAX_CONTEXT_CHARS = 200  # our context line is short and bounded
+
+MAX_TITLE_CHARS = 200
+MAX_ENTITY_NAME_CHARS = 100
+ELLIPSIS = "…"
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not strftime: locale-proof
+# Bidirectional-text controls can make visible text lie about its content; drop them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    """One ``chat.postMessage`` payload and the alerts it carries."""
+
+    channel: str
+    text: str  # plain-text fallback, used in notifications
+    blocks: list[dict]
+    dedup_keys: tuple[str, ...]
+
+
+def escape_slack(text: str, max_len: int | None = None) -> str:
+    """Make upstream text safe and inert for Slack mrkdwn.
+
+    Control characters are dropped (whitespace ones such as newlines and tabs become
+    spaces), runs of whitespace collapse to one space, and ``&``, ``<``, ``>`` become
+    entities, so ``<!channel>`` or ``<https://x|click>`` shows as text and pings no one.
+    ``max_len`` counts visible characters and is applied before escaping, so an entity
+    is never cut in half; a cut text ends with "…".
+    """
+    cleaned = "".join(_clean_char(ch) for ch in text)
+    collapsed = " ".join(cleaned.split())
+    if max_len is not None and len(collapsed) > max_len:
+        if max_len <= 0:
+            return ""
+        collapsed = collapsed[: max_len - 1].rstrip() + ELLIPSIS
+    return collapsed.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clean_char(ch: str) -> str:
+    if ch.isspace():
+        return " "
+    if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS:
+        return ""
+    return ch
+
+
+def bucket_label(threshold_days: int) -> str:
+    """The section title of a threshold bucket: 1 -> "Today or tomorrow"."""
+    if threshold_days == 0:
+        return "Today"
+    if threshold_days == 1:
+        return "Today or tomorrow"
+    if threshold_days == 7:
+        return "Within a week"
+    return f"Within {threshold_days} days"
+
+
+def render_digests(
+    alerts: Sequence[DueAlert], partition_date: dt.date, default_channel: str
+) -> list[SlackMessage]:
+    """One digest per channel (channels sorted), split into several messages if needed.
+
+    An alert goes to ``alert.channel`` or, when that is empty, to ``default_channel``.
+    """
+    by_channel: dict[str, list[DueAlert]] = defaultdict(list)
+    for alert in alerts:
+        by_channel[alert.channel or default_channel].append(alert)
+
+    messages: list[SlackMessage] = []
+    for channel in sorted(by_channel):
+        messages.extend(_render_channel(channel, by_channel[channel], partition_date))
+    return messages
+
+
+def render_outbox_text(messages: Iterable[SlackMessage]) -> str:
+    """A terminal/run-log rendering of digests: the channel, then each block's text.
+
+    Entities are decoded back (``&lt;`` shows as ``<``) so the text reads as Slack will
+    display it; control characters were already removed by :func:`escape_slack`.
+    """
+    chunks: list[str] = []
+    for message in messages:
+        count = _plural(len(message.dedup_keys), "alert")
+        lines = [f"=== {message.channel} ({count}) ==="]
+        lines.extend(_unescape(text) for text in _block_texts(message.blocks))
+        chunks.append("\n".join(lines))
+    return "\n\n".join(chunks) + ("\n" if chunks else "")
+
+
+# --- one channel ---------------------------------------------------------------------
+
+
+class _Section:
+    """A mrkdwn section being filled: a bold title, event lines, the alerts behind them."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.lines: list[str] = []
+        self.keys: list[str] = []
+        self.chars = _slack_len(title)
+
+    def add(self, line: str, key: str) -> None:
+        self.lines.append(line)
+        self.keys.append(key)
+        self.chars += 1 + _slack_len(line)  # newline + line
+
+    def text(self) -> str:
+        return "\n".join([self.title, *self.lines])
+
+
+def _render_channel(
+    channel: str, alerts: list[DueAlert], partition_date: dt.date
+) -> list[SlackMessage]:
+    pages = _paginate(_bucketed_lines(alerts))
+    total = len(alerts)
+    return [
+        _build_message(channel, sections, partition_date, part, len(pages), total)
+        for part, sections in enumerate(pages, start=1)
+    ]
+
+
+def _bucketed_lines(alerts: list[DueAlert]) -> list[tuple[int, list[tuple[str, str]]]]:
+    """``[(threshold, [(line, dedup_key), ...]), ...]``, buckets and events in order."""
+    buckets: dict[int, list[DueAlert]] = defaultdict(list)
+    for alert in alerts:
+        buckets[alert.threshold_days].append(alert)
+    ordered = []
+    for threshold in sorted(buckets):
+        events = sorted(
+            buckets[threshold],
+            key=lambda a: (a.event_date, a.entity_name, a.title, a.dedup_key),
+        )
+        ordered.append((threshold, [(_event_line(a), a.dedup_key) for a in events]))
+    return ordered
+
+
+def _event_line(alert: DueAlert) -> str:
+    name = escape_slack(alert.entity_name, MAX_ENTITY_NAME_CHARS) or "(unnamed)"
+    title = escape_slack(alert.title, MAX_TITLE_CHARS) or "(untitled)"
+    when = f"{_WEEKDAYS[alert.event_date.weekday()]} {alert.event_date.isoformat()}"
+    return f"• *{name}*: {title} · {when} · {_relative_day(alert.days_until)}"
+
+
+def _relative_day(days: int) -> str:
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "tomorrow"
+    if days == -1:
+        return "yesterday"
+    return f"in {days} days" if days > 0 else f"{-days} days ago"
+
+
+def _paginate(buckets: list[tuple[int, list[tuple[str, str]]]]) -> list[list[_Section]]:
+    """Pack lines into sections and sections into messages, within Slack's limits.
+
+    A section holds at most ``MAX_SECTION_TEXT_CHARS``; a message holds a header, at
+    most ``MAX_BLOCKS_PER_MESSAGE - 2`` sections and a context block, and at most
+    ``MAX_MESSAGE_TEXT_CHARS`` of text in all. A bucket that does not fit continues in
+    a new section titled "(continued)", in the same message or the next one.
+    """
+    max_sections = MAX_BLOCKS_PER_MESSAGE - 2  # header + context
+    sections_budget = MAX_MESSAGE_TEXT_CHARS - MAX_HEADER_TEXT_CHARS - _MAX_CONTEXT_CHARS
+    pages: list[list[_Section]] = [[]]
+    page_chars = 0
+    for threshold, lines in buckets:
+        label = bucket_label(threshold)
+        section: _Section | None = None
+        for line, key in lines:
+            added = 1 + _slack_len(line)  # newline + line
+            fits = (
+                section is not None
+                and section.chars + added <= MAX_SECTION_TEXT_CHARS
+                and page_chars + added <= sections_budget
+            )
+            if not fits:
+                title = f"*{label}*" if section is None else f"*{label} (continued)*"
+                section = _Section(title)
+                page_full = len(pages[-1]) >= max_sections
+                if page_full or page_chars + section.chars + added > sections_budget:
+                    pages.append([])
+                    page_chars = 0
+                pages[-1].append(section)
+                page_chars += section.chars
+            section.add(line, key)
+            page_chars += added
+    return [page for page in pages if page]
+
+
+def _build_message(
+    channel: str,
+    sections: list[_Section],
+    partition_date: dt.date,
+    part: int,
+    parts: int,
+    channel_total: int,
+) -> SlackMessage:
+    keys = tuple(key for section in sections for key in section.keys)
+    count = len(keys)
+    day = f"{_WEEKDAYS[partition_date.weekday()]} {partition_date.isoformat()}"
+    part_suffix = f" (part {part}/{parts})" if parts > 1 else ""
+
+    header = _cut(f"Upcoming events for {day}{part_suffix}", MAX_HEADER_TEXT_CHARS)
+    if parts > 1:
+        fallback = f"{count} of {channel_total} upcoming events for {partition_date.isoformat()}"
+        context = f"{_plural(count, 'event')} in this message, {channel_total} in all"
+    else:
+        fallback = f"{_plural(count, 'upcoming event')} for {partition_date.isoformat()}"
+        context = _plural(count, "event")
+    context += f" · partition {partition_date.isoformat()}{part_suffix}"
+
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}
+    ]
+    blocks.extend(_mrkdwn_section(section.text()) for section in sections)
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": escape_slack(context), "verbatim": True}],
+        }
+    )
+    return SlackMessage(
+        channel=channel,
+        text=escape_slack(fallback + part_suffix),
+        blocks=blocks,
+        dedup_keys=keys,
+    )
+
+
+def _mrkdwn_section(text: str) -> dict:
+    # verbatim: Slack must not auto-link channel names or parse mentions in our text.
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text, "verbatim": True}}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _cut(text: str, max_len: int) -> str:
+    return text if len(text) <= max_len else text[: max_len - 1] + ELLIPSIS
+
+
+def _slack_len(text: str) -> int:
+    """Length in UTF-16 code units: never less than the code-point count Slack may use."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _block_texts(blocks: list[dict]) -> list[str]:
+    texts = []
+    for block in blocks:
+        if "text" in block:
+            texts.append(block["text"]["text"])
+        texts.extend(element["text"] for element in block.get("elements", []) if "text" in element)
+    return texts
+
+
+def _unescape(text: str) -> str:
+    """The exact inverse of the entity step of :func:`escape_slack` (``&`` last)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -1,0 +1,100 @@
+"""``calendar-pipeline``: run a day of the pipeline from a terminal, without the UI.
+
+    calendar-pipeline run                 # today's partition, then Slack (dry-run without a token)
+    calendar-pipeline run --date 2026-12-01 --mode dry_run
+
+It executes ``daily_calendar_job`` in-process for the partition, then ``slack_alert_job``
+for the same partition, and prints the digest it posted or would post. Runs are recorded
+in the Dagster instance at DAGSTER_HOME when it is set (so ``dagster dev`` shows them),
+else in a throwaway instance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+import dagster as dg
+
+from calendar_pipeline.settings import ALERT_MODES, SettingError
+
+# Dagster's console logger at INFO: progress and warnings, not every engine event.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def run(date: str | None, mode: str) -> int:
+    from calendar_pipeline.definitions import defs
+    from calendar_pipeline.defs.partitions import daily_partitions
+
+    partition = date or daily_partitions.get_last_partition_key()
+    with _instance() as instance:
+        print(f"calendar_pipeline: daily_calendar_job for partition {partition}", flush=True)
+        result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+            partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
+        )
+        for check in result.get_asset_check_evaluations():
+            status = "passed" if check.passed else "FAILED"
+            print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
+        if not result.success:
+            print("daily_calendar_job failed; see the log above", file=sys.stderr)
+            return 1
+        for event in result.get_asset_materialization_events():
+            mat = event.step_materialization_data.materialization
+            rows = mat.metadata.get("dagster/row_count")
+            print(
+                f"  materialized {mat.asset_key.to_user_string()} [{partition}]"
+                f" rows={rows.value if rows else '?'}"
+            )
+
+        run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        if mode:
+            run_config["ops"] = {"send_slack_alerts": {"config": {"mode": mode}}}
+        print(f"calendar_pipeline: slack_alert_job for partition {partition}", flush=True)
+        slack = defs.resolve_job_def("slack_alert_job").execute_in_process(
+            partition_key=partition, instance=instance, run_config=run_config, raise_on_error=False
+        )
+        if not slack.success:
+            print("slack_alert_job failed; see the log above", file=sys.stderr)
+            return 1
+        for event in slack.all_node_events:
+            if event.event_type_value == "STEP_OUTPUT":
+                metadata = event.step_output_data.metadata
+                summary = {k: v.value for k, v in metadata.items() if k not in ("digest", "outbox")}
+                print("  " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+                if "digest" in metadata:
+                    print(f"  outbox: {metadata['outbox'].value}\n")
+                    print(metadata["digest"].value.strip("`\n"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="calendar-pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_cmd = commands.add_parser("run", help="run one partition of the daily job, then Slack")
+    run_cmd.add_argument(
+        "--date", help="partition YYYY-MM-DD (default: today in CALENDAR_TIMEZONE)"
+    )
+    run_cmd.add_argument(
+        "--mode",
+        choices=ALERT_MODES,
+        default="",
+        help="force an alert mode (default: from the settings)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        return run(args.date, args.mode)
+    except SettingError as exc:
+        print(f"calendar-pipeline: bad setting: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""The one Definitions object: everything the project has, in one screen.
+
+Data flow: raw_snapshot -> snapshot_index -> due_alerts (assets, group ``calendar``)
+           -> slack_alert_sensor -> slack_alert_job (send_slack_alerts op).
+Settings come from the environment (see .env.example) through two resources,
+``calendar`` and ``slack``; tests build the same definitions with their own resources.
+"""
+
+from collections.abc import Mapping
+
+import dagster as dg
+
+from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
+from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
+from calendar_pipeline.defs.resources import resources_from_env
+from calendar_pipeline.defs.schedules import daily_calendar_schedule
+from calendar_pipeline.defs.sensors import slack_alert_sensor, upstream_availability_sensor
+
+
+def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[raw_snapshot, snapshot_index, due_alerts],
+        jobs=[daily_calendar_job, slack_alert_job],
+        schedules=[daily_calendar_schedule],
+        sensors=[upstream_availability_sensor, slack_alert_sensor],
+        resources=dict(resources) if resources is not None else resources_from_env(),
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,281 @@
+"""The three daily-partitioned assets: raw_snapshot -> snapshot_index -> due_alerts.
+
+Thin on purpose: each asset calls the pure packages and turns their results into
+metadata (plotted across partitions by the UI) and check results.
+"""
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.due import compute_due_alerts, count_by_threshold
+from calendar_pipeline.defs.partitions import daily_partitions
+from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
+from calendar_pipeline.lake.snapshots import latest_snapshot, latest_snapshots, write_snapshot
+from calendar_pipeline.sources.collect import collect_events, events_from_snapshot, snapshot_payload
+from calendar_pipeline.sources.model import Entity, Window
+from calendar_pipeline.universe import UniverseError
+
+GROUP = "calendar"
+OWNERS = ["team:data-platform"]
+PROGRESS_EVERY = 50
+
+INGEST_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "json"},
+    pool="calendar_upstream",
+    retry_policy=INGEST_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "has_events",
+            asset="raw_snapshot",
+            blocking=True,
+            description="The snapshot holds at least one event.",
+        ),
+        dg.AssetCheckSpec(
+            "failed_entities_within_budget",
+            asset="raw_snapshot",
+            blocking=True,
+            description="Entities whose fetch failed <= CALENDAR_MAX_FAILED_ENTITIES.",
+        ),
+        dg.AssetCheckSpec(
+            "missing_entities_within_budget",
+            asset="raw_snapshot",
+            blocking=True,
+            description="Entities without events <= CALENDAR_MAX_MISSING_ENTITIES.",
+        ),
+    ],
+)
+def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
+    """Events dated D through D + lookahead for every entity of the universe, written to
+    ``{data_dir}/snapshots/{D}/snapshot_{UTC timestamp}.json`` (never overwritten). An
+    entity that fails becomes an error entry in the snapshot instead of failing the run."""
+    partition = context.partition_key
+    window = Window.ahead(dt.date.fromisoformat(partition), calendar.lookahead)
+    try:
+        universe = calendar.load_universe()
+    except UniverseError as exc:  # configuration, not a transient fault: do not retry
+        raise dg.Failure(str(exc), allow_retries=False) from None
+
+    def progress(done: int, total: int) -> None:
+        if done % PROGRESS_EVERY == 0 or done == total:
+            context.log.info(f"fetched {done}/{total} entities")
+
+    result = collect_events(universe.entities, window, calendar.sources(), on_progress=progress)
+    generated_at = dt.datetime.now(dt.UTC)
+    payload = snapshot_payload(
+        partition=partition,
+        window=window,
+        result=result,
+        universe_path=str(universe.path),
+        universe_sha256=universe.sha256,
+        entities=universe.entities,
+        generated_at=generated_at.isoformat(),
+    )
+    path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
+    for error in result.errors[:20]:
+        context.log.warning(
+            f"{error.entity_id} ({error.source}): {error.error_type}: {error.message}"
+        )
+
+    failed, missing = result.entities_failed, len(result.entities_without_events)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(result.events),
+            "entities": len(universe.entities),
+            "entities_ok": result.entities_ok,
+            "entities_failed": failed,
+            "entities_without_events": missing,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "source_versions": dg.MetadataValue.json(result.source_versions),
+            "path": dg.MetadataValue.path(str(path)),
+            "errors": dg.MetadataValue.md(_errors_markdown(result.errors)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="has_events",
+                passed=bool(result.events),
+                metadata={"events": len(result.events)},
+            ),
+            dg.AssetCheckResult(
+                check_name="failed_entities_within_budget",
+                passed=failed <= calendar.failed_budget,
+                metadata={"failed": failed, "budget": calendar.failed_budget},
+                description=_first_ids([e.entity_id for e in result.errors]),
+            ),
+            dg.AssetCheckResult(
+                check_name="missing_entities_within_budget",
+                passed=missing <= calendar.missing_budget,
+                metadata={"without_events": missing, "budget": calendar.missing_budget},
+                description=_first_ids(result.entities_without_events),
+            ),
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "jsonl"},
+    deps=[raw_snapshot],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "index_consistent",
+            asset="snapshot_index",
+            blocking=True,
+            description="One sorted line per partition with a snapshot, pointing "
+            "at its newest snapshot, every sha256 matching its file.",
+        ),
+    ],
+)
+def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings):
+    """``{data_dir}/index/snapshots.jsonl``: one line per partition pointing at its newest
+    snapshot, sorted by partition, so the newest partition is the last line.
+    Re-materializing D replaces D's line."""
+    partition = context.partition_key
+    snapshot = latest_snapshot(calendar.data_path, partition)
+    if snapshot is None:
+        raise dg.Failure(
+            f"no snapshot for partition {partition} under {calendar.data_path / 'snapshots'}: "
+            "materialize raw_snapshot for it first"
+        )
+    payload = json.loads(snapshot.read_text(encoding="utf-8"))
+    counts = payload.get("counts", {})
+    entry = build_entry(
+        partition,
+        snapshot,
+        row_count=int(counts.get("events", 0)),
+        error_count=int(counts.get("entities_failed", 0)),
+    )
+    index = SnapshotIndex(index_path(calendar.data_path))
+    index.upsert(entry)
+
+    problems = index.verify(latest_snapshots(calendar.data_path))
+    partitions = index.partitions()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": entry["row_count"],
+            "partitions_indexed": len(partitions),
+            "index_bytes": index.path.stat().st_size,
+            "snapshot_sha256": entry["sha256"],
+            "snapshot_path": dg.MetadataValue.path(entry["path"]),
+            "index_path": dg.MetadataValue.path(str(index.path)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="index_consistent",
+                passed=not problems,
+                metadata={"problems": len(problems), "partitions": len(partitions)},
+                description="\n".join(problems[:20]) or None,
+            )
+        ],
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "sql"},
+    deps=[snapshot_index],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_duplicate_dedup_keys",
+            asset="due_alerts",
+            blocking=True,
+            description="Each dedup key appears once in partition D's rows.",
+        ),
+    ],
+)
+def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
+    """Rows of the SQL table ``due_alerts`` for partition D: every event whose days-until
+    falls in a threshold bucket (the smallest threshold >= days until). A pure function
+    of D's indexed snapshot, replaced per partition in one transaction."""
+    partition = context.partition_key
+    day = dt.date.fromisoformat(partition)
+    index = SnapshotIndex(index_path(calendar.data_path))
+    entry = index.get(partition)
+    if entry is None:
+        raise dg.Failure(
+            f"partition {partition} is not in {index.path}: materialize snapshot_index"
+        )
+    content = entry["content_text"]
+    if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
+        raise dg.Failure(
+            f"index line for {partition} in {index.path}: content does not match its sha256"
+        )
+    payload = json.loads(content)
+    entities = {e["entity_id"]: Entity.model_validate(e) for e in payload.get("entities", [])}
+    alerts = compute_due_alerts(
+        events_from_snapshot(payload), day, calendar.threshold_days, entities
+    )
+
+    engine = calendar.engine()
+    store.replace_due_alerts(engine, day, alerts)
+    rows, distinct = store.due_alert_key_stats(engine, day)
+    per_threshold = count_by_threshold(alerts, calendar.threshold_days)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
+            "preview": dg.MetadataValue.md(_alerts_markdown(alerts)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_duplicate_dedup_keys",
+                passed=rows == distinct,
+                metadata={"rows": rows, "distinct_keys": distinct},
+            )
+        ],
+    )
+
+
+def _first_ids(ids: list[str], limit: int = 20) -> str | None:
+    if not ids:
+        return None
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more
+
+
+def _md_cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _errors_markdown(errors, limit: int = 50) -> str:
+    if not errors:
+        return "No failed entities."
+    lines = ["| entity | source | error | message |", "|---|---|---|---|"]
+    lines += [
+        f"| {_md_cell(e.entity_id)} | {e.source} | {e.error_type} | {_md_cell(e.message)[:200]} |"
+        for e in errors[:limit]
+    ]
+    if len(errors) > limit:
+        lines.append(f"\n…and {len(errors) - limit} more")
+    return "\n".join(lines)
+
+
+def _alerts_markdown(alerts, limit: int = 30) -> str:
+    if not alerts:
+        return "Nothing due."
+    lines = ["| bucket | date | days | entity | event |", "|---|---|---|---|---|"]
+    lines += [
+        f"| D-{a.threshold_days} | {a.event_date} | {a.days_until} | {_md_cell(a.entity_name)} "
+        f"| {_md_cell(a.title)} |"
+        for a in sorted(alerts, key=lambda a: (a.days_until, a.entity_name))[:limit]
+    ]
+    if len(alerts) > limit:
+        lines.append(f"\n…and {len(alerts) - limit} more")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Jobs: the daily asset job and the Slack delivery job (one op)."""
+
+import datetime as dt
+
+import dagster as dg
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.deliver import choose_mode, deliver
+from calendar_pipeline.alerts.slack_client import SlackConfigError, SlackPoster
+from calendar_pipeline.defs.partitions import daily_partitions
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.settings import ALERT_MODES, parse_alert_mode
+
+# The three assets and their checks. In-process: one process for the whole run, not a
+# new process per step (what the default multiprocess executor would cost).
+daily_calendar_job = dg.define_asset_job(
+    "daily_calendar_job",
+    selection=dg.AssetSelection.groups("calendar"),
+    executor_def=dg.in_process_executor,
+    description="Snapshot, index and compute due alerts for one day.",
+)
+
+
+class SendSlackAlertsConfig(dg.Config):
+    mode: str = ""
+    """Force ``send``, ``dry_run`` or ``record_only``; empty picks it from the settings
+    (``record_only`` for a partition before today when the settings say ``send``)."""
+
+
+@dg.op(
+    retry_policy=dg.RetryPolicy(
+        max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
+    tags={"kind": "slack"},
+)
+def send_slack_alerts(
+    context: dg.OpExecutionContext,
+    config: SendSlackAlertsConfig,
+    calendar: CalendarSettings,
+    slack: SlackSettings,
+) -> dg.Output[None]:
+    """Post partition D's due alerts to Slack once each (see alerts/deliver.py)."""
+    partition_date = dt.date.fromisoformat(context.partition_key)
+    configured = (
+        parse_alert_mode(config.mode, has_token=False, name="config.mode") if config.mode else ""
+    )
+    mode = choose_mode(configured, slack.mode, partition_date, calendar.today())
+    if mode not in ALERT_MODES:
+        raise dg.Failure(f"unknown alert mode {mode!r}")
+    engine = calendar.engine()
+    alerts = store.read_due_alerts(engine, partition_date)
+    poster = SlackPoster(token=slack.bot_token, api_url=slack.api_url) if mode == "send" else None
+    try:
+        report = deliver(
+            engine,
+            alerts,
+            partition_date=partition_date,
+            mode=mode,
+            run_id=context.run_id,
+            default_channel=slack.channel,
+            claim_timeout=calendar.claim_timeout,
+            outbox_dir=calendar.data_path / "outbox" / context.partition_key,
+            poster=poster,
+            log=context.log.info,
+        )
+    except SlackConfigError as exc:  # a wrong token or channel: retrying will not fix it
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    pruned = store.prune_deliveries(engine, partition_date - calendar.retention)
+    metadata = {**report.as_metadata(), "pruned": pruned}
+    if report.outbox:
+        metadata["outbox"] = dg.MetadataValue.path(str(report.outbox[0]))
+        metadata["digest"] = dg.MetadataValue.md(f"```\n{report.outbox_text}\n```")
+    return dg.Output(None, metadata=metadata)
+
+
+@dg.job(
+    partitions_def=daily_partitions,
+    executor_def=dg.in_process_executor,
+    description="Post partition D's due alerts to Slack, each dedup key once.",
+)
+def slack_alert_job():
+    send_slack_alerts()

@@ -1,0 +1,157 @@
+"""Dagster resources: every setting of the pipeline, read from the environment.
+
+A setting present in the environment is passed as ``EnvVar`` so the UI shows which
+variable it came from (and never a secret's value); an absent one takes its default.
+Values are validated by ``calendar_pipeline.settings`` when a run starts, so a bad one
+fails with a message naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zoneinfo
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import Engine
+
+from calendar_pipeline import settings
+from calendar_pipeline.alerts import store
+from calendar_pipeline.sources import default_sources
+from calendar_pipeline.sources.model import Source
+from calendar_pipeline.universe import Universe, load_universe
+
+
+def setting(name: str, default: str) -> str | dg.EnvVar:
+    """``EnvVar(name)`` when the variable is set and not blank, else ``default``."""
+    return dg.EnvVar(name) if os.environ.get(name, "").strip() else default
+
+
+class CalendarSettings(dg.ConfigurableResource):
+    """Where data lives and what the calendar pipeline watches."""
+
+    data_dir: str = "./data"
+    db_url: str = ""
+    universe: str = ""
+    lookahead_days: str = str(settings.DEFAULT_LOOKAHEAD_DAYS)
+    thresholds: str = "30,15,7,3,1"
+    timezone: str = settings.DEFAULT_TIMEZONE
+    max_failed_entities: str = "0"
+    max_missing_entities: str = "50"
+    claim_timeout_minutes: str = "15"
+    ledger_retention_days: str = "400"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Parse every value once; raises ``SettingError`` naming the bad one."""
+        self.threshold_days  # noqa: B018 - parsing is the check
+        self.lookahead  # noqa: B018
+        self.failed_budget  # noqa: B018
+        self.missing_budget  # noqa: B018
+        settings.parse_timezone(self.timezone)
+        settings.parse_positive_int(self.claim_timeout_minutes, "CALENDAR_CLAIM_TIMEOUT")
+        settings.parse_positive_int(self.ledger_retention_days, "CALENDAR_LEDGER_RETENTION_DAYS")
+
+    @property
+    def threshold_days(self) -> tuple[int, ...]:
+        return settings.parse_thresholds(self.thresholds)
+
+    @property
+    def lookahead(self) -> int:
+        return settings.parse_positive_int(self.lookahead_days, "CALENDAR_LOOKAHEAD_DAYS")
+
+    @property
+    def failed_budget(self) -> int:
+        return settings.parse_positive_int(
+            self.max_failed_entities, "CALENDAR_MAX_FAILED_ENTITIES", allow_zero=True
+        )
+
+    @property
+    def missing_budget(self) -> int:
+        return settings.parse_positive_int(
+            self.max_missing_entities, "CALENDAR_MAX_MISSING_ENTITIES", allow_zero=True
+        )
+
+    @property
+    def claim_timeout(self) -> dt.timedelta:
+        minutes = settings.parse_positive_int(self.claim_timeout_minutes, "CALENDAR_CLAIM_TIMEOUT")
+        return dt.timedelta(minutes=minutes)
+
+    @property
+    def retention(self) -> dt.timedelta:
+        days = settings.parse_positive_int(
+            self.ledger_retention_days, "CALENDAR_LEDGER_RETENTION_DAYS"
+        )
+        return dt.timedelta(days=days)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def universe_path(self) -> Path:
+        return Path(self.universe).expanduser() if self.universe else settings.DEFAULT_UNIVERSE
+
+    def today(self) -> dt.date:
+        return dt.datetime.now(zoneinfo.ZoneInfo(settings.parse_timezone(self.timezone))).date()
+
+    def sources(self) -> dict[str, Source]:
+        return default_sources()
+
+    def load_universe(self) -> Universe:
+        return load_universe(self.universe_path, known_sources=self.sources().keys())
+
+    def engine(self) -> Engine:
+        """The SQL engine for CALENDAR_DB_URL (tables created on first use)."""
+        return _engine_for(self.db_url or store.default_db_url(self.data_path))
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
+    """One engine (one connection pool) per URL per process."""
+    engine = store.make_engine(url)
+    store.create_tables(engine)
+    return engine
+
+
+class SlackSettings(dg.ConfigurableResource):
+    """How alerts reach Slack. No token means dry-run: digests go to the outbox only."""
+
+    bot_token: str = ""
+    channel: str = "#calendar-alerts"
+    api_url: str = "https://slack.com/api/"
+    alert_mode: str = ""
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.mode  # noqa: B018 - parsing is the check
+
+    @property
+    def mode(self) -> str:
+        return settings.parse_alert_mode(self.alert_mode, has_token=bool(self.bot_token.strip()))
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "calendar": CalendarSettings(
+            data_dir=setting("CALENDAR_DATA_DIR", "./data"),
+            db_url=setting("CALENDAR_DB_URL", ""),
+            universe=setting("CALENDAR_UNIVERSE", ""),
+            lookahead_days=setting("CALENDAR_LOOKAHEAD_DAYS", "60"),
+            thresholds=setting("CALENDAR_THRESHOLDS", "30,15,7,3,1"),
+            timezone=setting("CALENDAR_TIMEZONE", settings.DEFAULT_TIMEZONE),
+            max_failed_entities=setting("CALENDAR_MAX_FAILED_ENTITIES", "0"),
+            max_missing_entities=setting("CALENDAR_MAX_MISSING_ENTITIES", "50"),
+            claim_timeout_minutes=setting("CALENDAR_CLAIM_TIMEOUT", "15"),
+            ledger_retention_days=setting("CALENDAR_LEDGER_RETENTION_DAYS", "400"),
+        ),
+        "slack": SlackSettings(
+            bot_token=setting("SLACK_BOT_TOKEN", ""),
+            channel=setting("SLACK_CHANNEL", "#calendar-alerts"),
+            api_url=setting("SLACK_API_URL", "https://slack.com/api/"),
+            alert_mode=setting("CALENDAR_ALERT_MODE", ""),
+        ),
+    }

@@ -1,0 +1,82 @@
+"""Sensors: start ingest when upstreams changed; start Slack delivery after due_alerts."""
+
+import json
+
+import dagster as dg
+
+from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
+from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.sources.probe import probe_sources
+
+DUE_ALERTS = dg.AssetKey("due_alerts")
+
+
+@dg.sensor(
+    job=daily_calendar_job,
+    minimum_interval_seconds=15 * 60,
+    description="Probes the sources; starts today's daily_calendar_job when they are "
+    "reachable and their data changed since the last run this sensor started.",
+)
+def upstream_availability_sensor(
+    context: dg.SensorEvaluationContext, calendar: CalendarSettings
+) -> dg.SensorResult | dg.SkipReason:
+    universe = calendar.load_universe()
+    report = probe_sources(universe.entities, calendar.sources(), universe.sha256)
+    if not report.reachable:
+        reasons = "; ".join(f"{name}: {why}" for name, why in report.unreachable.items())
+        return dg.SkipReason(f"upstream unreachable: {reasons}")
+    previous = json.loads(context.cursor) if context.cursor else {}
+    today = calendar.today().isoformat()
+    if previous.get("fingerprint") == report.fingerprint:
+        return dg.SkipReason(
+            f"upstream unchanged since the run for {previous.get('partition')} "
+            f"(fingerprint {report.fingerprint[:12]})"
+        )
+    cursor = json.dumps({"fingerprint": report.fingerprint, "partition": today})
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                partition_key=today,
+                run_key=f"upstream-{today}-{report.fingerprint[:16]}",
+                tags={"calendar/trigger": "upstream_availability_sensor"},
+            )
+        ],
+        cursor=cursor,
+    )
+
+
+@dg.sensor(
+    job=slack_alert_job,
+    minimum_interval_seconds=30,
+    description="Starts slack_alert_job for partition D once per successful "
+    "materialization of due_alerts D (runs whose blocking checks failed are skipped).",
+)
+def slack_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=DUE_ALERTS, after_storage_id=after),
+        limit=100,
+        ascending=True,
+    ).records
+    requests: list[dg.RunRequest] = []
+    skipped: list[str] = []
+    cursor = after
+    for record in records:
+        run = context.instance.get_run_by_id(record.run_id)
+        if run is not None and not run.is_finished:
+            break  # look again next tick, once its checks have run
+        if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
+            skipped.append(f"{record.partition_key} (run {record.run_id[:8]} did not succeed)")
+        else:
+            requests.append(
+                dg.RunRequest(
+                    partition_key=record.partition_key,
+                    run_key=f"due_alerts-{record.storage_id}",
+                    tags={"calendar/due_alerts_run": record.run_id},
+                )
+            )
+        cursor = record.storage_id
+    if not requests:
+        why = f"skipped {', '.join(skipped)}" if skipped else "no new due_alerts materialization"
+        return dg.SensorResult(skip_reason=why, cursor=str(cursor) if cursor else None)
+    return dg.SensorResult(run_requests=requests, cursor=str(cursor))

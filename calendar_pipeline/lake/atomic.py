@@ -1,0 +1,129 @@
+"""Atomic file writes: a reader sees the old file or the new one, never a mix of both.
+
+The recipe (POSIX):
+
+1. write the new content to a uniquely named temporary file *in the target's directory*
+   (``.{target name}.{random}.tmp``, so the final rename never crosses a filesystem);
+2. flush it and ``os.fsync`` it, so its bytes are on disk before its name is;
+3. ``os.replace`` it onto the target, an atomic rename;
+4. ``fsync`` the directory, so the rename itself survives a power cut.
+
+A process killed at any instant leaves either the old target or the new one, plus at worst
+a stray temporary file; the target is never half written. Any exception raised while
+writing removes the temporary file and leaves the target untouched.
+
+``mkstemp`` creates files readable by their owner only; the new file instead takes the
+mode of the file it replaces, or ``DEFAULT_FILE_MODE`` when there is none, so the data
+stays readable by whoever could read it before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+DEFAULT_FILE_MODE = 0o644
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_prefix(target: Path) -> str:
+    """The name prefix of the temporary files written next to ``target``."""
+    return f".{Path(target).name}."
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (files created, renamed or removed in it) to disk.
+
+    A no-op on Windows, where a directory cannot be opened for fsync.
+    """
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mode_for(target: Path) -> int:
+    """Permission bits for a file about to replace ``target``."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return DEFAULT_FILE_MODE
+
+
+@contextlib.contextmanager
+def _temp_file_beside(target: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """Create a unique temporary file next to ``target`` and yield it open for writing.
+
+    When the ``with`` block ends normally the file is flushed, fsynced, given its final
+    permission bits and closed; it stays under its temporary name for the caller to link
+    or rename. When the block raises, the file is removed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(
+        dir=target.parent, prefix=temp_prefix(target), suffix=TEMP_SUFFIX
+    )
+    temp_path = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle, temp_path
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_path, _mode_for(target))
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_replace(target: Path) -> Iterator[BinaryIO]:
+    """Yield a binary file whose content atomically replaces ``target`` when the block ends.
+
+    Use it to stream large content without holding it in memory. If the block raises, the
+    temporary file is removed and ``target`` is left exactly as it was.
+    """
+    target = Path(target)
+    with _temp_file_beside(target) as (handle, temp_path):
+        yield handle
+    try:
+        os.replace(temp_path, target)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, replacing any existing file; create parents."""
+    with atomic_replace(Path(path)) as handle:
+        handle.write(data)
+
+
+def atomic_write_text(path: Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically (see ``atomic_write_bytes``)."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_create_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a *new* file at ``path`` atomically; never replace an existing one.
+
+    The content is written and fsynced under a temporary name, then hard-linked to
+    ``path``. ``os.link`` refuses to overwrite, so this raises ``FileExistsError`` if
+    ``path`` exists, including when another process created it a moment earlier; the
+    existing file is left untouched either way.
+    """
+    path = Path(path)
+    with _temp_file_beside(path) as (handle, temp_path):
+        handle.write(data)
+    try:
+        os.link(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+    fsync_dir(path.parent)

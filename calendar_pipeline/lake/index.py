@@ -1,0 +1,669 @@
+"""The snapshot index: one JSONL line per partition, sorted, the newest partition last.
+
+File: ``{data_dir}/index/snapshots.jsonl``. Each line is a compact JSON object describing
+the latest snapshot of one partition::
+
+    {"partition":"2024-05-01","path":"...","mtime":...,"size":...,"sha256":"...",
+     "row_count":...,"error_count":...,<caller's extra keys>,"content_text":"..."}
+
+``partition`` is always the first key, so a line's partition is read from its first few
+dozen bytes without parsing the rest; ``content_text`` (the snapshot file's full text,
+often hundreds of KB) is always the last, so the small metadata reads first. JSON escapes
+every newline inside strings, so ``b"\\n"`` only ever ends a line. The file is handled as
+bytes and split on ``b"\\n"`` alone (text-mode reading would also split on ``\\r`` and
+``\\u2028``).
+
+Cost model (the index holds 1,000+ lines of several hundred KB each):
+
+- ``latest()`` seeks to the end and reads backwards in chunks: its cost depends on the
+  size of the last line, not on the number of lines.
+- ``upsert()`` of a partition newer than the last line *appends* one line: cost
+  independent of the file size. Anything else (replacing any line, including the last,
+  or inserting in the middle) streams the file line by line into a temporary file that
+  atomically replaces the index; memory stays at one line.
+- ``get()`` binary-searches over byte offsets: about log2(lines) probes of one line each.
+- ``entries()``, ``partitions()`` and ``verify()`` stream the whole file, one line at a time.
+
+Crash safety (a process killed at any instant leaves the previous good state readable):
+
+- A rewrite goes to ``.snapshots.jsonl.<random>.tmp`` in the same directory, is fsynced,
+  then renamed over the index with ``os.replace`` and the directory fsynced. Killed before
+  the rename, the old index is untouched (a stray temporary file may remain; the next
+  writer removes it); killed after, the new index is complete.
+- An append writes the whole line, ``"\\n"`` included, in one write call, then fsyncs. Killed
+  midway, it can leave a *trailing partial line* with no final ``"\\n"``. Readers ignore a
+  trailing line that does not end in ``"\\n"`` (it is an unfinished append, not data), and
+  the next ``upsert`` truncates it away before writing. ``verify()`` reports it meanwhile.
+
+Concurrency: writers in any process serialise on an advisory lock (``fcntl.flock``) on
+``snapshots.jsonl.lock``; readers take no lock, since every state they can observe is one
+of the states above.
+
+Corruption: writers refuse with ``IndexCorruptError`` (a ``ValueError``) naming the index
+path and the line number, and leave the file exactly as it was (nothing already stored is
+lost), when a complete line has no readable partition, looks cut short (does not end
+with ``}``), or breaks the sort order or the one-line-per-partition rule. The checks are
+sized to each operation's cost: an append checks only the last line (checking every line
+would make its cost grow with the file); a rewrite, which streams every line anyway,
+checks each line's partition prefix, ending and order, but does not parse each line's
+JSON (that would double its cost); ``verify()`` parses and checks everything. To repair,
+fix or delete the offending line by hand, or rebuild the index from the snapshot files
+with ``SnapshotIndex.rebuild``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from calendar_pipeline.lake.atomic import (
+    TEMP_SUFFIX,
+    atomic_replace,
+    fsync_dir,
+    temp_prefix,
+)
+from calendar_pipeline.lake.snapshots import is_valid_partition, sha256_file, validate_partition
+
+try:  # POSIX; on Windows writers are not serialised across processes
+    import fcntl
+except ImportError:  # pragma: no cover - exercised on Windows only
+    fcntl = None  # type: ignore[assignment]
+
+INDEX_DIR = "index"
+INDEX_FILE = "snapshots.jsonl"
+
+#: Keys every line has, in this order; caller extras follow, then ``content_text``.
+REQUIRED_KEYS = (
+    "partition",
+    "path",
+    "mtime",
+    "size",
+    "sha256",
+    "row_count",
+    "error_count",
+    "content_text",
+)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "partition": str,
+    "path": str,
+    "mtime": (int, float),
+    "size": int,
+    "sha256": str,
+    "row_count": int,
+    "error_count": int,
+    "content_text": str,
+}
+
+#: Bytes read per step when scanning for newlines.
+_CHUNK_SIZE = 256 * 1024
+#: Enough bytes to hold ``{"partition":"YYYY-MM-DD",``.
+_PREFIX_SIZE = 64
+_PREFIX_RE = re.compile(rb'\{"partition":"(\d{4}-\d{2}-\d{2})"[,}]')
+
+
+class IndexCorruptError(ValueError):
+    """A complete line of the index is unreadable, out of order or duplicated."""
+
+    def __init__(self, path: Path, line_number: int, reason: str) -> None:
+        super().__init__(f"{path}: line {line_number}: {reason}")
+        self.path = path
+        self.line_number = line_number
+        self.reason = reason
+
+
+class _BadLine(ValueError):
+    """A line failed to parse; the caller adds the path and line number."""
+
+
+class _Unchanged(Exception):
+    """Raised inside a rewrite to abandon it when it would change nothing."""
+
+
+def index_path(data_dir: Path) -> Path:
+    """Where the index of ``data_dir`` lives."""
+    return Path(data_dir) / INDEX_DIR / INDEX_FILE
+
+
+def build_entry(
+    partition: str,
+    snapshot_path: Path,
+    row_count: int,
+    error_count: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An index entry for one snapshot file, reading the file once.
+
+    Fills ``path`` (as given), ``mtime``, ``size``, ``sha256`` and ``content_text`` (the
+    file decoded as UTF-8) from the same read, so the hash always matches the text.
+    ``extra`` keys are kept and must not collide with the standard ones.
+    """
+    validate_partition(partition)
+    clashes = sorted(set(extra) & set(REQUIRED_KEYS))
+    if clashes:
+        raise ValueError(f"extra keys clash with standard index keys: {', '.join(clashes)}")
+    snapshot_path = Path(snapshot_path)
+    with open(snapshot_path, "rb") as handle:
+        mtime = os.fstat(handle.fileno()).st_mtime
+        data = handle.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{snapshot_path}: snapshot is not valid UTF-8 ({exc})") from exc
+    return {
+        "partition": partition,
+        "path": str(snapshot_path),
+        "mtime": mtime,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "row_count": row_count,
+        "error_count": error_count,
+        **extra,
+        "content_text": text,
+    }
+
+
+def encode_line(entry: Mapping[str, Any]) -> bytes:
+    """One index line (``\\n`` included) for ``entry``, keys in the canonical order."""
+    missing = [key for key in REQUIRED_KEYS if key not in entry]
+    if missing:
+        raise ValueError(
+            f"index entry for {entry.get('partition')!r} is missing: {', '.join(missing)}"
+        )
+    validate_partition(entry["partition"])
+    if not isinstance(entry["content_text"], str):
+        raise ValueError(f"content_text of {entry['partition']} must be a str")
+    ordered = {key: entry[key] for key in REQUIRED_KEYS if key != "content_text"}
+    ordered["path"] = os.fspath(ordered["path"])
+    ordered.update((key, value) for key, value in entry.items() if key not in REQUIRED_KEYS)
+    ordered["content_text"] = entry["content_text"]
+    text = json.dumps(ordered, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8") + b"\n"
+
+
+def _parse_line(line: bytes) -> dict[str, Any]:
+    """Decode one line (with or without its ``\\n``) into an entry; ``_BadLine`` if invalid."""
+    try:
+        entry = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _BadLine(f"not valid JSON ({exc})") from exc
+    if not isinstance(entry, dict):
+        raise _BadLine(f"expected a JSON object, got {type(entry).__name__}")
+    if not is_valid_partition(entry.get("partition")):
+        raise _BadLine(f"no valid 'partition' key (got {entry.get('partition')!r})")
+    return entry
+
+
+def _prefix_partition(data: bytes) -> str | None:
+    """The partition named by the first bytes of a line, or ``None`` if they do not start
+    with ``{"partition":"YYYY-MM-DD"`` (say, a hand-edited line with other key order)."""
+    match = _PREFIX_RE.match(data, 0, _PREFIX_SIZE)
+    if match and is_valid_partition(partition := match.group(1).decode("ascii")):
+        return partition
+    return None
+
+
+def _line_partition(line: bytes) -> str:
+    """A whole line's partition: from its prefix, else by parsing the line."""
+    return _prefix_partition(line) or _parse_line(line)["partition"]
+
+
+def _iter_complete_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """``(line number, line incl. "\\n")`` for every complete line, from the current position.
+
+    Stops before a trailing line without ``"\\n"``: that is an unfinished append.
+    """
+    for line_number, line in enumerate(handle, start=1):
+        if not line.endswith(b"\n"):
+            return
+        yield line_number, line
+
+
+def _rfind_newline(handle: BinaryIO, before: int) -> int:
+    """Offset of the last ``\\n`` strictly before offset ``before``, or -1 if none."""
+    end = before
+    while end > 0:
+        start = max(0, end - _CHUNK_SIZE)
+        handle.seek(start)
+        position = handle.read(end - start).rfind(b"\n")
+        if position >= 0:
+            return start + position
+        end = start
+    return -1
+
+
+def _find_newline(handle: BinaryIO, start: int, limit: int) -> int:
+    """Offset of the first ``\\n`` in ``[start, limit)``, or -1 if none."""
+    position = start
+    while position < limit:
+        handle.seek(position)
+        chunk = handle.read(min(_CHUNK_SIZE, limit - position))
+        if not chunk:
+            break
+        found = chunk.find(b"\n")
+        if found >= 0:
+            return position + found
+        position += len(chunk)
+    return -1
+
+
+def _complete_end(handle: BinaryIO) -> int:
+    """Offset just past the last complete line: the file size minus any partial tail."""
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0
+    handle.seek(size - 1)
+    if handle.read(1) == b"\n":
+        return size
+    return _rfind_newline(handle, size) + 1
+
+
+def _read_span(handle: BinaryIO, start: int, end: int) -> bytes:
+    handle.seek(start)
+    return handle.read(end - start)
+
+
+def _line_number_at(handle: BinaryIO, offset: int) -> int:
+    """The 1-based number of the line starting at ``offset`` (scans; for error messages)."""
+    handle.seek(0)
+    newlines = 0
+    remaining = offset
+    while remaining > 0 and (chunk := handle.read(min(_CHUNK_SIZE, remaining))):
+        newlines += chunk.count(b"\n")
+        remaining -= len(chunk)
+    return newlines + 1
+
+
+def _write_all(handle: BinaryIO, data: bytes) -> None:
+    """Write all of ``data`` to an unbuffered file (a raw write may be partial)."""
+    view = memoryview(data)
+    while view:
+        written = handle.write(view)
+        view = view[written:]
+
+
+class SnapshotIndex:
+    """The JSONL snapshot index at ``path``; see the module docstring for the guarantees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> SnapshotIndex:
+        """The index of a data directory (``{data_dir}/index/snapshots.jsonl``)."""
+        return cls(index_path(data_dir))
+
+    def __repr__(self) -> str:
+        return f"SnapshotIndex({str(self.path)!r})"
+
+    # ----------------------------------------------------------------- reading
+
+    def latest(self) -> dict[str, Any] | None:
+        """The entry of the newest partition (the last complete line), or ``None``.
+
+        Reads backwards from the end of the file; never scans it.
+        """
+        with self._open_for_reading() as handle:
+            if handle is None:
+                return None
+            span = self._last_line_span(handle)
+            if span is None:
+                return None
+            return self._parse_at(handle, *span)
+
+    def get(self, partition: str) -> dict[str, Any] | None:
+        """The entry of ``partition``, or ``None`` if the index has no line for it.
+
+        Checks the last line first (the common question is about the newest partition),
+        then binary-searches over byte offsets.
+        """
+        validate_partition(partition)
+        with self._open_for_reading() as handle:
+            if handle is None:
+                return None
+            last = self._last_line_span(handle)
+            if last is None:
+                return None
+            last_partition = self._partition_at(handle, *last)
+            if partition == last_partition:
+                return self._parse_at(handle, *last)
+            if partition > last_partition:
+                return None
+            return self._binary_search(handle, partition, end=last[0])
+
+    def entries(self, include_content: bool = False) -> Iterator[dict[str, Any]]:
+        """Every entry, oldest partition first; without ``content_text`` unless asked."""
+        with self._open_for_reading() as handle:
+            if handle is None:
+                return
+            for line_number, line in _iter_complete_lines(handle):
+                try:
+                    entry = _parse_line(line)
+                except _BadLine as exc:
+                    raise IndexCorruptError(self.path, line_number, str(exc)) from exc
+                if not include_content:
+                    entry.pop("content_text", None)
+                yield entry
+
+    def partitions(self) -> list[str]:
+        """The partitions in the index, in file order, read from the line prefixes."""
+        with self._open_for_reading() as handle:
+            if handle is None:
+                return []
+            return [
+                self._partition_of(line, line_number)
+                for line_number, line in _iter_complete_lines(handle)
+            ]
+
+    # ----------------------------------------------------------------- writing
+
+    def upsert(self, entry: Mapping[str, Any]) -> None:
+        """Insert or replace the line of ``entry["partition"]``, keeping the file sorted.
+
+        Appends when the partition is newer than the last line (cost independent of the
+        file size); otherwise rewrites the file atomically.
+        """
+        line = encode_line(entry)
+        partition = entry["partition"]
+        with self._writer_lock():
+            if not self._try_append(partition, line):
+                self._rewrite({partition: line})
+
+    def upsert_many(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Insert or replace many lines in one atomic rewrite (all or nothing).
+
+        The result is the same as calling ``upsert`` for each entry in turn: a partition
+        given twice keeps its last entry. The batch's encoded lines are held in memory
+        (they must be sorted before merging); the existing file is streamed.
+        """
+        lines: dict[str, bytes] = {}
+        for entry in entries:
+            lines[entry["partition"]] = encode_line(entry)
+        if not lines:
+            return
+        with self._writer_lock():
+            self._rewrite(lines)
+
+    def remove(self, partition: str) -> bool:
+        """Drop the line of ``partition`` (atomic rewrite); ``False`` if there was none."""
+        validate_partition(partition)
+        with self._writer_lock():
+            return self._rewrite({}, remove={partition})
+
+    def rebuild(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """Replace the whole index with ``entries``, ignoring what the file holds now.
+
+        The repair path for an index that writers refuse to touch: rebuild it from the
+        snapshot files, e.g. ``build_entry`` on each value of
+        ``snapshots.latest_snapshots(data_dir)``. ``entries`` must come in strictly
+        increasing partition order; they are streamed to disk one at a time (constant
+        memory), and out-of-order input raises ``ValueError`` with the index unchanged.
+        """
+        previous: str | None = None
+        with self._writer_lock(), atomic_replace(self.path) as out:
+            for entry in entries:
+                line = encode_line(entry)
+                if previous is not None and entry["partition"] <= previous:
+                    raise ValueError(
+                        f"rebuild needs entries in increasing partition order: "
+                        f"{entry['partition']} came after {previous}"
+                    )
+                previous = entry["partition"]
+                out.write(line)
+
+    # ----------------------------------------------------------------- checking
+
+    def verify(self, data_dir_files: Mapping[str, Path] | None = None) -> list[str]:
+        """Human-readable problems with the index; an empty list when it is consistent.
+
+        Checks that every line is a JSON object with the standard keys, that lines are
+        sorted with one per partition, that each ``path`` exists with the recorded
+        ``sha256``, and that each ``content_text`` hashes to that ``sha256``. Given
+        ``data_dir_files`` (partition -> newest snapshot path, see
+        ``snapshots.latest_snapshots``) it also reports snapshots with no line and lines
+        that do not point at their partition's newest snapshot.
+        """
+        problems: list[str] = []
+        indexed: dict[str, tuple[int, str]] = {}
+        with self._open_for_reading() as handle:
+            if handle is not None:
+                problems.extend(self._verify_lines(handle, indexed))
+        if data_dir_files is not None:
+            problems.extend(self._verify_against_files(indexed, data_dir_files))
+        return problems
+
+    def _verify_lines(self, handle: BinaryIO, indexed: dict[str, tuple[int, str]]) -> Iterator[str]:
+        """Problems line by line; fills ``indexed`` with partition -> (line number, path)."""
+        first_line_of: dict[str, int] = {}
+        previous: str | None = None
+        for line_number, line in enumerate(handle, start=1):
+            where = f"{self.path}: line {line_number}"
+            if not line.endswith(b"\n"):
+                yield (
+                    f"{where}: trailing partial line of {len(line)} bytes (an interrupted "
+                    "append; readers ignore it and the next upsert removes it)"
+                )
+                break
+            try:
+                entry = _parse_line(line)
+            except _BadLine as exc:
+                yield f"{where}: {exc}"
+                continue
+            partition = entry["partition"]
+            where = f"{where} ({partition})"
+            if partition in first_line_of:
+                yield f"{where}: duplicate partition, already on line {first_line_of[partition]}"
+            elif previous is not None and partition < previous:
+                yield f"{where}: out of order, comes after {previous}"
+            first_line_of.setdefault(partition, line_number)
+            previous = partition
+            yield from self._verify_entry(where, entry)
+            if isinstance(entry.get("path"), str):
+                indexed[partition] = (line_number, entry["path"])
+
+    @staticmethod
+    def _verify_entry(where: str, entry: Mapping[str, Any]) -> Iterator[str]:
+        """Problems with one parsed entry: its fields, its file, its embedded content."""
+        missing = [key for key in REQUIRED_KEYS if key not in entry]
+        if missing:
+            yield f"{where}: missing keys: {', '.join(missing)}"
+        wrong_type = [
+            key
+            for key, expected in _FIELD_TYPES.items()
+            if key in entry and not isinstance(entry[key], expected)
+        ]
+        if wrong_type:
+            yield f"{where}: wrong value type for: {', '.join(wrong_type)}"
+        recorded = entry.get("sha256")
+        path = entry.get("path")
+        if isinstance(path, str):
+            if not Path(path).is_file():
+                yield f"{where}: snapshot file {path} does not exist"
+            elif (actual := sha256_file(Path(path))) != recorded:
+                yield (
+                    f"{where}: sha256 of {path} is {actual} but the index records "
+                    f"{recorded} (the file changed after it was indexed)"
+                )
+        content = entry.get("content_text")
+        if isinstance(content, str):
+            content_sha = hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+            if content_sha != recorded:
+                yield (
+                    f"{where}: content_text hashes to {content_sha} but the index "
+                    f"records {recorded}"
+                )
+
+    @staticmethod
+    def _verify_against_files(
+        indexed: Mapping[str, tuple[int, str]], data_dir_files: Mapping[str, Path]
+    ) -> Iterator[str]:
+        for partition, newest in sorted(data_dir_files.items()):
+            if partition not in indexed:
+                yield f"partition {partition} has a snapshot ({newest}) but no index line"
+                continue
+            line_number, path = indexed[partition]
+            if Path(path).resolve() != Path(newest).resolve():
+                yield (
+                    f"line {line_number} ({partition}): points at {path}, but the newest "
+                    f"snapshot is {newest}"
+                )
+        for partition in sorted(indexed.keys() - data_dir_files.keys()):
+            line_number, path = indexed[partition]
+            yield (
+                f"line {line_number} ({partition}): points at {path}, but the data "
+                "directory has no snapshot for this partition"
+            )
+
+    # ----------------------------------------------------------------- internals
+
+    @contextlib.contextmanager
+    def _open_for_reading(self) -> Iterator[BinaryIO | None]:
+        """The index opened for binary reading, or ``None`` if it does not exist yet."""
+        with contextlib.ExitStack() as stack:
+            try:
+                handle: BinaryIO | None = stack.enter_context(open(self.path, "rb"))
+            except FileNotFoundError:
+                handle = None
+            yield handle
+
+    @contextlib.contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Serialise writers across threads and processes (released on close), and sweep
+        the temporary files of rewrites that were killed before their rename."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "ab") as lock_file:
+            if fcntl is not None:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+                self._remove_stale_temp_files()
+            yield
+
+    def _partition_of(self, line: bytes, line_number: int) -> str:
+        """The partition of a complete line read in full; refuses a line cut short."""
+        try:
+            if not line.rstrip().endswith(b"}"):
+                raise _BadLine("line is cut short: it does not end with '}'")
+            return _line_partition(line)
+        except _BadLine as exc:
+            raise IndexCorruptError(self.path, line_number, str(exc)) from exc
+
+    def _partition_at(self, handle: BinaryIO, start: int, end: int) -> str:
+        """The partition of the line at ``[start, end)``, reading only its prefix if it can."""
+        prefix = _read_span(handle, start, min(end, start + _PREFIX_SIZE))
+        return _prefix_partition(prefix) or self._parse_at(handle, start, end)["partition"]
+
+    def _parse_at(self, handle: BinaryIO, start: int, end: int) -> dict[str, Any]:
+        """Parse the line at ``[start, end)``; on failure, name its line number."""
+        try:
+            return _parse_line(_read_span(handle, start, end))
+        except _BadLine as exc:
+            line_number = _line_number_at(handle, start)
+            raise IndexCorruptError(self.path, line_number, str(exc)) from exc
+
+    def _last_line_span(self, handle: BinaryIO) -> tuple[int, int] | None:
+        """``(start, end)`` of the last complete line without its ``\\n``, or ``None``."""
+        end = _complete_end(handle)
+        if end == 0:
+            return None
+        return _rfind_newline(handle, end - 1) + 1, end - 1
+
+    def _binary_search(self, handle: BinaryIO, partition: str, end: int) -> dict[str, Any] | None:
+        """Find ``partition`` among the complete lines in ``[0, end)``.
+
+        Invariant: ``low`` is a line start, ``high`` a line start or ``end``, and the
+        wanted line, if present, starts in ``[low, high)``. Each probe reads the line
+        around the midpoint, then discards the half that cannot hold the partition.
+        """
+        low, high = 0, end
+        while low < high:
+            middle = (low + high) // 2
+            start = _rfind_newline(handle, middle) + 1  # start of the line holding `middle`
+            newline = _find_newline(handle, middle, end)
+            found = self._partition_at(handle, start, newline)
+            if found == partition:
+                return self._parse_at(handle, start, newline)
+            if found < partition:
+                low = newline + 1
+            else:
+                high = start
+        return None
+
+    def _try_append(self, partition: str, line: bytes) -> bool:
+        """Append ``line`` if ``partition`` is newer than the last line; else ``False``.
+
+        Reads only the end of the file. A partial line left by an interrupted append is
+        truncated away first.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        with open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0) as handle:
+            last = self._last_line_span(handle)
+            if last is not None and partition <= self._partition_at(handle, *last):
+                return False
+            end = last[1] + 1 if last is not None else 0
+            if handle.seek(0, os.SEEK_END) != end:
+                handle.truncate(end)
+            handle.seek(end)
+            _write_all(handle, line)
+            os.fsync(handle.fileno())
+        if created:
+            fsync_dir(self.path.parent)
+        return True
+
+    def _rewrite(self, replacements: Mapping[str, bytes], remove: Iterable[str] = ()) -> bool:
+        """Stream the index into a new file with ``replacements`` merged in and ``remove``
+        left out, then atomically replace it. Returns whether anything changed.
+
+        Raises ``IndexCorruptError`` (leaving the index untouched) on a line that has no
+        readable partition, is cut short, or breaks the sort order. A trailing partial
+        line (an interrupted append) is dropped.
+        """
+        pending = sorted(replacements.items())
+        to_remove = set(remove)
+        changed = bool(pending)
+        try:
+            with self._open_for_reading() as old, atomic_replace(self.path) as out:
+                old_lines = _iter_complete_lines(old) if old is not None else iter(())
+                next_new = 0
+                previous: str | None = None
+                for line_number, line in old_lines:
+                    partition = self._partition_of(line, line_number)
+                    if previous is not None and partition <= previous:
+                        reason = "duplicate partition" if partition == previous else "out of order"
+                        raise IndexCorruptError(
+                            self.path, line_number, f"{reason}: {partition} after {previous}"
+                        )
+                    previous = partition
+                    while next_new < len(pending) and pending[next_new][0] < partition:
+                        out.write(pending[next_new][1])
+                        next_new += 1
+                    if next_new < len(pending) and pending[next_new][0] == partition:
+                        out.write(pending[next_new][1])
+                        next_new += 1
+                    elif partition in to_remove:
+                        changed = True
+                    else:
+                        out.write(line)
+                for _, new_line in pending[next_new:]:
+                    out.write(new_line)
+                if not changed:
+                    raise _Unchanged
+        except _Unchanged:
+            return False
+        return True
+
+    def _remove_stale_temp_files(self) -> None:
+        """Delete temporary files left by rewrites that were killed before their rename.
+
+        Only writers create them and writers hold the lock, so under the lock any such
+        file is stale. Call it only while holding a real (``fcntl``) lock.
+        """
+        prefix = temp_prefix(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.path.parent):
+                if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
+                    (self.path.parent / name).unlink(missing_ok=True)

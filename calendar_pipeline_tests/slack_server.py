@@ -1,0 +1,313 @@
+"""A small fake-but-real Slack Web API for tests: a real HTTP server on 127.0.0.1.
+
+It speaks enough of the Web API for slack_sdk's ``WebClient``: ``chat.postMessage`` and
+``auth.test``, JSON or form bodies, ``Authorization: Bearer`` checked against one
+token. It enforces the Block Kit limits Slack enforces, records every call, and can be
+told to fail (``fail_next``) or to be slow (``latency``)::
+
+    with FakeSlackServer(token="xoxb-test") as slack:
+        slack.fail_next(status=429, retry_after=1)
+        client = WebClient(token="xoxb-test", base_url=slack.url)
+        ...
+        assert slack.messages[0].channel == "#alerts"
+
+Tests get one per test from the ``slack_server`` fixture below: import it, or list this
+module in ``pytest_plugins``. (PYTEST_DONT_REWRITE: this module has no asserts, and the
+marker lets pytest load it as a plugin after a test module has imported it.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+DEFAULT_TOKEN = "xoxb-fake-0000-test-token"
+
+# Limits Slack enforces on chat.postMessage (the last one is observed, not documented).
+MAX_BLOCKS = 50
+MAX_HEADER_CHARS = 150
+MAX_TEXT_OBJECT_CHARS = 3_000
+MAX_MESSAGE_TEXT_CHARS = 40_000
+MAX_BLOCKS_TEXT_CHARS = 12_000
+
+_AUTH_TEST_IDENTITY = {
+    "ok": True,
+    "url": "https://fake.slack.test/",
+    "team": "Fake",
+    "user": "calendar-bot",
+    "team_id": "T0FAKE",
+    "user_id": "U0BOT",
+    "bot_id": "B0BOT",
+}
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One request as the server saw it, and what it answered."""
+
+    method: str  # "chat.postMessage"
+    received_at: float  # time.monotonic() on arrival
+    headers: dict[str, str]
+    params: dict[str, Any]  # the body, JSON or form; ``blocks`` decoded to Python
+    status: int
+    response: dict[str, Any]
+
+    @property
+    def channel(self) -> str | None:
+        return self.params.get("channel")
+
+    @property
+    def text(self) -> str | None:
+        return self.params.get("text")
+
+    @property
+    def blocks(self) -> list[dict] | None:
+        return self.params.get("blocks")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and bool(self.response.get("ok"))
+
+
+@dataclass(frozen=True)
+class _Scripted:
+    status: int
+    error: str
+    retry_after: int | None
+    method: str | None
+
+
+class FakeSlackServer:
+    """A threaded HTTP server playing Slack's Web API at :attr:`url`."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN, latency: float = 0.0) -> None:
+        self.token = token
+        self.latency = latency  # seconds to wait before answering each request
+        self._calls: list[RecordedCall] = []
+        self._scripted: deque[_Scripted] = deque()
+        self._lock = threading.Lock()
+        self._ts_counter = itertools.count(1)
+        self._ts_base = int(time.time())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The Web API base URL, e.g. ``http://127.0.0.1:54321/api/``."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/api/"
+
+    def start(self) -> FakeSlackServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeSlackServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- what tests look at and script -------------------------------------------------
+
+    @property
+    def calls(self) -> list[RecordedCall]:
+        """Every request received, in arrival order (a copy)."""
+        with self._lock:
+            return list(self._calls)
+
+    @property
+    def messages(self) -> list[RecordedCall]:
+        """The ``chat.postMessage`` calls that were accepted."""
+        return [c for c in self.calls if c.method == "chat.postMessage" and c.ok]
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        return [c for c in self.calls if c.method == method]
+
+    def fail_next(
+        self,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        retry_after: int | None = None,
+        times: int = 1,
+        method: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests (to ``method``, or to any) with a failure.
+
+        ``status=429`` answers "ratelimited" with ``Retry-After``; ``status=503`` answers
+        a server error; ``status=200, error="not_in_channel"`` is an API error.
+        """
+        if error is None:
+            error = {429: "ratelimited"}.get(status, "internal_error" if status >= 500 else "")
+        if not error:
+            raise ValueError("fail_next needs an error code for a 200/4xx answer")
+        with self._lock:
+            for _ in range(times):
+                self._scripted.append(_Scripted(status, error, retry_after, method))
+
+    # --- request handling (called from the handler threads) -----------------------------
+
+    def _handle(
+        self, method: str, headers: dict[str, str], params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        received_at = time.monotonic()
+        status, body, extra_headers = self._answer(method, headers, params)
+        call = RecordedCall(method, received_at, headers, params, status, body)
+        with self._lock:
+            self._calls.append(call)
+        if self.latency:
+            time.sleep(self.latency)
+        return status, body, extra_headers
+
+    def _answer(
+        self, method: str, headers: dict[str, str], params: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        scripted = self._pop_scripted(method)
+        if scripted is not None:
+            extra = (
+                {} if scripted.retry_after is None else {"Retry-After": str(scripted.retry_after)}
+            )
+            return scripted.status, {"ok": False, "error": scripted.error}, extra
+        auth = _header(headers, "authorization")
+        if not auth:
+            return 200, {"ok": False, "error": "not_authed"}, {}
+        if auth != f"Bearer {self.token}":
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
+        if method == "auth.test":
+            return 200, dict(_AUTH_TEST_IDENTITY), {}
+        if method == "chat.postMessage":
+            error = _validate_message(params)
+            if error:
+                return 200, {"ok": False, "error": error}, {}
+            message = {"type": "message", "text": params.get("text", ""), "ts": self._next_ts()}
+            if "blocks" in params:
+                message["blocks"] = params["blocks"]
+            body = {"ok": True, "channel": params["channel"], "ts": message["ts"]}
+            return 200, {**body, "message": message}, {}
+        return 200, {"ok": False, "error": "unknown_method"}, {}
+
+    def _pop_scripted(self, method: str) -> _Scripted | None:
+        with self._lock:
+            for i, scripted in enumerate(self._scripted):
+                if scripted.method in (None, method):
+                    del self._scripted[i]
+                    return scripted
+        return None
+
+    def _next_ts(self) -> str:
+        """Slack-style ``"1700000000.000001"``: unique and increasing."""
+        with self._lock:
+            n = next(self._ts_counter)
+        return f"{self._ts_base + n // 1_000_000}.{n % 1_000_000:06d}"
+
+
+def _validate_message(params: dict[str, Any]) -> str | None:
+    """The Slack error code this chat.postMessage would get, or None if it is fine."""
+    if not params.get("channel"):
+        return "channel_not_found"
+    text, blocks = params.get("text"), params.get("blocks")
+    if not text and not blocks:
+        return "no_text"
+    if text and len(text) > MAX_MESSAGE_TEXT_CHARS:
+        return "msg_too_long"
+    if blocks is None:
+        return None
+    if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks"
+    total = 0
+    for block in blocks:
+        texts = [block["text"]] if "text" in block else list(block.get("elements", []))
+        for text_object in texts:
+            value = text_object.get("text", "")
+            limit = MAX_HEADER_CHARS if block.get("type") == "header" else MAX_TEXT_OBJECT_CHARS
+            if not value or len(value) > limit:
+                return "invalid_blocks"
+            if block.get("type") == "header" and text_object.get("type") != "plain_text":
+                return "invalid_blocks"
+            total += len(value)
+    if total > MAX_BLOCKS_TEXT_CHARS:
+        return "msg_blocks_too_long"
+    return None
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _parse_body(content_type: str, raw: bytes, query: str) -> dict[str, Any]:
+    """Parse a Web API request body as slack_sdk sends it: JSON or form-encoded."""
+    params: dict[str, Any] = dict(parse_qsl(query))
+    if raw and content_type.startswith("application/json"):
+        params.update(json.loads(raw))
+    elif raw:
+        params.update(parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+        if isinstance(params.get("blocks"), str):
+            params["blocks"] = json.loads(params["blocks"])
+    return params
+
+
+def _make_handler(fake: FakeSlackServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            parts = urlsplit(self.path)
+            if not parts.path.startswith("/api/"):
+                self._send(404, {"ok": False, "error": "not_found"}, {})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                params = _parse_body(self.headers.get("Content-Type", ""), raw, parts.query)
+            except ValueError:
+                self._send(200, {"ok": False, "error": "invalid_json"}, {})
+                return
+            headers = dict(self.headers.items())
+            method = parts.path.removeprefix("/api/")
+            self._send(*fake._handle(method, headers, params))
+
+        def _send(self, status: int, body: dict[str, Any], extra: dict[str, str]) -> None:
+            payload = json.dumps(body).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            # The client may have given up already (its timeout); nothing to answer then.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean
+
+    return Handler
+
+
+@pytest.fixture
+def slack_server() -> Iterator[FakeSlackServer]:
+    """A fresh fake Slack Web API for one test, stopped afterwards."""
+    with FakeSlackServer() as server:
+        yield server

@@ -1,0 +1,273 @@
+"""SlackPoster against a real local HTTP server that plays Slack (slack_server.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import secrets
+import socket
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+import pytest
+
+from calendar_pipeline.alerts.model import DueAlert
+from calendar_pipeline.alerts.slack_client import (
+    SlackConfigError,
+    SlackDeliveryError,
+    SlackPoster,
+)
+from calendar_pipeline.alerts.slack_format import SlackMessage, render_digests
+
+if TYPE_CHECKING:
+    from calendar_pipeline_tests.slack_server import FakeSlackServer
+
+# The ``slack_server`` fixture lives next to the fake server; load it explicitly (as a
+# plugin, so pytest imports the module itself and the fixture needs no unused import).
+
+PARTITION = dt.date(2026, 11, 23)
+INTERVAL = 0.2  # min_interval_per_channel in these tests; production uses 1 s
+TOLERANCE = 0.01  # clock granularity between client and server threads
+
+
+def digest(channel: str = "#alerts", title: str = "Armistice") -> SlackMessage:
+    alert = DueAlert(PARTITION, "fr", "France", "holidays", "e1", PARTITION, title, 0, 1, None)
+    [message] = render_digests([alert], PARTITION, channel)
+    return message
+
+
+def poster_for(server: FakeSlackServer, **kwargs) -> SlackPoster:
+    kwargs.setdefault("min_interval_per_channel", INTERVAL)
+    kwargs.setdefault("token", server.token)
+    return SlackPoster(api_url=server.url, **kwargs)
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+def test_post_sends_the_digest_unfurl_off_and_no_mention_parsing(slack_server) -> None:
+    message = digest("#eng", title="<!channel> party")
+    ts = poster_for(slack_server).post(message)
+
+    [call] = slack_server.calls
+    assert call.method == "chat.postMessage"
+    assert call.headers["Authorization"] == f"Bearer {slack_server.token}"
+    assert call.channel == "#eng"
+    assert call.text == message.text
+    assert call.blocks == message.blocks
+    assert call.params["unfurl_links"] is False
+    assert call.params["unfurl_media"] is False
+    assert "link_names" not in call.params
+    assert "parse" not in call.params
+    assert ts == call.response["ts"]
+
+
+def test_timestamps_are_unique_and_increasing(slack_server) -> None:
+    poster = poster_for(slack_server, min_interval_per_channel=0)
+    stamps = [poster.post(digest(f"#c{n}")) for n in range(5)]
+    assert stamps == sorted(stamps, key=float)
+    assert len(set(stamps)) == 5
+
+
+def test_a_split_digest_is_accepted_whole_by_slack(slack_server) -> None:
+    alerts = [
+        DueAlert(
+            PARTITION, f"e{i}", f"Entity & {i}", "s", f"ev{i}", PARTITION, "<x>" * 60, 0, 1, None
+        )
+        for i in range(500)
+    ]
+    messages = render_digests(alerts, PARTITION, "#big")
+    assert len(messages) > 1
+    poster = poster_for(slack_server, min_interval_per_channel=0)
+    for message in messages:
+        poster.post(message)  # the fake enforces Slack's block limits and raises otherwise
+    assert len(slack_server.messages) == len(messages)
+
+
+def test_auth_test_returns_the_bot_identity(slack_server) -> None:
+    # The URL without a trailing slash works too.
+    poster = SlackPoster(slack_server.token, api_url=slack_server.url.rstrip("/"))
+    identity = poster.auth_test()
+    assert identity["ok"] is True
+    assert identity["user_id"] == "U0BOT"
+    assert slack_server.calls_to("auth.test")
+
+
+# --- pacing -------------------------------------------------------------------------------
+
+
+def test_one_channel_is_paced_at_the_interval(slack_server) -> None:
+    poster = poster_for(slack_server)
+    for _ in range(3):
+        poster.post(digest("#alerts"))
+    arrivals = [c.received_at for c in slack_server.messages]
+    assert len(arrivals) == 3
+    assert all(gap >= INTERVAL - TOLERANCE for gap in gaps(arrivals))
+
+
+def test_channels_do_not_wait_for_each_other(slack_server) -> None:
+    poster = poster_for(slack_server)
+    for channel in ("#a", "#b", "#a", "#b"):
+        poster.post(digest(channel))
+    at = {}
+    for call in slack_server.messages:
+        at.setdefault(call.channel, []).append(call.received_at)
+    assert at["#b"][0] - at["#a"][0] < INTERVAL / 2  # #b went straight after #a
+    assert at["#a"][1] - at["#a"][0] >= INTERVAL - TOLERANCE
+    assert at["#b"][1] - at["#a"][1] < INTERVAL / 2  # and #b had waited long enough meanwhile
+
+
+def test_pacing_sleeps_only_the_remaining_time(slack_server) -> None:
+    now = [100.0]
+    sleeps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    poster = poster_for(
+        slack_server, min_interval_per_channel=1.0, sleep=fake_sleep, clock=lambda: now[0]
+    )
+    poster.post(digest("#a"))
+    now[0] += 0.25
+    poster.post(digest("#a"))  # 0.75 s left to wait
+    poster.post(digest("#b"))  # another channel: no wait
+    now[0] += 5
+    poster.post(digest("#a"))  # long enough ago: no wait
+    assert sleeps == [pytest.approx(0.75)]
+
+
+# --- retries --------------------------------------------------------------------------------
+
+
+def test_rate_limit_is_retried_after_retry_after(slack_server) -> None:
+    slack_server.fail_next(status=429, retry_after=1)
+    ts = poster_for(slack_server).post(digest())
+
+    first, second = slack_server.calls
+    assert (first.status, second.status) == (429, 200)
+    assert second.received_at - first.received_at >= 1.0
+    assert ts == second.response["ts"]
+
+
+def test_server_errors_are_retried_until_success(slack_server) -> None:
+    slack_server.fail_next(status=503, times=2)
+    ts = poster_for(slack_server).post(digest())
+    assert [c.status for c in slack_server.calls] == [503, 503, 200]
+    assert ts == slack_server.messages[0].response["ts"]
+
+
+def test_server_errors_past_the_retries_raise_a_delivery_error(slack_server) -> None:
+    slack_server.fail_next(status=500, times=5)
+    with pytest.raises(SlackDeliveryError, match=r"HTTP 500 for #alerts after 1 retries"):
+        poster_for(slack_server, max_retries=1).post(digest("#alerts"))
+    assert len(slack_server.calls) == 2
+
+
+def test_unknown_api_errors_are_delivery_errors_without_retry(slack_server) -> None:
+    slack_server.fail_next(error="msg_blocks_too_long")
+    with pytest.raises(SlackDeliveryError, match="msg_blocks_too_long") as caught:
+        poster_for(slack_server).post(digest())
+    assert caught.value.error == "msg_blocks_too_long"
+    assert len(slack_server.calls) == 1
+
+
+def test_unreachable_slack_is_a_delivery_error() -> None:
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    poster = SlackPoster("xoxb-x", api_url=f"http://127.0.0.1:{port}/api/", max_retries=1)
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError, match="could not reach Slack"):
+        poster.post(digest())
+    assert time.monotonic() - started >= 0.5  # one backoff sleep: it was retried
+
+
+def test_a_read_timeout_is_not_retried(slack_server) -> None:
+    # The message may have been posted already: a blind retry could post it twice.
+    slack_server.latency = 1.0
+    with pytest.raises(SlackDeliveryError, match="TimeoutError"):
+        poster_for(slack_server, timeout=0.3).post(digest())
+    assert len(slack_server.calls) == 1
+
+
+# --- configuration errors ---------------------------------------------------------------------
+
+
+def test_not_in_channel_says_to_invite_the_bot_and_is_not_retried(slack_server) -> None:
+    slack_server.fail_next(error="not_in_channel")
+    with pytest.raises(SlackConfigError) as caught:
+        poster_for(slack_server).post(digest("#private-ops"))
+    assert "invite the bot to #private-ops" in str(caught.value)
+    assert (caught.value.error, caught.value.channel) == ("not_in_channel", "#private-ops")
+    assert len(slack_server.calls) == 1
+
+
+def test_channel_not_found_names_the_channel(slack_server) -> None:
+    slack_server.fail_next(error="channel_not_found")
+    with pytest.raises(SlackConfigError, match="#nope not found"):
+        poster_for(slack_server).post(digest("#nope"))
+
+
+@pytest.mark.parametrize(
+    "error", ["invalid_auth", "not_authed", "account_inactive", "token_revoked"]
+)
+def test_token_errors_say_to_check_the_token(slack_server, error: str) -> None:
+    slack_server.fail_next(error=error)
+    with pytest.raises(SlackConfigError, match="check SLACK_BOT_TOKEN"):
+        poster_for(slack_server).auth_test()
+    assert len(slack_server.calls) == 1
+
+
+def test_a_wrong_token_is_rejected_by_the_server(slack_server) -> None:
+    with pytest.raises(SlackConfigError, match=r"\(invalid_auth\): check SLACK_BOT_TOKEN"):
+        poster_for(slack_server, token="xoxb-not-the-right-one").post(digest())
+    assert slack_server.calls[0].response == {"ok": False, "error": "invalid_auth"}
+
+
+# --- the token stays secret -----------------------------------------------------------------
+
+
+def test_the_token_never_appears_in_errors_reprs_or_logs(slack_server, caplog) -> None:
+    caplog.set_level(logging.DEBUG)  # root, so slack_sdk's DEBUG records are captured too
+    # Built at run time, so that no source line shown in a traceback contains them.
+    token = f"xoxb-1234-{secrets.token_hex(12)}"
+    wrong_token = f"xoxb-9999-{secrets.token_hex(12)}"
+    slack_server.token = token
+    poster = poster_for(slack_server, token=token, max_retries=1)
+
+    errors: list[Exception] = []
+    poster.post(digest())
+    for failure in ({"error": "not_in_channel"}, {"status": 503, "times": 2}):
+        slack_server.fail_next(**failure)
+        with pytest.raises((SlackConfigError, SlackDeliveryError)) as caught:
+            poster.post(digest())
+        errors.append(caught.value)
+    # A server (or proxy) that echoes the token back in its error gets it redacted.
+    slack_server.fail_next(error=f"bad_token_{token}")
+    with pytest.raises(SlackDeliveryError) as caught:
+        poster.post(digest())
+    errors.append(caught.value)
+    with pytest.raises(SlackConfigError) as caught:  # wrong token: the real one stays hidden
+        poster_for(slack_server, token=wrong_token).post(digest())
+    errors.append(caught.value)
+
+    assert slack_server.calls[0].headers["Authorization"] == f"Bearer {token}"  # it was used
+    assert "bad_token_***" in str(errors[2])
+    for exc in errors:
+        assert exc.__cause__ is None and exc.__suppress_context__  # slack_sdk's error dropped
+        rendered = "".join(traceback.format_exception(exc))
+        for text in (str(exc), repr(exc), rendered):
+            assert token not in text and wrong_token not in text
+    assert token not in repr(poster) and "token='***'" in repr(poster)
+    # slack_sdk logs every request at DEBUG, body included, with Authorization redacted,
+    # and every response body as received: the echoed token is redacted by our filter.
+    assert "Sending a request" in caplog.text and "'Authorization': '(redacted)'" in caplog.text
+    assert '"error": "bad_token_xox?-***"' in caplog.text
+    assert token not in caplog.text and wrong_token not in caplog.text
