@@ -24,6 +24,9 @@ def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -
         schedules=[daily_calendar_schedule],
         sensors=[upstream_availability_sensor, slack_alert_sensor],
         resources=dict(resources) if resources is not None else resources_from_env(),
+        # One process per run, also for `dagster asset materialize` and UI launches: the
+        # steps are small and a process per step would cost more than the work.
+        executor=dg.in_process_executor,
     )
 
 

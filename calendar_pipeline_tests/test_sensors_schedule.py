@@ -1,0 +1,157 @@
+"""Sensors and the schedule, evaluated against a real (temporary) Dagster instance."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import pytest
+
+from calendar_pipeline.definitions import build_defs
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.schedules import daily_calendar_schedule
+from calendar_pipeline.defs.sensors import slack_alert_sensor
+
+D = "2025-12-18"
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def defs_for(tmp_path, universe, **overrides):
+    calendar = CalendarSettings(
+        data_dir=str(tmp_path / "data"), universe=str(universe), **overrides
+    )
+    return build_defs({"calendar": calendar, "slack": SlackSettings()}), calendar
+
+
+def test_slack_sensor_requests_one_run_per_due_alerts_materialization(
+    tmp_path, small_universe, instance
+):
+    defs, _ = defs_for(tmp_path, small_universe)
+    job = defs.resolve_job_def("daily_calendar_job")
+    job.execute_in_process(partition_key=D, instance=instance)
+
+    first = slack_alert_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert [r.partition_key for r in first.run_requests] == [D]
+    assert first.run_requests[0].run_key.startswith("due_alerts-")
+
+    again = slack_alert_sensor(
+        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
+    )
+    assert again.run_requests == [] and "no new due_alerts" in again.skip_reason.skip_message
+
+    job.execute_in_process(partition_key="2025-12-19", instance=instance)
+    job.execute_in_process(partition_key=D, instance=instance)  # re-materialized: once more
+    third = slack_alert_sensor(
+        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
+    )
+    assert [r.partition_key for r in third.run_requests] == ["2025-12-19", D]
+    assert len({r.run_key for r in first.run_requests + third.run_requests}) == 3
+
+
+def test_slack_sensor_ignores_materializations_without_a_successful_run(
+    tmp_path, small_universe, instance
+):
+    defs, _ = defs_for(tmp_path, small_universe)
+    defs.resolve_job_def("daily_calendar_job").execute_in_process(
+        partition_key=D, instance=instance
+    )
+    ok = slack_alert_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert len(ok.run_requests) == 1
+
+    # e.g. "Report materialization" clicked in the UI: no run, so no Slack
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="due_alerts", partition="2025-12-20")
+    )
+    after = slack_alert_sensor(
+        dg.build_sensor_context(instance=instance, cursor=ok.cursor, definitions=defs)
+    )
+    assert after.run_requests == []
+    assert "2025-12-20" in after.skip_reason.skip_message
+    assert int(after.cursor) > int(ok.cursor)  # not looked at again
+
+
+def test_daily_run_failing_a_blocking_check_never_materializes_due_alerts(tmp_path, instance):
+    universe = tmp_path / "u.csv"
+    universe.write_text(
+        "entity_id,name,source,key,channel\nfr,France,holidays,country:FR,\n"
+        "zz,Nowhere,holidays,country:ZZ,\n"
+    )
+    defs, _ = defs_for(tmp_path, universe, max_failed_entities="0")
+    result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+        partition_key=D, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    sensor_result = slack_alert_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert sensor_result.run_requests == []
+
+
+def test_upstream_sensor_starts_once_then_skips_unchanged(tmp_path, small_universe, instance):
+    defs, calendar = defs_for(tmp_path, small_universe)
+    sensor = defs.resolve_sensor_def("upstream_availability_sensor")
+
+    def tick(cursor=None):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources={"calendar": calendar}, definitions=defs
+        )
+        return sensor.evaluate_tick(context)
+
+    first = tick()
+    today = calendar.today().isoformat()
+    assert [r.partition_key for r in first.run_requests] == [today]
+    assert json.loads(first.cursor)["partition"] == today
+
+    second = tick(first.cursor)
+    assert second.run_requests == []
+    assert "unchanged" in second.skip_message
+
+    # the universe changed: a new fingerprint, a new run with a different run_key
+    small_universe.write_text(small_universe.read_text() + "jp,Japan,holidays,country:JP,\n")
+    third = tick(first.cursor)
+    assert third.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_upstream_sensor_skips_when_a_source_is_unreachable(tmp_path, small_universe, instance):
+    from calendar_pipeline.sources.probe import probe_sources
+    from calendar_pipeline.universe import load_universe
+
+    class Down:
+        name = "holidays"
+
+        def version(self):
+            return "x"
+
+        def probe(self, entities):
+            raise ConnectionError("connection refused")
+
+    universe = load_universe(small_universe, {"holidays"})
+    report = probe_sources(universe.entities, {"holidays": Down()}, universe.sha256)
+    assert not report.reachable
+    assert report.unreachable == {"holidays": "ConnectionError: connection refused"}
+
+
+def test_schedule_runs_todays_partition_at_the_configured_hour(tmp_path, small_universe, instance):
+    defs, _ = defs_for(tmp_path, small_universe)
+    schedule = defs.resolve_schedule_def("daily_calendar_schedule")
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.execution_timezone == "UTC"
+    when = dt.datetime(2026, 3, 4, 6, 0, tzinfo=dt.UTC)
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    data = schedule.evaluate_tick(context)
+    assert [r.partition_key for r in data.run_requests] == ["2026-03-04"]
+    assert daily_calendar_schedule.name == "daily_calendar_schedule"
+
+
+def test_jobs_are_partitioned_and_in_process(tmp_path, small_universe):
+    defs, _ = defs_for(tmp_path, small_universe)
+    daily = defs.resolve_job_def("daily_calendar_job")
+    slack = defs.resolve_job_def("slack_alert_job")
+    assert daily.executor_def.name == slack.executor_def.name == "in_process"
+    assert daily.partitions_def == slack.partitions_def
+    assert set(daily.asset_layer.asset_graph.get_all_asset_keys()) >= {
+        dg.AssetKey(k) for k in ("raw_snapshot", "snapshot_index", "due_alerts")
+    }
+    assert list(slack.graph.node_names()) == ["send_slack_alerts"]
