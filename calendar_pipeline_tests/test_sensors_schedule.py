@@ -9,7 +9,6 @@ import pytest
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
-from calendar_pipeline.defs.sensors import slack_alert_sensor
 
 D = "2025-12-18"
 
@@ -27,6 +26,13 @@ def defs_for(tmp_path, universe, **overrides):
     return build_defs({"calendar": calendar, "slack": SlackSettings()}), calendar
 
 
+def slack_tick(defs, instance, cursor=None):
+    sensor = defs.resolve_sensor_def("slack_alert_sensor")
+    return sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    )
+
+
 def test_slack_sensor_requests_one_run_per_due_alerts_materialization(
     tmp_path, small_universe, instance
 ):
@@ -34,20 +40,16 @@ def test_slack_sensor_requests_one_run_per_due_alerts_materialization(
     job = defs.resolve_job_def("daily_calendar_job")
     job.execute_in_process(partition_key=D, instance=instance)
 
-    first = slack_alert_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    first = slack_tick(defs, instance)
     assert [r.partition_key for r in first.run_requests] == [D]
     assert first.run_requests[0].run_key.startswith("due_alerts-")
 
-    again = slack_alert_sensor(
-        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
-    )
-    assert again.run_requests == [] and "no new due_alerts" in again.skip_reason.skip_message
+    again = slack_tick(defs, instance, first.cursor)
+    assert again.run_requests == [] and "no new due_alerts" in again.skip_message
 
     job.execute_in_process(partition_key="2025-12-19", instance=instance)
     job.execute_in_process(partition_key=D, instance=instance)  # re-materialized: once more
-    third = slack_alert_sensor(
-        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
-    )
+    third = slack_tick(defs, instance, first.cursor)
     assert [r.partition_key for r in third.run_requests] == ["2025-12-19", D]
     assert len({r.run_key for r in first.run_requests + third.run_requests}) == 3
 
@@ -59,18 +61,16 @@ def test_slack_sensor_ignores_materializations_without_a_successful_run(
     defs.resolve_job_def("daily_calendar_job").execute_in_process(
         partition_key=D, instance=instance
     )
-    ok = slack_alert_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    ok = slack_tick(defs, instance)
     assert len(ok.run_requests) == 1
 
     # e.g. "Report materialization" clicked in the UI: no run, so no Slack
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key="due_alerts", partition="2025-12-20")
     )
-    after = slack_alert_sensor(
-        dg.build_sensor_context(instance=instance, cursor=ok.cursor, definitions=defs)
-    )
+    after = slack_tick(defs, instance, ok.cursor)
     assert after.run_requests == []
-    assert "2025-12-20" in after.skip_reason.skip_message
+    assert "2025-12-20" in after.skip_message
     assert int(after.cursor) > int(ok.cursor)  # not looked at again
 
 
@@ -85,7 +85,7 @@ def test_daily_run_failing_a_blocking_check_never_materializes_due_alerts(tmp_pa
         partition_key=D, instance=instance, raise_on_error=False
     )
     assert not result.success
-    sensor_result = slack_alert_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    sensor_result = slack_tick(defs, instance)
     assert sensor_result.run_requests == []
 
 
