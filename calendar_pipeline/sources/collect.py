@@ -8,7 +8,7 @@ judged later, by the asset checks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -38,25 +38,23 @@ def collect_events(
     sources: Mapping[str, Source],
     on_progress: Callable[[int, int], None] | None = None,
 ) -> CollectResult:
-    """Fetch ``window`` for every entity; events are sorted and de-duplicated."""
+    """Fetch ``window`` for every entity; events are sorted and de-duplicated.
+
+    Entities are grouped by source; a source with ``fetch_many`` gets its whole group at
+    once (HTTP adapters fetch concurrently), the others are called entity by entity.
+    """
     result = CollectResult()
     seen: set[tuple[str, str, object]] = set()
-    for done, entity in enumerate(entities, start=1):
-        source = sources.get(entity.source)
-        try:
-            if source is None:
-                raise LookupError(f"no adapter for source {entity.source!r}")
-            if entity.source not in result.source_versions:
-                result.source_versions[entity.source] = source.version()
-            fetched = source.fetch(entity, window)
-        except Exception as exc:  # one entity never fails the run
-            result.errors.append(entity_error(entity, exc))
-            log.warning("entity %s failed: %s", entity.entity_id, result.errors[-1].message)
+    done = 0
+    for outcome_entity, outcome in _fetch_all(entities, window, sources, result):
+        if isinstance(outcome, Exception):
+            result.errors.append(entity_error(outcome_entity, outcome))
+            log.warning("entity %s failed: %s", outcome_entity.entity_id, result.errors[-1].message)
         else:
             kept = 0
-            for event in fetched:
+            for event in outcome:
                 identity = (event.entity_id, event.event_id, event.event_date)
-                if event.entity_id != entity.entity_id or event.event_date not in window:
+                if event.entity_id != outcome_entity.entity_id or event.event_date not in window:
                     continue
                 if identity not in seen:
                     seen.add(identity)
@@ -64,11 +62,54 @@ def collect_events(
                     kept += 1
             result.entities_ok += 1
             if kept == 0:
-                result.entities_without_events.append(entity.entity_id)
+                result.entities_without_events.append(outcome_entity.entity_id)
+        done += 1
         if on_progress is not None:
             on_progress(done, len(entities))
     result.events.sort(key=lambda e: (e.event_date, e.entity_id, e.event_id))
     return result
+
+
+def _fetch_all(
+    entities: Sequence[Entity],
+    window: Window,
+    sources: Mapping[str, Source],
+    result: CollectResult,
+) -> Iterator[tuple[Entity, list[Event] | Exception]]:
+    groups: dict[str, list[Entity]] = {}
+    for entity in entities:
+        groups.setdefault(entity.source, []).append(entity)
+    for name, members in groups.items():
+        source = sources.get(name)
+        if source is None:
+            for entity in members:
+                yield entity, LookupError(f"no adapter for source {name!r}")
+            continue
+        try:
+            result.source_versions[name] = source.version()
+        except Exception as exc:  # a broken version() must not hide the data
+            result.source_versions[name] = f"unknown ({type(exc).__name__})"
+        fetch_many = getattr(source, "fetch_many", None)
+        if fetch_many is not None:
+            answered: set[str] = set()
+            try:
+                for entity, outcome in fetch_many(members, window):
+                    answered.add(entity.entity_id)
+                    yield entity, outcome
+            except Exception as exc:  # the batch itself broke: every unanswered entity fails
+                for entity in members:
+                    if entity.entity_id not in answered:
+                        answered.add(entity.entity_id)
+                        yield entity, exc
+            for entity in members:  # an adapter that forgot one never loses it silently
+                if entity.entity_id not in answered:
+                    yield entity, RuntimeError(f"source {name!r} returned no answer")
+            continue
+        for entity in members:
+            try:
+                yield entity, source.fetch(entity, window)
+            except Exception as exc:  # one entity never fails the run
+                yield entity, exc
 
 
 def entity_error(entity: Entity, exc: BaseException) -> EntityError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,4 +91,15 @@ class Source(Protocol):
 
     def fetch(self, entity: Entity, window: Window) -> list[Event]:
         """Every event of ``entity`` dated inside ``window``."""
+        ...
+
+
+class BatchSource(Source, Protocol):
+    """An adapter that fetches many entities at once (concurrently, or with one range
+    call). ``collect_events`` prefers ``fetch_many`` when a source has it."""
+
+    def fetch_many(
+        self, entities: Sequence[Entity], window: Window
+    ) -> Iterator[tuple[Entity, list[Event] | Exception]]:
+        """Yield each entity once, with its events or the exception that failed it."""
         ...
