@@ -14,7 +14,11 @@ from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_ind
 from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
 from calendar_pipeline.defs.resources import resources_from_env
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
-from calendar_pipeline.defs.sensors import slack_alert_sensor, upstream_availability_sensor
+from calendar_pipeline.defs.sensors import (
+    slack_alert_sensor,
+    slack_run_failure_sensor,
+    upstream_availability_sensor,
+)
 
 
 def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
@@ -22,7 +26,7 @@ def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -
         assets=[raw_snapshot, snapshot_index, due_alerts],
         jobs=[daily_calendar_job, slack_alert_job],
         schedules=[daily_calendar_schedule],
-        sensors=[upstream_availability_sensor, slack_alert_sensor],
+        sensors=[upstream_availability_sensor, slack_alert_sensor, slack_run_failure_sensor],
         resources=dict(resources) if resources is not None else resources_from_env(),
         # One process per run, also for `dagster asset materialize` and UI launches: the
         # steps are small and a process per step would cost more than the work.

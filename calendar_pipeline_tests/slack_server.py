@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -96,6 +97,8 @@ class FakeSlackServer:
         self.latency = latency  # seconds to wait before answering each request
         self._calls: list[RecordedCall] = []
         self._scripted: deque[_Scripted] = deque()
+        self._drops = 0  # accepted posts whose connection is then cut without an answer
+        self.webhook_path = "/services/T000/B000/webhooksecret123"
         self._lock = threading.Lock()
         self._ts_counter = itertools.count(1)
         self._ts_base = int(time.time())
@@ -166,6 +169,24 @@ class FakeSlackServer:
             for _ in range(times):
                 self._scripted.append(_Scripted(status, error, retry_after, method))
 
+    def drop_after_accepting(self, times: int = 1) -> None:
+        """Accept (record) the next ``times`` posts, then cut the connection unanswered:
+        Slack received the message but the client never learns it."""
+        with self._lock:
+            self._drops += times
+
+    def _take_drop(self) -> bool:
+        with self._lock:
+            if self._drops:
+                self._drops -= 1
+                return True
+            return False
+
+    @property
+    def webhook_url(self) -> str:
+        """An incoming-webhook URL served by this server (answers ``ok`` as text)."""
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{self.webhook_path}"
+
     # --- request handling (called from the handler threads) -----------------------------
 
     def _handle(
@@ -179,6 +200,21 @@ class FakeSlackServer:
         if self.latency:
             time.sleep(self.latency)
         return status, body, extra_headers
+
+    def _answer_webhook(self, headers: dict[str, str], params: dict[str, Any]):
+        received_at = time.monotonic()
+        scripted = self._pop_scripted("webhook")
+        if scripted is not None:
+            status, body = scripted.status, scripted.error
+        else:
+            status, body = 200, "ok"
+            error = _validate_message({"channel": "(the webhook's)", **params})
+            if error:
+                status, body = 400, error
+        call = RecordedCall("webhook", received_at, headers, params, status, {"ok": body == "ok"})
+        with self._lock:
+            self._calls.append(call)
+        return status, body, {}
 
     def _answer(
         self, method: str, headers: dict[str, str], params: dict[str, Any]
@@ -274,6 +310,9 @@ def _make_handler(fake: FakeSlackServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             parts = urlsplit(self.path)
+            if parts.path == fake.webhook_path:
+                self._webhook()
+                return
             if not parts.path.startswith("/api/"):
                 self._send(404, {"ok": False, "error": "not_found"}, {})
                 return
@@ -286,7 +325,24 @@ def _make_handler(fake: FakeSlackServer) -> type[BaseHTTPRequestHandler]:
                 return
             headers = dict(self.headers.items())
             method = parts.path.removeprefix("/api/")
-            self._send(*fake._handle(method, headers, params))
+            answer = fake._handle(method, headers, params)
+            if method == "chat.postMessage" and answer[1].get("ok") and fake._take_drop():
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self._send(*answer)
+
+        def _webhook(self) -> None:
+            """An incoming webhook: JSON body in, ``ok`` (text/plain) out."""
+            length = int(self.headers.get("Content-Length") or 0)
+            params = json.loads(self.rfile.read(length) or b"{}")
+            status, body, _ = fake._answer_webhook(dict(self.headers.items()), params)
+            payload = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def _send(self, status: int, body: dict[str, Any], extra: dict[str, str]) -> None:
             payload = json.dumps(body).encode("utf-8")

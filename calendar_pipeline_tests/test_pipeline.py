@@ -238,6 +238,8 @@ def test_slack_token_invalid_fails_clearly_without_leaking(
     message = failure_text(result)
     assert "SLACK_BOT_TOKEN" in message
     assert secret not in message
-    assert store.ledger_rows(calendar.engine()) == []  # claims released, nothing marked sent
+    rows = store.ledger_rows(calendar.engine())
+    assert rows and {r["state"] for r in rows} == {"failed"}  # released, nothing marked sent
+    assert all("SLACK_BOT_TOKEN" in r["error"] and secret not in r["error"] for r in rows)
     logs = instance.all_logs(result.run_id)
     assert all(secret not in (entry.message or "") for entry in logs)

@@ -54,8 +54,11 @@ def test_claim_is_exclusive_and_released_claims_return(engine):
     alerts = [alert(1), alert(2)]
     assert store.claim(engine, alerts, "run-a", TIMEOUT) == alerts
     assert store.claim(engine, alerts, "run-b", TIMEOUT) == []
-    assert store.release(engine, [alerts[1].dedup_key], "run-a") == 1
+    assert store.mark_failed(engine, [alerts[1].dedup_key], "run-a", "HTTP 503") == 1
+    assert store.mark_failed(engine, [alerts[1].dedup_key], "run-a", "again") == 0  # not claimed
     assert store.claim(engine, alerts, "run-b", TIMEOUT) == [alerts[1]]
+    row = next(r for r in store.ledger_rows(engine) if r["dedup_key"] == alerts[1].dedup_key)
+    assert (row["state"], row["attempts"], row["error"]) == ("claimed", 2, "HTTP 503")
     assert store.mark_delivered(engine, [alerts[0].dedup_key], "run-a", "sent", "#c", "1.2") == 1
     assert store.delivered_keys(engine, [a.dedup_key for a in alerts]) == {alerts[0].dedup_key}
     # a sent key is never claimable again, even after the timeout

@@ -2,8 +2,11 @@
 
 Modes:
 - ``send``: claim the pending keys, post one digest per channel (split at Slack's
-  limits), mark each message's keys ``sent`` with its ``ts``. A failed post releases the
-  claims it still holds and raises, so the next run retries them.
+  limits), mark each message's keys ``sent`` with its ``ts``. When a post fails, the
+  claims not yet sent are marked ``failed`` (released for the next run) and the error is
+  raised. A crash between a post and its mark leaves that message's keys claimed until
+  the claim timeout; the next run then posts that one message again: at most one
+  duplicate, never a lost alert.
 - ``dry_run``: nothing posted, nothing recorded; digests go to the outbox and the log.
 - ``record_only``: nothing posted; pending keys are recorded as delivered (used for
   partitions before today, so a backfill never replays history into Slack).
@@ -11,7 +14,9 @@ Modes:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import itertools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -28,6 +33,8 @@ from calendar_pipeline.lake.atomic import atomic_write_text
 
 
 class Poster(Protocol):
+    retries: int
+
     def post(self, message: SlackMessage) -> str: ...
 
 
@@ -39,7 +46,10 @@ class DeliveryReport:
     claimed: int = 0
     sent: int = 0
     recorded: int = 0
+    failed: int = 0
     messages: int = 0
+    retries: int = 0
+    moved: int = 0
     outbox: list[Path] = field(default_factory=list)
     outbox_text: str = ""
 
@@ -51,7 +61,10 @@ class DeliveryReport:
             "claimed": self.claimed,
             "sent": self.sent,
             "recorded": self.recorded,
+            "failed": self.failed,
             "messages": self.messages,
+            "retries": self.retries,
+            "date_changed": self.moved,
         }
 
 
@@ -63,6 +76,17 @@ def choose_mode(configured: str, base: str, partition_date: dt.date, today: dt.d
     if partition_date < today and base == "send":
         return "record_only"
     return base
+
+
+def interleave_channels(messages: Sequence[SlackMessage]) -> list[SlackMessage]:
+    """Round-robin over channels (a1, b1, c1, a2, b2...): while one channel waits out its
+    one-message-per-second pace, the others post, so the whole digest takes about as long
+    as the busiest channel needs."""
+    by_channel: dict[str, list[SlackMessage]] = {}
+    for message in messages:
+        by_channel.setdefault(message.channel, []).append(message)
+    rounds = itertools.zip_longest(*by_channel.values())
+    return [message for batch in rounds for message in batch if message is not None]
 
 
 def deliver(
@@ -78,36 +102,43 @@ def deliver(
     poster: Poster | None = None,
     log: Callable[[str], None] = print,
 ) -> DeliveryReport:
+    """Deliver ``alerts`` (partition D's due_alerts rows) in ``mode``; see the module doc."""
+    if mode not in ("send", "dry_run", "record_only"):
+        raise ValueError(f"unknown alert mode {mode!r}")
+    if mode == "send" and poster is None:
+        raise ValueError(
+            "mode 'send' needs a Slack poster (set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL)"
+        )
     report = DeliveryReport(mode=mode, due=len(alerts))
     delivered = store.delivered_keys(engine, [a.dedup_key for a in alerts])
     pending = [a for a in alerts if a.dedup_key not in delivered]
     report.already_delivered = len(delivered)
+    pending = _with_previous_dates(engine, pending)
+    report.moved = sum(1 for a in pending if a.previous_date is not None)
 
     if mode == "dry_run":
-        messages = render_digests(pending, partition_date, default_channel)
+        messages = interleave_channels(render_digests(pending, partition_date, default_channel))
         report.messages = len(messages)
         report.outbox_text = render_outbox_text(messages) if messages else "Nothing to post."
         report.outbox = write_outbox(outbox_dir, messages, report.outbox_text)
         log(
-            f"dry run, nothing posted or recorded; {len(pending)} alert(s) in {len(messages)} "
-            f"message(s):\n{report.outbox_text}"
+            f"dry run, nothing posted or recorded; {len(pending)} alert(s) in "
+            f"{len(messages)} message(s):\n{report.outbox_text}"
         )
         return report
 
     owned = store.claim(engine, pending, run_id, claim_timeout)
     report.claimed = len(owned)
+    if len(owned) < len(pending):
+        log(f"{len(pending) - len(owned)} alert(s) are claimed by another run; skipped")
     if mode == "record_only":
-        report.recorded = store.mark_delivered(
-            engine, [a.dedup_key for a in owned], run_id, "recorded"
-        )
+        keys = [a.dedup_key for a in owned]
+        report.recorded = store.mark_delivered(engine, keys, run_id, "recorded")
         log(f"record_only: {report.recorded} alert(s) recorded as delivered, nothing posted")
         return report
 
-    if mode != "send":
-        raise ValueError(f"unknown alert mode {mode!r}")
-    if poster is None:
-        raise ValueError("mode 'send' needs a Slack poster (set SLACK_BOT_TOKEN)")
-    messages = render_digests(owned, partition_date, default_channel)
+    assert poster is not None
+    messages = interleave_channels(render_digests(owned, partition_date, default_channel))
     unsent = {a.dedup_key for a in owned}
     try:
         for message in messages:
@@ -118,11 +149,25 @@ def deliver(
             unsent.difference_update(message.dedup_keys)
             report.messages += 1
             log(f"posted {len(message.dedup_keys)} alert(s) to {message.channel} (ts {ts})")
-    finally:
+    except BaseException as exc:
         if unsent:
-            store.release(engine, sorted(unsent), run_id)
-            log(f"released {len(unsent)} claimed alert(s) for the next run")
+            reason = f"{type(exc).__name__}: {exc}"
+            report.failed = store.mark_failed(engine, sorted(unsent), run_id, reason)
+            log(f"{report.failed} alert(s) not sent, released for the next run: {reason}")
+        raise
+    finally:
+        report.retries = poster.retries
     return report
+
+
+def _with_previous_dates(engine: Engine, alerts: list[DueAlert]) -> list[DueAlert]:
+    moved = store.previous_dates(engine, alerts) if alerts else {}
+    return [
+        dataclasses.replace(a, previous_date=moved[(a.entity_id, a.event_id)])
+        if (a.entity_id, a.event_id) in moved
+        else a
+        for a in alerts
+    ]
 
 
 def _safe_name(channel: str) -> str:

@@ -23,6 +23,8 @@ class DueAlert:
     days_until: int
     threshold_days: int
     channel: str | None
+    previous_date: dt.date | None = None
+    """Set when this event was alerted before on another date (it moved)."""
 
     @property
     def dedup_key(self) -> str:

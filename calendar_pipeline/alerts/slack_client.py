@@ -1,10 +1,11 @@
 """Post rendered digests to Slack: retries, per-channel pacing, errors that say what to fix.
 
 Retries are slack_sdk's own handlers: HTTP 429 (sleeping ``Retry-After`` plus up to one
-second of jitter), HTTP 500/503 and connection errors (exponential backoff from 0.5 s
-with jitter). Those sleeps happen inside slack_sdk with ``time.sleep``; the injectable
-``sleep``/``clock`` only drive our own pacing. A read timeout is *not* retried: Slack
-may have posted the message already, and the delivery ledger decides what happens next.
+second of jitter), HTTP 5xx and connection errors (exponential backoff from 0.5 s with
+jitter); ``retries`` counts them. Those sleeps happen inside slack_sdk with
+``time.sleep``; the injectable ``sleep``/``clock`` only drive our own pacing. A read
+timeout is *not* retried: Slack may have posted the message already, and the delivery
+ledger decides what happens next.
 
 The bot token never appears in an exception message, a repr or a log line: ours are
 built without it, and slack_sdk's log records pass through a redacting filter.
@@ -25,6 +26,8 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.webhook import WebhookClient
 
 from calendar_pipeline.alerts.slack_format import SlackMessage
 
@@ -74,6 +77,37 @@ class SlackDeliveryError(RuntimeError):
         self.channel = channel
 
 
+class _AnyServerErrorRetryHandler(ServerErrorRetryHandler):
+    """slack_sdk retries only 500 and 503; a 502 or 504 from a proxy is as transient."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        return response is not None and 500 <= response.status_code < 600
+
+
+def _counting(handlers: list[RetryHandler], on_retry: Callable[[], None]) -> list[RetryHandler]:
+    """Wrap each handler so every retry it grants is counted."""
+    for handler in handlers:
+        original = handler.prepare_for_next_attempt
+
+        def prepare(*args: Any, _original=original, **kwargs: Any) -> None:
+            on_retry()
+            _original(*args, **kwargs)
+
+        handler.prepare_for_next_attempt = prepare  # type: ignore[method-assign]
+    return handlers
+
+
+def _retry_handlers(max_retries: int, on_retry: Callable[[], None]) -> list[RetryHandler]:
+    return _counting(
+        [
+            RateLimitErrorRetryHandler(max_retry_count=max_retries),
+            _AnyServerErrorRetryHandler(max_retry_count=max_retries),
+            ConnectionErrorRetryHandler(max_retry_count=max_retries),
+        ],
+        on_retry,
+    )
+
+
 class SlackPoster:
     """Posts :class:`SlackMessage` digests with one bot token, politely.
 
@@ -101,17 +135,17 @@ class SlackPoster:
         self._sleep = sleep
         self._clock = clock
         self._last_post_at: dict[str, float] = {}
+        self.retries = 0
         self._client = WebClient(
             token=token,
             base_url=api_url,
             timeout=timeout,  # type: ignore[arg-type]  # slack_sdk annotates int; floats work
             logger=_SDK_LOGGER,
-            retry_handlers=[
-                RateLimitErrorRetryHandler(max_retry_count=max_retries),
-                ServerErrorRetryHandler(max_retry_count=max_retries),
-                ConnectionErrorRetryHandler(max_retry_count=max_retries),
-            ],
+            retry_handlers=_retry_handlers(max_retries, self._count_retry),
         )
+
+    def _count_retry(self) -> None:
+        self.retries += 1
 
     def __repr__(self) -> str:
         return f"SlackPoster(api_url={self.api_url!r}, token='***')"
@@ -222,7 +256,7 @@ class SlackPoster:
                 f"Slack kept rate-limiting us{where} after {self.max_retries} retries"
             )
         if status >= 500:
-            retried = f" after {self.max_retries} retries" if status in (500, 503) else ""
+            retried = f" after {self.max_retries} retries"
             return SlackDeliveryError, f"Slack returned HTTP {status}{where}{retried}"
         return SlackDeliveryError, f"Slack refused the request{where}: {error} (HTTP {status})"
 
@@ -235,3 +269,97 @@ class SlackPoster:
 
 def _for(channel: str | None) -> str:
     return f" for {channel}" if channel else ""
+
+
+# Incoming-webhook answers (plain text bodies) that retrying will not fix.
+_WEBHOOK_CONFIG_ERRORS = {
+    "invalid_token": "the webhook URL is no longer valid: check SLACK_WEBHOOK_URL",
+    "no_service": "the webhook was removed or disabled: check SLACK_WEBHOOK_URL",
+    "no_team": "the webhook's workspace is gone: check SLACK_WEBHOOK_URL",
+    "team_disabled": "the webhook's workspace is disabled: check SLACK_WEBHOOK_URL",
+    "action_prohibited": "an admin restricted this webhook: check SLACK_WEBHOOK_URL",
+    "channel_not_found": "the webhook's channel is gone: create a new webhook",
+    "channel_is_archived": "the webhook's channel is archived: unarchive it or make a new webhook",
+}
+
+
+class SlackWebhookPoster:
+    """Posts digests through an incoming webhook (``SLACK_WEBHOOK_URL``) instead of a bot.
+
+    A webhook posts to the one channel it was created for, whatever the message's
+    channel says, and returns no ``ts``: the ledger records ``webhook:<n>`` instead.
+    The URL is a secret (it carries the credential): it never appears in errors.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        max_retries: int = 4,
+        min_interval_per_channel: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self.max_retries = max_retries
+        self.min_interval = min_interval_per_channel
+        self.retries = 0
+        self._sleep = sleep
+        self._clock = clock
+        self._last_post_at: float | None = None
+        self._posted = 0
+        self._client = WebhookClient(
+            url=url,
+            timeout=int(max(1, timeout)),
+            logger=_SDK_LOGGER,
+            retry_handlers=_retry_handlers(max_retries, self._count_retry),
+        )
+
+    def _count_retry(self) -> None:
+        self.retries += 1
+
+    def __repr__(self) -> str:
+        return "SlackWebhookPoster(url='***')"
+
+    def post(self, message: SlackMessage) -> str:
+        if self._last_post_at is not None:
+            wait = self._last_post_at + self.min_interval - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+        try:
+            response = self._client.send(
+                text=message.text,
+                blocks=message.blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except (SlackClientError, OSError, ValueError) as exc:
+            raise SlackDeliveryError(
+                self._redact(f"could not reach the Slack webhook: {type(exc).__name__}: {exc}"),
+                error=type(exc).__name__,
+            ) from None
+        finally:
+            self._last_post_at = self._clock()
+        body = (response.body or "").strip()
+        if response.status_code == 200 and body == "ok":
+            self._posted += 1
+            return f"webhook:{self._posted}"
+        error = self._redact(body or f"http_{response.status_code}")[:100]
+        if error in _WEBHOOK_CONFIG_ERRORS:
+            raise SlackConfigError(
+                f"Slack webhook refused the message ({error}): {_WEBHOOK_CONFIG_ERRORS[error]}",
+                error=error,
+            )
+        raise SlackDeliveryError(
+            f"Slack webhook answered HTTP {response.status_code} ({error})"
+            f" after {self.max_retries} retries"
+            if response.status_code == 429 or response.status_code >= 500
+            else f"Slack webhook refused the message: {error} (HTTP {response.status_code})",
+            error=error,
+        )
+
+    def _redact(self, text: str) -> str:
+        text = text.replace(self._url, "***")
+        return _TOKEN_SHAPE.sub(
+            "xox?-***", re.sub(r"hooks\.slack\.com/\S+", "hooks.slack.com/***", text)
+        )

@@ -168,8 +168,15 @@ def _bucketed_lines(alerts: list[DueAlert]) -> list[tuple[int, list[tuple[str, s
 def _event_line(alert: DueAlert) -> str:
     name = escape_slack(alert.entity_name, MAX_ENTITY_NAME_CHARS) or "(unnamed)"
     title = escape_slack(alert.title, MAX_TITLE_CHARS) or "(untitled)"
-    when = f"{_WEEKDAYS[alert.event_date.weekday()]} {alert.event_date.isoformat()}"
-    return f"• *{name}*: {title} · {when} · {_relative_day(alert.days_until)}"
+    when = _day(alert.event_date)
+    line = f"• *{name}*: {title} · {when} · {_relative_day(alert.days_until)}"
+    if alert.previous_date is not None and alert.previous_date != alert.event_date:
+        line += f" · _date changed, was {_day(alert.previous_date)}_"
+    return line
+
+
+def _day(day: dt.date) -> str:
+    return f"{_WEEKDAYS[day.weekday()]} {day.isoformat()}"
 
 
 def _relative_day(days: int) -> str:
@@ -288,3 +295,35 @@ def _block_texts(blocks: list[dict]) -> list[str]:
 def _unescape(text: str) -> str:
     """The exact inverse of the entity step of :func:`escape_slack` (``&`` last)."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+MAX_FAILURE_ERROR_CHARS = 1500
+
+
+def render_run_failure(
+    *,
+    channel: str,
+    job_name: str,
+    run_id: str,
+    partition: str | None,
+    step: str | None,
+    error: str,
+    run_url: str,
+) -> SlackMessage:
+    """A run-failure alert: which job and partition failed, where, why, and a link."""
+    where = f"`{escape_slack(step, 100)}`" if step else "the run"
+    partition_text = f" for partition {escape_slack(partition, 40)}" if partition else ""
+    title = f"{job_name} failed{partition_text}"
+    error_text = escape_slack(error, MAX_FAILURE_ERROR_CHARS) or "(no error message)"
+    link = f"<{run_url}|Open run {escape_slack(run_id[:8], 8)} in Dagster>"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150)}},
+        _mrkdwn_section(f"*Failed in* {where}\n```{error_text}```"),
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": link}]},
+    ]
+    return SlackMessage(
+        channel=channel,
+        text=escape_slack(f"{title}: {error}", 300),
+        blocks=blocks,
+        dedup_keys=(),
+    )

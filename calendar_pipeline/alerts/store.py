@@ -4,9 +4,10 @@ SQLAlchemy Core, one code path for SQLite (the default, in WAL mode) and Postgre
 (when the URL says so). Every write is one transaction.
 
 Ledger protocol (each dedup key fires once):
-  claim the keys of one message (a primary key makes a second claimer lose)
-  -> post -> mark them ``sent`` with the Slack ``ts``;
-  a failed post releases its claims so the next run retries them;
+  claim the pending keys (a primary key makes a second claimer lose)
+  -> post -> mark each message's keys ``sent`` with the Slack ``ts``;
+  a failed post marks its claims ``failed`` (with the error and the attempt count), which
+  releases them: the next run claims them again;
   a claim older than the claim timeout may be taken over (its run died mid-post).
 """
 
@@ -31,6 +32,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    or_,
     select,
     update,
 )
@@ -68,7 +70,7 @@ alert_deliveries = Table(
     Column("event_date", Date, nullable=False, index=True),
     Column("threshold_days", Integer, nullable=False),
     Column("channel", String(200), nullable=True),
-    Column("state", String(20), nullable=False),  # claimed | sent | recorded
+    Column("state", String(20), nullable=False),  # claimed | sent | recorded | failed
     Column("run_id", String(64), nullable=True),
     Column("slack_ts", String(64), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
@@ -206,7 +208,8 @@ def claim(
     """Claim the alerts' keys for ``run_id``; returns the alerts this run now owns.
 
     A key another live run has claimed, or that is already sent/recorded, is not
-    returned. A claim older than ``claim_timeout`` is taken over.
+    returned. A ``failed`` key is claimed again; a claim older than ``claim_timeout`` is
+    taken over. Every claim adds one to the row's ``attempts``.
     """
     if not alerts:
         return []
@@ -223,7 +226,7 @@ def claim(
             "channel": alert.channel,
             "state": "claimed",
             "run_id": run_id,
-            "attempts": 0,
+            "attempts": 1,
             "claimed_at": now,
             "updated_at": now,
         }
@@ -231,17 +234,24 @@ def claim(
     ]
     with engine.begin() as conn:
         conn.execute(_insert_ignoring_conflicts(engine), rows)
+        claimable = or_(
+            alert_deliveries.c.state == "failed",
+            and_(
+                alert_deliveries.c.state == "claimed",
+                alert_deliveries.c.run_id != run_id,
+                alert_deliveries.c.claimed_at < now - claim_timeout,
+            ),
+        )
         conn.execute(
             update(alert_deliveries)
-            .where(
-                and_(
-                    alert_deliveries.c.dedup_key.in_(keys),
-                    alert_deliveries.c.state == "claimed",
-                    alert_deliveries.c.run_id != run_id,
-                    alert_deliveries.c.claimed_at < now - claim_timeout,
-                )
+            .where(and_(alert_deliveries.c.dedup_key.in_(keys), claimable))
+            .values(
+                state="claimed",
+                run_id=run_id,
+                claimed_at=now,
+                updated_at=now,
+                attempts=alert_deliveries.c.attempts + 1,
             )
-            .values(run_id=run_id, claimed_at=now, updated_at=now)
         )
         owned = set(
             conn.execute(
@@ -288,19 +298,53 @@ def mark_delivered(
     return result.rowcount
 
 
-def release(engine: Engine, keys: Sequence[str], run_id: str) -> int:
-    """Give back this run's claims (the post failed) so the next run retries them."""
+def mark_failed(engine: Engine, keys: Sequence[str], run_id: str, error: str) -> int:
+    """The post failed: record why and release this run's claims for the next run."""
     with engine.begin() as conn:
         result = conn.execute(
-            delete(alert_deliveries).where(
+            update(alert_deliveries)
+            .where(
                 and_(
                     alert_deliveries.c.dedup_key.in_(list(keys)),
                     alert_deliveries.c.run_id == run_id,
                     alert_deliveries.c.state == "claimed",
                 )
             )
+            .values(state="failed", error=error[:2000], updated_at=_now())
         )
     return result.rowcount
+
+
+def previous_dates(engine: Engine, alerts: Sequence[DueAlert]) -> dict[tuple[str, str], dt.date]:
+    """For events that moved: (entity_id, event_id) -> the date they were alerted on.
+
+    An event whose date moved gets new dedup keys (the date is part of the key), so it
+    is alerted again; this lets its first message on the new date say that the date
+    changed. Once an alert for the new date has been sent, the move is old news.
+    """
+    wanted = {(a.entity_id, a.event_id): a.event_date for a in alerts}
+    sent_dates: dict[tuple[str, str], list[dt.date]] = {}
+    entity_ids = sorted({entity for entity, _ in wanted})
+    with engine.connect() as conn:
+        for start in range(0, len(entity_ids), 500):
+            query = (
+                select(
+                    alert_deliveries.c.entity_id,
+                    alert_deliveries.c.event_id,
+                    alert_deliveries.c.event_date,
+                )
+                .where(
+                    and_(
+                        alert_deliveries.c.entity_id.in_(entity_ids[start : start + 500]),
+                        alert_deliveries.c.state == "sent",
+                    )
+                )
+                .order_by(alert_deliveries.c.updated_at)
+            )
+            for entity_id, event_id, event_date in conn.execute(query):
+                if (entity_id, event_id) in wanted:
+                    sent_dates.setdefault((entity_id, event_id), []).append(event_date)
+    return {key: dates[-1] for key, dates in sent_dates.items() if wanted[key] not in dates}
 
 
 def prune_deliveries(engine: Engine, event_date_before: dt.date) -> int:

@@ -6,7 +6,7 @@ import dagster as dg
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.deliver import choose_mode, deliver
-from calendar_pipeline.alerts.slack_client import SlackConfigError, SlackPoster
+from calendar_pipeline.alerts.slack_client import SlackConfigError
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.settings import ALERT_MODES, parse_alert_mode
@@ -49,7 +49,7 @@ def send_slack_alerts(
         raise dg.Failure(f"unknown alert mode {mode!r}")
     engine = calendar.engine()
     alerts = store.read_due_alerts(engine, partition_date)
-    poster = SlackPoster(token=slack.bot_token, api_url=slack.api_url) if mode == "send" else None
+    poster = slack.poster() if mode == "send" else None
     try:
         report = deliver(
             engine,
@@ -67,6 +67,7 @@ def send_slack_alerts(
         raise dg.Failure(str(exc), allow_retries=False) from None
     pruned = store.prune_deliveries(engine, partition_date - calendar.retention)
     metadata = {**report.as_metadata(), "pruned": pruned}
+    context.log.info(", ".join(f"{key}={value}" for key, value in metadata.items()))
     if report.outbox:
         metadata["outbox"] = dg.MetadataValue.path(str(report.outbox[0]))
         metadata["digest"] = dg.MetadataValue.md(f"```\n{report.outbox_text}\n```")

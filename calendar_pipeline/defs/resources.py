@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from calendar_pipeline import settings
 from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.slack_client import SlackPoster, SlackWebhookPoster
 from calendar_pipeline.sources import default_sources
 from calendar_pipeline.sources.model import Source
 from calendar_pipeline.universe import Universe, load_universe
@@ -119,19 +120,44 @@ def _engine_for(url: str) -> Engine:
 
 
 class SlackSettings(dg.ConfigurableResource):
-    """How alerts reach Slack. No token means dry-run: digests go to the outbox only."""
+    """How alerts reach Slack: a bot token (or an incoming webhook). Neither means
+    dry-run: digests go to the outbox and the log only."""
 
     bot_token: str = ""
+    webhook_url: str = ""
     channel: str = "#calendar-alerts"
+    alerts_channel: str = ""
     api_url: str = "https://slack.com/api/"
     alert_mode: str = ""
+    webserver_url: str = "http://127.0.0.1:3000"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.mode  # noqa: B018 - parsing is the check
 
     @property
+    def can_post(self) -> bool:
+        return bool(self.bot_token.strip() or self.webhook_url.strip())
+
+    @property
     def mode(self) -> str:
-        return settings.parse_alert_mode(self.alert_mode, has_token=bool(self.bot_token.strip()))
+        return settings.parse_alert_mode(self.alert_mode, has_token=self.can_post)
+
+    @property
+    def failure_channel(self) -> str:
+        """Where run-failure alerts go: SLACK_ALERTS_CHANNEL, else SLACK_CHANNEL."""
+        return self.alerts_channel.strip() or self.channel
+
+    def poster(self) -> SlackPoster | SlackWebhookPoster:
+        """The bot-token poster, or the webhook poster when only a webhook is set."""
+        if self.bot_token.strip():
+            return SlackPoster(token=self.bot_token.strip(), api_url=self.api_url)
+        if self.webhook_url.strip():
+            return SlackWebhookPoster(url=self.webhook_url.strip())
+        raise dg.Failure(
+            "mode 'send' needs SLACK_BOT_TOKEN (or SLACK_WEBHOOK_URL); without either, "
+            "use CALENDAR_ALERT_MODE=dry_run",
+            allow_retries=False,
+        )
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
@@ -150,8 +176,11 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         ),
         "slack": SlackSettings(
             bot_token=setting("SLACK_BOT_TOKEN", ""),
+            webhook_url=setting("SLACK_WEBHOOK_URL", ""),
             channel=setting("SLACK_CHANNEL", "#calendar-alerts"),
+            alerts_channel=setting("SLACK_ALERTS_CHANNEL", ""),
             api_url=setting("SLACK_API_URL", "https://slack.com/api/"),
             alert_mode=setting("CALENDAR_ALERT_MODE", ""),
+            webserver_url=setting("CALENDAR_WEBSERVER_URL", "http://127.0.0.1:3000"),
         ),
     }

@@ -1,11 +1,13 @@
-"""Sensors: start ingest when upstreams changed; start Slack delivery after due_alerts."""
+"""Sensors: start ingest when upstreams changed; start Slack delivery after due_alerts;
+post to Slack when a run fails."""
 
 import json
 
 import dagster as dg
 
+from calendar_pipeline.alerts.slack_format import render_run_failure
 from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
-from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.sources.probe import probe_sources
 
 DUE_ALERTS = dg.AssetKey("due_alerts")
@@ -80,3 +82,39 @@ def slack_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult |
         why = f"skipped {', '.join(skipped)}" if skipped else "no new due_alerts materialization"
         return dg.SensorResult(skip_reason=why, cursor=str(cursor) if cursor else None)
     return dg.SensorResult(run_requests=requests, cursor=str(cursor))
+
+
+@dg.run_failure_sensor(
+    name="slack_run_failure_sensor",
+    minimum_interval_seconds=30,
+    description="Posts to SLACK_ALERTS_CHANNEL (default SLACK_CHANNEL) when any run of "
+    "this project fails: job, partition, failing step, its error, and a link to the run.",
+)
+def slack_run_failure_sensor(context: dg.RunFailureSensorContext, slack: SlackSettings) -> None:
+    run = context.dagster_run
+    failures = context.get_step_failure_events()
+    step = failures[0].step_key if failures else None
+    if failures and failures[0].step_failure_data.error is not None:
+        error = failures[0].step_failure_data.error.message
+    else:
+        error = context.failure_event.message or "run failed"
+    message = render_run_failure(
+        channel=slack.failure_channel,
+        job_name=run.job_name,
+        run_id=run.run_id,
+        partition=run.tags.get("dagster/partition"),
+        step=step,
+        error=_redact(error, slack),
+        run_url=f"{slack.webserver_url.rstrip('/')}/runs/{run.run_id}",
+    )
+    if not slack.can_post:
+        context.log.info(f"no Slack token: not posting failure alert\n{message.text}")
+        return
+    slack.poster().post(message)
+
+
+def _redact(text: str, slack: SlackSettings) -> str:
+    for secret in (slack.bot_token.strip(), slack.webhook_url.strip()):
+        if secret:
+            text = text.replace(secret, "***")
+    return text

@@ -1,0 +1,335 @@
+"""Slack delivery that never loses an alert and never repeats one: the ledger protocol
+against a local Slack server, on SQLite and on a real PostgreSQL, with faults, crashes
+and concurrent processes."""
+
+import datetime as dt
+import itertools
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+
+import dagster as dg
+import pytest
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.deliver import choose_mode, deliver, interleave_channels
+from calendar_pipeline.alerts.model import DueAlert
+from calendar_pipeline.alerts.slack_client import (
+    SlackConfigError,
+    SlackDeliveryError,
+    SlackPoster,
+    SlackWebhookPoster,
+)
+from calendar_pipeline.alerts.slack_format import render_digests
+from calendar_pipeline.definitions import build_defs
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline_tests.delivery_worker import D, make_alerts
+from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
+
+TIMEOUT = dt.timedelta(minutes=15)
+ENTITY = re.compile(r"Entity \d{4}")
+
+
+def poster_for(server, **kwargs):
+    kwargs.setdefault("min_interval_per_channel", 0.01)
+    return SlackPoster(token=DEFAULT_TOKEN, api_url=server.url, **kwargs)
+
+
+def run(engine, alerts, poster, mode="send", run_id="run-1", tmp_path=None, **kwargs):
+    return deliver(
+        engine,
+        alerts,
+        partition_date=D,
+        mode=mode,
+        run_id=run_id,
+        default_channel="#general",
+        claim_timeout=kwargs.pop("claim_timeout", TIMEOUT),
+        outbox_dir=(tmp_path or __import__("pathlib").Path("/tmp")) / "outbox",
+        poster=poster,
+        log=lambda _line: None,
+        **kwargs,
+    )
+
+
+def posted_entities(server) -> Counter:
+    """How many times each alert (by its unique entity name) reached Slack."""
+    seen: Counter = Counter()
+    for call in server.messages:
+        seen.update(ENTITY.findall(json.dumps(call.blocks)))
+    return seen
+
+
+def test_send_posts_every_alert_once_and_records_ts(engine, slack_server):
+    alerts = make_alerts(40)
+    report = run(engine, alerts, poster_for(slack_server))
+    assert (report.due, report.claimed, report.sent, report.failed) == (40, 40, 40, 0)
+    assert posted_entities(slack_server) == Counter({a.entity_name: 1 for a in alerts})
+    rows = store.ledger_rows(engine)
+    assert {r["state"] for r in rows} == {"sent"} and all(r["slack_ts"] for r in rows)
+    by_channel = {m.channel: m.response["ts"] for m in slack_server.messages}
+    assert {r["slack_ts"] for r in rows} == set(by_channel.values())
+
+    again = run(engine, alerts, poster_for(slack_server), run_id="run-2")
+    assert (again.already_delivered, again.sent, again.messages) == (40, 0, 0)
+    assert len(slack_server.messages) == 3
+
+
+def test_dry_run_and_record_only_post_nothing(engine, slack_server, tmp_path):
+    alerts = make_alerts(10)
+    dry = run(engine, alerts, None, mode="dry_run", tmp_path=tmp_path)
+    assert dry.messages == 3 and store.ledger_rows(engine) == []
+    assert "Entity 0009" in (tmp_path / "outbox" / "digest.txt").read_text()
+    recorded = run(engine, alerts, None, mode="record_only")
+    assert recorded.recorded == 10 and slack_server.calls == []
+    assert {r["state"] for r in store.ledger_rows(engine)} == {"recorded"}
+
+
+def test_mode_choice():
+    today = dt.date(2026, 11, 23)
+    assert choose_mode("", "send", today, today) == "send"
+    assert choose_mode("", "send", today - dt.timedelta(days=1), today) == "record_only"
+    assert choose_mode("", "dry_run", today - dt.timedelta(days=1), today) == "dry_run"
+    assert choose_mode("send", "send", today - dt.timedelta(days=9), today) == "send"
+
+
+HOSTILE = [
+    "<!channel>",
+    "<!here> now",
+    "<@U123>",
+    "<!subteam^S1>",
+    "<https://evil.example|click>",
+    "a & b > c",
+    "line\nbreak\x00\x1b[31m",
+]
+
+
+def test_hostile_titles_arrive_as_text_and_ping_no_one(engine, slack_server):
+    alerts = [
+        DueAlert(D, f"e{i}", f"<!everyone> {i}", "ics", f"x{i}", D, title, 0, 1, None)
+        for i, title in enumerate(HOSTILE)
+    ]
+    run(engine, alerts, poster_for(slack_server))
+    (call,) = slack_server.messages
+    wire = json.dumps({"text": call.text, "blocks": call.blocks})
+    assert "<!" not in wire and "<@" not in wire and "<http" not in wire
+    assert "&lt;!channel&gt;" in wire and "&lt;@U123&gt;" in wire and "a &amp; b &gt; c" in wire
+    assert "\\u0000" not in wire and "\\u001b" not in wire
+    assert "link_names" not in call.params and call.params.get("parse") is None
+    assert call.params["unfurl_links"] is False and call.params["unfurl_media"] is False
+    assert all(
+        b.get("text", {}).get("verbatim", True) for b in call.blocks if b["type"] == "section"
+    )
+
+
+def test_big_digest_is_split_and_nothing_is_lost(engine, slack_server):
+    alerts = make_alerts(2000, channels=2)
+    report = run(engine, alerts, poster_for(slack_server))
+    assert report.sent == 2000 and report.messages == len(slack_server.messages) > 2
+    assert posted_entities(slack_server) == Counter({a.entity_name: 1 for a in alerts})
+    for call in slack_server.messages:
+        assert len(call.blocks) <= 50
+        assert all(len(b["text"]["text"]) <= 3000 for b in call.blocks if b["type"] == "section")
+
+
+def test_server_errors_past_the_retries_fail_clearly_and_release(engine, slack_server):
+    alerts = make_alerts(6)
+    slack_server.fail_next(status=502, times=10)
+    with pytest.raises(SlackDeliveryError, match=r"HTTP 502 for #chan\d after 2 retries"):
+        run(engine, alerts, poster_for(slack_server, max_retries=2))
+    rows = store.ledger_rows(engine)
+    assert {r["state"] for r in rows} == {"failed"} and len(rows) == 6
+    assert all("502" in r["error"] and r["attempts"] == 1 for r in rows)
+    slack_server._scripted.clear()
+    report = run(engine, alerts, poster_for(slack_server), run_id="run-2")
+    assert report.sent == 6
+    rows = store.ledger_rows(engine)
+    assert {(r["state"], r["attempts"]) for r in rows} == {("sent", 2)}
+
+
+def test_rate_limit_and_5xx_are_retried_and_counted(engine, slack_server):
+    slack_server.fail_next(status=429, retry_after=1)
+    slack_server.fail_next(status=503)
+    report = run(engine, make_alerts(3, channels=1), poster_for(slack_server))
+    assert report.sent == 3 and report.retries == 2
+    calls = slack_server.calls_to("chat.postMessage")
+    assert calls[1].received_at - calls[0].received_at >= 1.0  # waited for Retry-After
+
+
+@pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found", "invalid_auth"])
+def test_configuration_errors_fail_at_once_with_what_to_fix(engine, slack_server, error):
+    slack_server.fail_next(error=error)
+    with pytest.raises(SlackConfigError, match=r"invite the bot|channel|SLACK_BOT_TOKEN"):
+        run(engine, make_alerts(2, channels=1), poster_for(slack_server))
+    assert len(slack_server.calls_to("chat.postMessage")) == 1  # no retry
+    assert {r["state"] for r in store.ledger_rows(engine)} == {"failed"}
+
+
+def test_dropped_connection_after_receipt_costs_one_duplicate_at_most(engine, slack_server):
+    alerts = make_alerts(9)
+    slack_server.drop_after_accepting(1)
+    report = run(engine, alerts, poster_for(slack_server))
+    counts = posted_entities(slack_server)
+    assert set(counts) == {a.entity_name for a in alerts}  # nothing lost
+    duplicated = {name for name, n in counts.items() if n > 1}
+    assert max(counts.values()) == 2 and len(duplicated) == 3  # one message, once more
+    assert report.sent == 9
+
+
+def test_moved_event_says_the_date_changed(engine, slack_server):
+    first = DueAlert(
+        D,
+        "xnys",
+        "NYSE",
+        "holidays",
+        "earnings-q4",
+        D + dt.timedelta(days=5),
+        "Results",
+        5,
+        7,
+        None,
+    )
+    run(engine, [first], poster_for(slack_server))
+    moved = DueAlert(
+        D,
+        "xnys",
+        "NYSE",
+        "holidays",
+        "earnings-q4",
+        D + dt.timedelta(days=6),
+        "Results",
+        6,
+        7,
+        None,
+    )
+    report = run(engine, [moved], poster_for(slack_server), run_id="run-2")
+    assert report.moved == 1
+    last = json.dumps(slack_server.messages[-1].blocks)
+    assert f"date changed, was {first.event_date.strftime('%a')} {first.event_date}" in last
+    later = DueAlert(
+        D, "xnys", "NYSE", "holidays", "earnings-q4", moved.event_date, "Results", 2, 3, None
+    )
+    run(engine, [later], poster_for(slack_server), run_id="run-3")
+    assert "date changed" not in json.dumps(slack_server.messages[-1].blocks)
+
+
+def test_round_robin_order_over_channels():
+    messages = render_digests(make_alerts(900, channels=3), D, "#general")
+    order = [m.channel for m in interleave_channels(messages)]
+    assert order[:3] == ["#chan0", "#chan1", "#chan2"]
+    assert Counter(order) == Counter(m.channel for m in messages)
+
+
+def test_pacing_measured_at_the_server(engine, slack_server):
+    poster = poster_for(slack_server, min_interval_per_channel=0.3)
+    run(engine, make_alerts(1500, channels=2), poster)
+    by_channel: dict[str, list[float]] = {}
+    for call in slack_server.messages:
+        by_channel.setdefault(call.channel, []).append(call.received_at)
+    for times in by_channel.values():
+        assert len(times) >= 2
+        assert min(b - a for a, b in itertools.pairwise(times)) >= 0.29
+
+
+def test_webhook_poster(engine, slack_server):
+    poster = SlackWebhookPoster(slack_server.webhook_url, min_interval_per_channel=0.01)
+    report = run(engine, make_alerts(4, channels=2), poster)
+    assert report.sent == 4
+    hooks = slack_server.calls_to("webhook")
+    assert len(hooks) == 2 and all(c.params["unfurl_links"] is False for c in hooks)
+    assert {r["slack_ts"] for r in store.ledger_rows(engine)} == {"webhook:1", "webhook:2"}
+    slack_server.fail_next(status=404, error="no_service", method="webhook")
+    with pytest.raises(SlackConfigError, match="SLACK_WEBHOOK_URL") as info:
+        run(engine, make_alerts(6, channels=2), poster, run_id="run-2")
+    assert "webhooksecret123" not in str(info.value) and "webhooksecret123" not in repr(poster)
+
+
+def worker(url: str, api_url: str, run_id: str, count: int, *extra: str):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "calendar_pipeline_tests.delivery_worker",
+            url,
+            api_url,
+            run_id,
+            str(count),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_crash_between_post_and_mark_loses_nothing(engine, slack_server):
+    url = engine.url.render_as_string(hide_password=False)
+    crashed = worker(url, slack_server.url, "run-crash", 30, "--crash-after-post")
+    assert crashed.wait(timeout=120) == 17, crashed.stderr.read()[-2000:]
+    states = Counter(r["state"] for r in store.ledger_rows(engine))
+    assert states == {"claimed": 30}  # Slack got one message; the ledger never heard
+    first_message = posted_entities(slack_server)
+    assert 0 < sum(first_message.values()) < 30
+
+    # a new run before the claim timeout leaves the dead run's claims alone...
+    early = worker(url, slack_server.url, "run-early", 30)
+    assert early.wait(timeout=120) == 0 and "sent=0" in early.stdout.read()
+    # ...and after it, takes them over and delivers everything
+    later = worker(url, slack_server.url, "run-late", 30, "--claim-timeout", "0")
+    assert later.wait(timeout=120) == 0, later.stderr.read()[-2000:]
+    counts = posted_entities(slack_server)
+    assert set(counts) == {f"Entity {n:04d}" for n in range(30)}
+    assert {name for name, n in counts.items() if n == 2} == set(first_message)
+    assert Counter(r["state"] for r in store.ledger_rows(engine)) == {"sent": 30}
+
+
+def test_two_processes_at_once_never_post_the_same_alert_twice(engine, slack_server):
+    slack_server.latency = 0.05
+    url = engine.url.render_as_string(hide_password=False)
+    procs = [worker(url, slack_server.url, f"run-{i}", 600) for i in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=180) == 0, proc.stderr.read()[-2000:]
+    counts = posted_entities(slack_server)
+    assert len(counts) == 600 and set(counts.values()) == {1}
+    assert Counter(r["state"] for r in store.ledger_rows(engine)) == {"sent": 600}
+
+
+def test_run_failure_sensor_posts_job_partition_error_and_link(tmp_path, slack_server):
+    universe = tmp_path / "u.csv"
+    universe.write_text(
+        "entity_id,name,source,key,channel\nfr,F,holidays,country:FR,\nfr,F,holidays,country:FR,\n"
+    )
+    slack = SlackSettings(
+        bot_token=DEFAULT_TOKEN,
+        api_url=slack_server.url,
+        channel="#alerts",
+        alerts_channel="#ops-failures",
+        webserver_url="http://dagster.internal:3000/",
+    )
+    calendar = CalendarSettings(data_dir=str(tmp_path / "data"), universe=str(universe))
+    defs = build_defs({"calendar": calendar, "slack": slack})
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+            partition_key="2025-12-18", instance=instance, raise_on_error=False
+        )
+        assert not result.success
+        run = instance.get_run_by_id(result.run_id)
+        (record,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        failure = record.dagster_event
+        context = dg.build_run_status_sensor_context(
+            sensor_name="slack_run_failure_sensor",
+            dagster_event=failure,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={"slack": slack},
+        ).for_run_failure()
+        sensor = defs.resolve_sensor_def("slack_run_failure_sensor")
+        sensor(context)
+    (call,) = slack_server.messages
+    wire = json.dumps(call.blocks)
+    assert call.channel == "#ops-failures"
+    assert "daily_calendar_job failed for partition 2025-12-18" in wire
+    assert "raw_snapshot" in wire and "duplicate entity_id" in wire
+    assert f"http://dagster.internal:3000/runs/{result.run_id}" in wire
+    assert DEFAULT_TOKEN not in wire
