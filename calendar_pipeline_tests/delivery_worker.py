@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("api_url")
     parser.add_argument("run_id")
     parser.add_argument("count", type=int)
+    parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--crash-after-post", action="store_true")
     parser.add_argument("--claim-timeout", type=float, default=900.0)
     args = parser.parse_args(argv)
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         poster.post = post_then_die  # type: ignore[method-assign]
     report = deliver_module.deliver(
         engine,
-        make_alerts(args.count),
+        make_alerts(args.count, channels=args.channels),
         partition_date=D,
         mode="send",
         run_id=args.run_id,

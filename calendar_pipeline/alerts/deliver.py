@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 import json
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -31,8 +32,13 @@ from calendar_pipeline.alerts.model import DueAlert
 from calendar_pipeline.alerts.slack_format import SlackMessage, render_digests, render_outbox_text
 from calendar_pipeline.lake.atomic import atomic_write_text
 
+MAX_PARALLEL_CHANNELS = 16  # threads posting to distinct channels at once
+
 
 class Poster(Protocol):
+    """Posts one message and returns its ``ts``; safe to call from several threads for
+    different channels; ``retries`` counts the retries it made."""
+
     retries: int
 
     def post(self, message: SlackMessage) -> str: ...
@@ -78,15 +84,12 @@ def choose_mode(configured: str, base: str, partition_date: dt.date, today: dt.d
     return base
 
 
-def interleave_channels(messages: Sequence[SlackMessage]) -> list[SlackMessage]:
-    """Round-robin over channels (a1, b1, c1, a2, b2...): while one channel waits out its
-    one-message-per-second pace, the others post, so the whole digest takes about as long
-    as the busiest channel needs."""
+def group_by_channel(messages: Sequence[SlackMessage]) -> dict[str, list[SlackMessage]]:
+    """Messages per channel, in their original order."""
     by_channel: dict[str, list[SlackMessage]] = {}
     for message in messages:
         by_channel.setdefault(message.channel, []).append(message)
-    rounds = itertools.zip_longest(*by_channel.values())
-    return [message for batch in rounds for message in batch if message is not None]
+    return by_channel
 
 
 def deliver(
@@ -117,7 +120,7 @@ def deliver(
     report.moved = sum(1 for a in pending if a.previous_date is not None)
 
     if mode == "dry_run":
-        messages = interleave_channels(render_digests(pending, partition_date, default_channel))
+        messages = render_digests(pending, partition_date, default_channel)
         report.messages = len(messages)
         report.outbox_text = render_outbox_text(messages) if messages else "Nothing to post."
         report.outbox = write_outbox(outbox_dir, messages, report.outbox_text)
@@ -138,25 +141,42 @@ def deliver(
         return report
 
     assert poster is not None
-    messages = interleave_channels(render_digests(owned, partition_date, default_channel))
+    messages = render_digests(owned, partition_date, default_channel)
     unsent = {a.dedup_key for a in owned}
-    try:
-        for message in messages:
-            ts = poster.post(message)
-            report.sent += store.mark_delivered(
+    lock = threading.Lock()
+    stop = threading.Event()  # the first failure stops every channel before its next post
+
+    def post_channel(channel_messages: list[SlackMessage]) -> None:
+        for message in channel_messages:
+            if stop.is_set():
+                return
+            try:
+                ts = poster.post(message)
+            except BaseException:
+                stop.set()
+                raise
+            sent = store.mark_delivered(
                 engine, message.dedup_keys, run_id, "sent", channel=message.channel, slack_ts=ts
             )
-            unsent.difference_update(message.dedup_keys)
-            report.messages += 1
+            with lock:
+                report.sent += sent
+                report.messages += 1
+                unsent.difference_update(message.dedup_keys)
             log(f"posted {len(message.dedup_keys)} alert(s) to {message.channel} (ts {ts})")
-    except BaseException as exc:
+
+    # Channels are paced independently (one message per second each), so they are posted
+    # side by side; within a channel, messages go in order. The pool waits for all.
+    by_channel = group_by_channel(messages)
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CHANNELS, len(by_channel)) or 1) as pool:
+        futures = [pool.submit(post_channel, batch) for batch in by_channel.values()]
+    report.retries = poster.retries
+    failures = [error for error in (f.exception() for f in futures) if error is not None]
+    if failures:
         if unsent:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = f"{type(failures[0]).__name__}: {failures[0]}"
             report.failed = store.mark_failed(engine, sorted(unsent), run_id, reason)
             log(f"{report.failed} alert(s) not sent, released for the next run: {reason}")
-        raise
-    finally:
-        report.retries = poster.retries
+        raise failures[0]
     return report
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -113,7 +114,8 @@ class SlackPoster:
 
     At most one message per ``min_interval_per_channel`` seconds goes to each channel
     (Slack allows about one per second per channel); different channels do not wait
-    for each other. Not thread-safe: use one poster per thread.
+    for each other. Threads may share a poster as long as each channel is posted to by
+    one thread at a time (``deliver`` gives each channel its own thread).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class SlackPoster:
         self._clock = clock
         self._last_post_at: dict[str, float] = {}
         self.retries = 0
+        self._retries_lock = threading.Lock()
         self._client = WebClient(
             token=token,
             base_url=api_url,
@@ -145,7 +148,8 @@ class SlackPoster:
         )
 
     def _count_retry(self) -> None:
-        self.retries += 1
+        with self._retries_lock:
+            self.retries += 1
 
     def __repr__(self) -> str:
         return f"SlackPoster(api_url={self.api_url!r}, token='***')"
@@ -308,6 +312,7 @@ class SlackWebhookPoster:
         self._clock = clock
         self._last_post_at: float | None = None
         self._posted = 0
+        self._lock = threading.Lock()  # one webhook is one channel: one post at a time
         self._client = WebhookClient(
             url=url,
             timeout=int(max(1, timeout)),
@@ -316,12 +321,16 @@ class SlackWebhookPoster:
         )
 
     def _count_retry(self) -> None:
-        self.retries += 1
+        self.retries += 1  # posts are serialized by self._lock
 
     def __repr__(self) -> str:
         return "SlackWebhookPoster(url='***')"
 
     def post(self, message: SlackMessage) -> str:
+        with self._lock:
+            return self._post(message)
+
+    def _post(self, message: SlackMessage) -> str:
         if self._last_post_at is not None:
             wait = self._last_post_at + self.min_interval - self._clock()
             if wait > 0:
