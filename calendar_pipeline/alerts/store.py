@@ -14,7 +14,7 @@ Ledger protocol (each dedup key fires once):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import (
@@ -115,29 +115,44 @@ def _now() -> dt.datetime:
 
 def replace_due_alerts(engine: Engine, partition_date: dt.date, alerts: Sequence[DueAlert]) -> None:
     """Replace partition D's rows with ``alerts`` in one transaction."""
+    replace_due_alerts_many(engine, {partition_date: alerts})
+
+
+def replace_due_alerts_many(
+    engine: Engine, alerts_by_partition: Mapping[dt.date, Sequence[DueAlert]]
+) -> None:
+    """Replace the rows of every given partition in one transaction (a backfill range
+    is one delete and one bulk insert, all or nothing)."""
     now = _now()
-    rows = [
-        {
-            "partition_date": partition_date,
-            "dedup_key": alert.dedup_key,
-            "entity_id": alert.entity_id,
-            "entity_name": alert.entity_name,
-            "source": alert.source,
-            "event_id": alert.event_id,
-            "event_date": alert.event_date,
-            "title": alert.title,
-            "days_until": alert.days_until,
-            "threshold_days": alert.threshold_days,
-            "channel": alert.channel,
-            "computed_at": now,
-        }
-        for alert in alerts
-        if alert.partition_date == partition_date
-    ]
-    if len(rows) != len(alerts):
-        raise ValueError(f"every alert must belong to partition {partition_date}")
+    rows = []
+    for partition_date, alerts in alerts_by_partition.items():
+        for alert in alerts:
+            if alert.partition_date != partition_date:
+                raise ValueError(f"every alert must belong to partition {partition_date}")
+            rows.append(
+                {
+                    "partition_date": partition_date,
+                    "dedup_key": alert.dedup_key,
+                    "entity_id": alert.entity_id,
+                    "entity_name": alert.entity_name,
+                    "source": alert.source,
+                    "event_id": alert.event_id,
+                    "event_date": alert.event_date,
+                    "title": alert.title,
+                    "days_until": alert.days_until,
+                    "threshold_days": alert.threshold_days,
+                    "channel": alert.channel,
+                    "computed_at": now,
+                }
+            )
+    partitions = sorted(alerts_by_partition)
     with engine.begin() as conn:
-        conn.execute(delete(due_alerts).where(due_alerts.c.partition_date == partition_date))
+        for start in range(0, len(partitions), 500):
+            conn.execute(
+                delete(due_alerts).where(
+                    due_alerts.c.partition_date.in_(partitions[start : start + 500])
+                )
+            )
         if rows:
             conn.execute(due_alerts.insert(), rows)
 
@@ -168,12 +183,30 @@ def read_due_alerts(engine: Engine, partition_date: dt.date) -> list[DueAlert]:
 
 def due_alert_key_stats(engine: Engine, partition_date: dt.date) -> tuple[int, int]:
     """(rows, distinct dedup keys) of partition D: equal when there are no duplicates."""
-    query = select(func.count(), func.count(func.distinct(due_alerts.c.dedup_key))).where(
-        due_alerts.c.partition_date == partition_date
-    )
+    stats = due_alert_key_stats_many(engine, [partition_date])
+    return stats.get(partition_date, (0, 0))
+
+
+def due_alert_key_stats_many(
+    engine: Engine, partition_dates: Sequence[dt.date]
+) -> dict[dt.date, tuple[int, int]]:
+    """(rows, distinct dedup keys) per partition, in one query per 500 partitions."""
+    found: dict[dt.date, tuple[int, int]] = {}
+    dates = sorted(partition_dates)
     with engine.connect() as conn:
-        rows, distinct = conn.execute(query).one()
-    return int(rows), int(distinct)
+        for start in range(0, len(dates), 500):
+            query = (
+                select(
+                    due_alerts.c.partition_date,
+                    func.count(),
+                    func.count(func.distinct(due_alerts.c.dedup_key)),
+                )
+                .where(due_alerts.c.partition_date.in_(dates[start : start + 500]))
+                .group_by(due_alerts.c.partition_date)
+            )
+            for day, rows, distinct in conn.execute(query):
+                found[day] = (int(rows), int(distinct))
+    return found
 
 
 def _insert_ignoring_conflicts(engine: Engine):

@@ -15,14 +15,27 @@ from calendar_pipeline.alerts.due import compute_due_alerts, count_by_threshold
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
-from calendar_pipeline.lake.snapshots import latest_snapshot, latest_snapshots, write_snapshot
-from calendar_pipeline.sources.collect import collect_events, events_from_snapshot, snapshot_payload
+from calendar_pipeline.lake.snapshots import (
+    latest_snapshot,
+    latest_snapshots,
+    read_snapshot,
+    write_snapshot,
+)
+from calendar_pipeline.sources.collect import (
+    collect_events,
+    events_from_snapshot,
+    snapshot_payload,
+    split_by_window,
+)
 from calendar_pipeline.sources.model import Entity, Window
 from calendar_pipeline.universe import UniverseError
 
 GROUP = "calendar"
 OWNERS = ["team:data-platform"]
 PROGRESS_EVERY = 50
+
+# A backfill of any range runs as one run, and each asset handles the range in one pass.
+SINGLE_RUN = dg.BackfillPolicy.single_run()
 
 INGEST_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -31,17 +44,19 @@ INGEST_RETRY = dg.RetryPolicy(
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "json"},
     pool="calendar_upstream",
     retry_policy=INGEST_RETRY,
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
     check_specs=[
         dg.AssetCheckSpec(
             "has_events",
             asset="raw_snapshot",
             blocking=True,
-            description="The snapshot holds at least one event.",
+            description="Every snapshot of the run holds at least one event.",
         ),
         dg.AssetCheckSpec(
             "failed_entities_within_budget",
@@ -53,16 +68,18 @@ INGEST_RETRY = dg.RetryPolicy(
             "missing_entities_within_budget",
             asset="raw_snapshot",
             blocking=True,
-            description="Entities without events <= CALENDAR_MAX_MISSING_ENTITIES.",
+            description="Entities without events <= CALENDAR_MAX_MISSING_ENTITIES, "
+            "in every partition of the run.",
         ),
     ],
 )
 def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     """Events dated D through D + lookahead for every entity of the universe, written to
     ``{data_dir}/snapshots/{D}/snapshot_{UTC timestamp}.json`` (never overwritten). An
-    entity that fails becomes an error entry in the snapshot instead of failing the run."""
-    partition = context.partition_key
-    window = Window.ahead(dt.date.fromisoformat(partition), calendar.lookahead)
+    entity that fails becomes an error entry in the snapshot instead of failing the run.
+    A range of partitions (a backfill) fetches every entity once for the whole range."""
+    partitions = context.partition_keys
+    windows = [Window.ahead(dt.date.fromisoformat(p), calendar.lookahead) for p in partitions]
     try:
         universe = calendar.load_universe()
     except UniverseError as exc:  # configuration, not a transient fault: do not retry
@@ -72,54 +89,72 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         if done % PROGRESS_EVERY == 0 or done == total:
             context.log.info(f"fetched {done}/{total} entities")
 
-    result = collect_events(universe.entities, window, calendar.sources(), on_progress=progress)
-    generated_at = dt.datetime.now(dt.UTC)
-    payload = snapshot_payload(
-        partition=partition,
-        window=window,
-        result=result,
-        universe_path=str(universe.path),
-        universe_sha256=universe.sha256,
-        entities=universe.entities,
-        generated_at=generated_at.isoformat(),
-    )
-    path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
-    for error in result.errors[:20]:
+    union = Window(windows[0].start, windows[-1].end)
+    fetched = collect_events(universe.entities, union, calendar.sources(), on_progress=progress)
+    for error in fetched.errors[:20]:
         context.log.warning(
             f"{error.entity_id} ({error.source}): {error.error_type}: {error.message}"
         )
+    generated_at = dt.datetime.now(dt.UTC)
+    results = split_by_window(fetched, universe.entities, windows)
+    paths = []
+    for partition, window, result in zip(partitions, windows, results, strict=True):
+        payload = snapshot_payload(
+            partition=partition,
+            window=window,
+            result=result,
+            universe_path=str(universe.path),
+            universe_sha256=universe.sha256,
+            entities=universe.entities,
+            generated_at=generated_at.isoformat(),
+        )
+        paths.append(write_snapshot(calendar.data_path, partition, payload, now=generated_at))
 
-    failed, missing = result.entities_failed, len(result.entities_without_events)
+    failed = fetched.entities_failed
+    missing = {p: len(r.entities_without_events) for p, r in zip(partitions, results, strict=True)}
+    empty = [p for p, r in zip(partitions, results, strict=True) if not r.events]
+    over_missing = [p for p, n in missing.items() if n > calendar.missing_budget]
+    rows = [len(r.events) for r in results]
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(result.events),
+            "dagster/row_count": sum(rows),
+            "partitions": len(partitions),
             "entities": len(universe.entities),
-            "entities_ok": result.entities_ok,
+            "entities_ok": fetched.entities_ok,
             "entities_failed": failed,
-            "entities_without_events": missing,
-            "window_start": window.start.isoformat(),
-            "window_end": window.end.isoformat(),
-            "source_versions": dg.MetadataValue.json(result.source_versions),
-            "path": dg.MetadataValue.path(str(path)),
-            "errors": dg.MetadataValue.md(_errors_markdown(result.errors)),
+            "entities_without_events": max(missing.values()),
+            "window_start": windows[0].start.isoformat(),
+            "window_end": windows[-1].end.isoformat(),
+            "source_versions": dg.MetadataValue.json(fetched.source_versions),
+            "path": dg.MetadataValue.path(str(paths[-1])),
+            "errors": dg.MetadataValue.md(_errors_markdown(fetched.errors)),
+            **_source_stats(calendar),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name="has_events",
-                passed=bool(result.events),
-                metadata={"events": len(result.events)},
+                passed=not empty,
+                metadata={"events": sum(rows), "empty_partitions": len(empty)},
+                description=_first_ids(empty),
             ),
             dg.AssetCheckResult(
                 check_name="failed_entities_within_budget",
                 passed=failed <= calendar.failed_budget,
                 metadata={"failed": failed, "budget": calendar.failed_budget},
-                description=_first_ids([e.entity_id for e in result.errors]),
+                description=_first_ids([e.entity_id for e in fetched.errors]),
             ),
             dg.AssetCheckResult(
                 check_name="missing_entities_within_budget",
-                passed=missing <= calendar.missing_budget,
-                metadata={"without_events": missing, "budget": calendar.missing_budget},
-                description=_first_ids(result.entities_without_events),
+                passed=not over_missing,
+                metadata={
+                    "without_events": max(missing.values()),
+                    "budget": calendar.missing_budget,
+                },
+                description=(
+                    f"over budget on {_first_ids(over_missing)}"
+                    if over_missing
+                    else _first_ids(results[-1].entities_without_events)
+                ),
             ),
         ],
     )
@@ -127,6 +162,7 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "jsonl"},
@@ -144,34 +180,39 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
 def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     """``{data_dir}/index/snapshots.jsonl``: one line per partition pointing at its newest
     snapshot, sorted by partition, so the newest partition is the last line.
-    Re-materializing D replaces D's line."""
-    partition = context.partition_key
-    snapshot = latest_snapshot(calendar.data_path, partition)
-    if snapshot is None:
-        raise dg.Failure(
-            f"no snapshot for partition {partition} under {calendar.data_path / 'snapshots'}: "
-            "materialize raw_snapshot for it first"
+    Re-materializing D replaces D's line; a range is one atomic rewrite."""
+    entries = []
+    for partition in context.partition_keys:
+        snapshot = latest_snapshot(calendar.data_path, partition)
+        if snapshot is None:
+            raise dg.Failure(
+                f"no snapshot for partition {partition} under "
+                f"{calendar.data_path / 'snapshots'}: materialize raw_snapshot for it first"
+            )
+        counts = read_snapshot(snapshot).get("counts", {})
+        entries.append(
+            build_entry(
+                partition,
+                snapshot,
+                row_count=int(counts.get("events", 0)),
+                error_count=int(counts.get("entities_failed", 0)),
+            )
         )
-    payload = json.loads(snapshot.read_text(encoding="utf-8"))
-    counts = payload.get("counts", {})
-    entry = build_entry(
-        partition,
-        snapshot,
-        row_count=int(counts.get("events", 0)),
-        error_count=int(counts.get("entities_failed", 0)),
-    )
     index = SnapshotIndex(index_path(calendar.data_path))
-    index.upsert(entry)
+    if len(entries) == 1:
+        index.upsert(entries[0])  # the daily case: an O(1) append for a new day
+    else:
+        index.upsert_many(entries)
 
     problems = index.verify(latest_snapshots(calendar.data_path))
     partitions = index.partitions()
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": entry["row_count"],
+            "dagster/row_count": sum(e["row_count"] for e in entries),
             "partitions_indexed": len(partitions),
             "index_bytes": index.path.stat().st_size,
-            "snapshot_sha256": entry["sha256"],
-            "snapshot_path": dg.MetadataValue.path(entry["path"]),
+            "snapshot_sha256": entries[-1]["sha256"],
+            "snapshot_path": dg.MetadataValue.path(entries[-1]["path"]),
             "index_path": dg.MetadataValue.path(str(index.path)),
         },
         check_results=[
@@ -187,6 +228,7 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
 
 @dg.asset(
     partitions_def=daily_partitions,
+    backfill_policy=SINGLE_RUN,
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "sql"},
@@ -196,48 +238,57 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
             "no_duplicate_dedup_keys",
             asset="due_alerts",
             blocking=True,
-            description="Each dedup key appears once in partition D's rows.",
+            description="Each dedup key appears once in every partition's rows.",
         ),
     ],
 )
 def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     """Rows of the SQL table ``due_alerts`` for partition D: every event whose days-until
     falls in a threshold bucket (the smallest threshold >= days until). A pure function
-    of D's indexed snapshot, replaced per partition in one transaction."""
-    partition = context.partition_key
-    day = dt.date.fromisoformat(partition)
+    of D's indexed snapshot, replaced per partition in one transaction (a range: one
+    transaction for all its partitions)."""
     index = SnapshotIndex(index_path(calendar.data_path))
-    entry = index.get(partition)
-    if entry is None:
-        raise dg.Failure(
-            f"partition {partition} is not in {index.path}: materialize snapshot_index"
+    thresholds = calendar.threshold_days
+    by_partition = {}
+    for partition in context.partition_keys:
+        entry = index.get(partition)
+        if entry is None:
+            raise dg.Failure(
+                f"partition {partition} is not in {index.path}: materialize snapshot_index"
+            )
+        content = entry["content_text"]
+        if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
+            raise dg.Failure(
+                f"index line for {partition} in {index.path}: content does not match its sha256"
+            )
+        payload = json.loads(content)
+        entities = {e["entity_id"]: Entity.model_validate(e) for e in payload.get("entities", [])}
+        day = dt.date.fromisoformat(partition)
+        by_partition[day] = compute_due_alerts(
+            events_from_snapshot(payload), day, thresholds, entities
         )
-    content = entry["content_text"]
-    if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
-        raise dg.Failure(
-            f"index line for {partition} in {index.path}: content does not match its sha256"
-        )
-    payload = json.loads(content)
-    entities = {e["entity_id"]: Entity.model_validate(e) for e in payload.get("entities", [])}
-    alerts = compute_due_alerts(
-        events_from_snapshot(payload), day, calendar.threshold_days, entities
-    )
 
     engine = calendar.engine()
-    store.replace_due_alerts(engine, day, alerts)
-    rows, distinct = store.due_alert_key_stats(engine, day)
-    per_threshold = count_by_threshold(alerts, calendar.threshold_days)
+    store.replace_due_alerts_many(engine, by_partition)
+    stats = store.due_alert_key_stats_many(engine, list(by_partition))
+    duplicated = [str(d) for d, (rows, distinct) in stats.items() if rows != distinct]
+    rows = sum(r for r, _ in stats.values())
+    newest = by_partition[max(by_partition)]
+    per_threshold = count_by_threshold(
+        (a for alerts in by_partition.values() for a in alerts), thresholds
+    )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
-            "preview": dg.MetadataValue.md(_alerts_markdown(alerts)),
+            "preview": dg.MetadataValue.md(_alerts_markdown(newest)),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name="no_duplicate_dedup_keys",
-                passed=rows == distinct,
-                metadata={"rows": rows, "distinct_keys": distinct},
+                passed=not duplicated,
+                metadata={"rows": rows, "partitions_with_duplicates": len(duplicated)},
+                description=_first_ids(duplicated),
             )
         ],
     )
@@ -279,3 +330,8 @@ def _alerts_markdown(alerts, limit: int = 30) -> str:
     if len(alerts) > limit:
         lines.append(f"\n…and {len(alerts) - limit} more")
     return "\n".join(lines)
+
+
+def _source_stats(calendar: CalendarSettings) -> dict[str, int]:
+    """HTTP figures (requests, retries, 304s, bytes) from sources that keep them."""
+    return {}

@@ -50,38 +50,53 @@ def upstream_availability_sensor(
 @dg.sensor(
     job=slack_alert_job,
     minimum_interval_seconds=30,
-    description="Starts slack_alert_job for partition D once per successful "
-    "materialization of due_alerts D (runs whose blocking checks failed are skipped).",
+    description="Starts slack_alert_job once per successful run that materialized "
+    "due_alerts: for its partition, or for its whole range after a single-run backfill. "
+    "Materializations from failed runs (a blocking check failed) never reach Slack.",
 )
-def slack_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+def slack_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     after = int(context.cursor) if context.cursor else None
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=DUE_ALERTS, after_storage_id=after),
-        limit=100,
+        limit=1000,
         ascending=True,
     ).records
+    # one request per materializing run, covering every partition that run wrote
+    by_run: dict[str, list] = {}
+    for record in records:
+        by_run.setdefault(record.run_id, []).append(record)
     requests: list[dg.RunRequest] = []
     skipped: list[str] = []
     cursor = after
-    for record in records:
-        run = context.instance.get_run_by_id(record.run_id)
+    for run_id, run_records in by_run.items():
+        run = context.instance.get_run_by_id(run_id) if run_id else None
         if run is not None and not run.is_finished:
             break  # look again next tick, once its checks have run
+        keys = sorted({r.partition_key for r in run_records if r.partition_key})
         if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
-            skipped.append(f"{record.partition_key} (run {record.run_id[:8]} did not succeed)")
-        else:
-            requests.append(
-                dg.RunRequest(
-                    partition_key=record.partition_key,
-                    run_key=f"due_alerts-{record.storage_id}",
-                    tags={"calendar/due_alerts_run": record.run_id},
-                )
-            )
-        cursor = record.storage_id
+            skipped.append(f"{', '.join(keys)} (run {run_id[:8] or 'none'} did not succeed)")
+        elif keys:
+            requests.append(_slack_request(keys, run_id, run_records[-1].storage_id))
+        cursor = run_records[-1].storage_id
     if not requests:
-        why = f"skipped {', '.join(skipped)}" if skipped else "no new due_alerts materialization"
+        why = f"skipped {'; '.join(skipped)}" if skipped else "no new due_alerts materialization"
         return dg.SensorResult(skip_reason=why, cursor=str(cursor) if cursor else None)
     return dg.SensorResult(run_requests=requests, cursor=str(cursor))
+
+
+def _slack_request(keys: list[str], run_id: str, storage_id: int) -> dg.RunRequest:
+    tags = {"calendar/due_alerts_run": run_id}
+    run_key = f"due_alerts-{storage_id}"
+    if len(keys) == 1:
+        return dg.RunRequest(partition_key=keys[0], run_key=run_key, tags=tags)
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={
+            **tags,
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        },
+    )
 
 
 @dg.run_failure_sensor(

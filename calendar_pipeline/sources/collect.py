@@ -7,6 +7,7 @@ judged later, by the asset checks.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ MAX_ERROR_MESSAGE = 500
 
 @dataclass
 class CollectResult:
-    events: list[Event] = field(default_factory=list)
+    events: list[Event] | list[dict] = field(default_factory=list)  # dicts once serialized
     errors: list[EntityError] = field(default_factory=list)
     entities_ok: int = 0
     entities_without_events: list[str] = field(default_factory=list)
@@ -154,12 +155,46 @@ def snapshot_payload(
             "entities_failed": result.entities_failed,
             "entities_without_events": len(result.entities_without_events),
         },
-        "events": [event.model_dump(mode="json") for event in result.events],
+        "events": [
+            event if isinstance(event, dict) else event.model_dump(mode="json")
+            for event in result.events
+        ],
         "errors": [error.model_dump(mode="json") for error in result.errors],
         "entities_without_events": result.entities_without_events,
         # names and channels travel with the snapshot, so due_alerts is a pure function of it
         "entities": [entity.model_dump(mode="json") for entity in entities],
     }
+
+
+def split_by_window(
+    union: CollectResult, entities: Sequence[Entity], windows: Sequence[Window]
+) -> list[CollectResult]:
+    """One fetch over the union of ``windows``, cut into one result per window.
+
+    Used for ranges (backfills): every entity is fetched once for the whole range, not
+    once per day. Events are serialized once and shared between the slices; errors and
+    source versions apply to every window.
+    """
+    ordered = sorted(union.events, key=lambda e: (e.event_date, e.entity_id, e.event_id))
+    dates = [event.event_date for event in ordered]
+    dumped = [event.model_dump(mode="json") for event in ordered]
+    failed = {error.entity_id for error in union.errors}
+    expected = [e.entity_id for e in entities if e.entity_id not in failed]
+    results = []
+    for window in windows:
+        lo = bisect.bisect_left(dates, window.start)
+        hi = bisect.bisect_right(dates, window.end)
+        with_events = {ordered[i].entity_id for i in range(lo, hi)}
+        results.append(
+            CollectResult(
+                events=dumped[lo:hi],
+                errors=list(union.errors),
+                entities_ok=union.entities_ok,
+                entities_without_events=[e for e in expected if e not in with_events],
+                source_versions=dict(union.source_versions),
+            )
+        )
+    return results
 
 
 def events_from_snapshot(payload: dict) -> list[Event]:
