@@ -243,3 +243,30 @@ def test_slack_token_invalid_fails_clearly_without_leaking(
     assert all("SLACK_BOT_TOKEN" in r["error"] and secret not in r["error"] for r in rows)
     logs = instance.all_logs(result.run_id)
     assert all(secret not in (entry.message or "") for entry in logs)
+
+
+def test_a_quiet_calendar_is_not_missing_but_a_calendar_without_data_is(tmp_path, instance):
+    """France has no public holiday between 16 August and 15 October: without events,
+    but not missing. Bouvet Island has no holidays at all: missing."""
+    universe = tmp_path / "u.csv"
+    universe.write_text(
+        "entity_id,name,source,key,channel\nfr,France,holidays,country:FR,\n"
+        "us,US,holidays,country:US,\n"
+    )
+    defs, _ = make_defs(tmp_path, universe, max_missing_entities="0")
+    result = run_daily(defs, instance, partition="2025-08-16")
+    assert result.success
+    meta = result.asset_materializations_for_node("raw_snapshot")[0].metadata
+    assert meta["entities_without_events"].value == 1  # France
+    assert meta["entities_missing"].value == 0
+
+    universe.write_text(universe.read_text() + "bv,Bouvet Island,holidays,country:BV,\n")
+    result = run_daily(defs, instance, partition="2025-08-16", raise_on_error=False)
+    assert not result.success
+    check = next(
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "missing_entities_within_budget"
+    )
+    assert not check.passed
+    assert check.description == "over budget on 2025-08-16; missing on 2025-08-16: bv"

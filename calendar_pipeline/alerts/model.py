@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from functools import cached_property
 
 
 def dedup_key(entity_id: str, event_id: str, event_date: dt.date, threshold_days: int) -> str:
@@ -26,6 +27,6 @@ class DueAlert:
     previous_date: dt.date | None = None
     """Set when this event was alerted before on another date (it moved)."""
 
-    @property
+    @cached_property
     def dedup_key(self) -> str:
         return dedup_key(self.entity_id, self.event_id, self.event_date, self.threshold_days)

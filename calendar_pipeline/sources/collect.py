@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from calendar_pipeline.sources.model import Entity, EntityError, Event, Source, Window
 
@@ -26,6 +26,8 @@ class CollectResult:
     errors: list[EntityError] = field(default_factory=list)
     entities_ok: int = 0
     entities_without_events: list[str] = field(default_factory=list)
+    # without events AND without any data over the source's span: the error budget's count
+    entities_missing: list[str] = field(default_factory=list)
     source_versions: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -154,6 +156,7 @@ def snapshot_payload(
             "entities_ok": result.entities_ok,
             "entities_failed": result.entities_failed,
             "entities_without_events": len(result.entities_without_events),
+            "entities_missing": len(result.entities_missing),
         },
         "events": [
             event if isinstance(event, dict) else event.model_dump(mode="json")
@@ -161,40 +164,85 @@ def snapshot_payload(
         ],
         "errors": [error.model_dump(mode="json") for error in result.errors],
         "entities_without_events": result.entities_without_events,
+        "entities_missing": result.entities_missing,
         # names and channels travel with the snapshot, so due_alerts is a pure function of it
         "entities": [entity.model_dump(mode="json") for entity in entities],
     }
 
 
 def split_by_window(
-    union: CollectResult, entities: Sequence[Entity], windows: Sequence[Window]
+    union: CollectResult,
+    entities: Sequence[Entity],
+    windows: Sequence[Window],
+    sources: Mapping[str, Source],
 ) -> list[CollectResult]:
     """One fetch over the union of ``windows``, cut into one result per window.
 
-    Used for ranges (backfills): every entity is fetched once for the whole range, not
-    once per day. Events are serialized once and shared between the slices; errors and
-    source versions apply to every window.
+    A single day is a union of one window, so a day and a backfill range go through the
+    same code and give the same snapshots. Every entity is fetched once for the whole
+    range; events are serialized once and shared between the slices; errors and source
+    versions apply to every window.
     """
     ordered = sorted(union.events, key=lambda e: (e.event_date, e.entity_id, e.event_id))
     dates = [event.event_date for event in ordered]
     dumped = [event.model_dump(mode="json") for event in ordered]
     failed = {error.entity_id for error in union.errors}
-    expected = [e.entity_id for e in entities if e.entity_id not in failed]
+    expected = [e for e in entities if e.entity_id not in failed]
     results = []
     for window in windows:
         lo = bisect.bisect_left(dates, window.start)
         hi = bisect.bisect_right(dates, window.end)
         with_events = {ordered[i].entity_id for i in range(lo, hi)}
+        quiet = [e for e in expected if e.entity_id not in with_events]
         results.append(
             CollectResult(
                 events=dumped[lo:hi],
                 errors=list(union.errors),
                 entities_ok=union.entities_ok,
-                entities_without_events=[e for e in expected if e not in with_events],
+                entities_without_events=[e.entity_id for e in quiet],
+                entities_missing=[
+                    e.entity_id for e in quiet if not _has_data(sources.get(e.source), e, window)
+                ],
                 source_versions=dict(union.source_versions),
             )
         )
     return results
+
+
+def _has_data(source: Source | None, entity: Entity, window: Window) -> bool:
+    has_data = getattr(source, "has_data", None)
+    if has_data is None:
+        return False  # no way to tell a quiet calendar from a gap: count it as missing
+    try:
+        return bool(has_data(entity, window))
+    except Exception:
+        return False
+
+
+class _SnapshotContent(BaseModel):
+    """The parts of a snapshot that due_alerts needs, parsed and validated in one pass
+    (pydantic parses the JSON text in Rust: several times faster than json.loads plus
+    per-event validation)."""
+
+    schema_version: int
+    partition: str
+    events: list[Event]
+    entities: list[Entity] = []
+
+
+def parse_snapshot_text(text: str) -> tuple[list[Event], dict[str, Entity]]:
+    """(events, entities by id) of a snapshot's JSON text; ValueError naming the problem."""
+    try:
+        content = _SnapshotContent.model_validate_json(text)
+    except ValidationError as exc:
+        raise ValueError(
+            f"snapshot is not valid: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        ) from None
+    if content.schema_version != SNAPSHOT_SCHEMA_VERSION:
+        raise ValueError(
+            f"snapshot schema_version {content.schema_version!r} is not {SNAPSHOT_SCHEMA_VERSION}"
+        )
+    return content.events, {entity.entity_id: entity for entity in content.entities}
 
 
 def events_from_snapshot(payload: dict) -> list[Event]:
@@ -205,8 +253,11 @@ def events_from_snapshot(payload: dict) -> list[Event]:
             f"{SNAPSHOT_SCHEMA_VERSION}"
         )
     try:
-        return [Event.model_validate(raw) for raw in payload["events"]]
+        return _EVENTS.validate_python(payload["events"])
     except (KeyError, TypeError, ValidationError) as exc:
         raise ValueError(
             f"snapshot for {payload.get('partition')!r} has invalid events: {exc}"
         ) from exc
+
+
+_EVENTS = TypeAdapter(list[Event])

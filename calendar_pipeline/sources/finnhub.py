@@ -12,6 +12,9 @@ needed it, each with a message naming the ticker and the cause.
 Records are validated at the edge (:class:`EarningsRecord`), but only those of watched
 tickers: a malformed record of a ticker nobody watches cannot fail anything.
 
+``has_data`` is true for every ticker Finnhub answered for (its calendar cannot tell an
+unknown ticker from one without earnings in the window).
+
 One event per (ticker, fiscal quarter): the id is ``earnings-{year}Q{quarter}``, free of
 the date, so a moved earnings date keeps its id (and gets a new alert key).
 """
@@ -29,6 +32,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from calendar_pipeline.sources.http import (
+    FetchOne,
     HttpClient,
     HttpResponse,
     HttpSession,
@@ -189,7 +193,7 @@ class FinnhubSource(HttpSource):
             return iter(self.client.run_batch(self.name, entities, self._per_ticker(window)))
         return iter(self.client.run_batch(self.name, entities, self._from_range(window)))
 
-    def _per_ticker(self, window: Window):
+    def _per_ticker(self, window: Window) -> FetchOne:
         async def fetch_one(session: HttpSession, entity: Entity) -> list[Event]:
             ticker = parse_ticker_key(entity.key)
             records: list[dict[str, Any]] = []
@@ -198,11 +202,13 @@ class FinnhubSource(HttpSource):
                     self.url(start, end, ticker), parse_calendar, headers=self._headers
                 )
                 records += [r for r in found if r["symbol"].upper() == ticker]
-            return records_to_events(entity.entity_id, ticker, records, window, self.name)
+            events = records_to_events(entity.entity_id, ticker, records, window, self.name)
+            self._answered[entity.entity_id] = True  # Finnhub answered for this ticker
+            return events
 
         return fetch_one
 
-    def _from_range(self, window: Window):
+    def _from_range(self, window: Window) -> FetchOne:
         """``fetch_one`` that awaits one shared range download (started on first use)."""
         shared: dict[str, asyncio.Task[dict[str, list[dict[str, Any]]]]] = {}
 
@@ -224,9 +230,13 @@ class FinnhubSource(HttpSource):
                 by_symbol = await asyncio.shield(shared["range"])
             except Exception as exc:
                 raise FinnhubError(f"finnhub {ticker}: range call failed: {exc}") from exc
-            return records_to_events(
+            events = records_to_events(
                 entity.entity_id, ticker, by_symbol.get(ticker, []), window, self.name
             )
+            # A range answer cannot tell an unknown ticker from a quiet one: an answer
+            # counts as data, as on the per-ticker path.
+            self._answered[entity.entity_id] = True
+            return events
 
         return fetch_one
 

@@ -65,6 +65,11 @@ class HolidaysSource:
                     )
         return events
 
+    def has_data(self, entity: Entity, window: Window) -> bool:
+        """True when the entity has any holiday in the calendar years of ``window``."""
+        kind, code, subdiv = parse_key(entity.key)
+        return any(_year_holidays(kind, code, subdiv, year) for year in window.years)
+
 
 def parse_key(key: str) -> tuple[str, str, str | None]:
     """``country:US:CA`` -> ``("country", "US", "CA")``; raises HolidayKeyError naming the key."""

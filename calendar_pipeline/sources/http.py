@@ -74,6 +74,7 @@ PROJECT_URL = "https://github.com/calendar-pipeline/calendar_pipeline"
 USER_AGENT = f"calendar_pipeline/{__version__} (+{PROJECT_URL})"
 MIB = 1024 * 1024
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+SPACING_SLACK = 1.02  # requests are spaced 2% wider than 1/rate: room for network jitter
 
 
 # --- configuration ------------------------------------------------------------------------
@@ -222,16 +223,35 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
+class _RedactingFilter(logging.Filter):
+    """Scrubs credentials from the records of httpx/httpcore, which log request URLs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, self.secrets)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).addFilter(_LOG_FILTER)
+
+
 def _proxy_secrets(proxy: str) -> set[str]:
-    """The user name and password of a proxy URL, raw and percent-decoded."""
+    """The password (and whole ``user:password``) of a proxy URL, raw and percent-decoded.
+    (User names alone are not replaced in free text: the ``user:pass@`` pattern of
+    :func:`redact` already hides them inside URLs.)"""
     match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://([^/@]+)@", proxy)
     if not match:
         return set()
     userinfo = match.group(1)
-    user, _, password = userinfo.partition(":")
-    found = {userinfo, user, password}
-    url = httpx.URL(proxy)
-    found |= {url.username, url.password}
+    found = {userinfo, userinfo.partition(":")[2], httpx.URL(proxy).password}
     return {s for s in found if s}
 
 
@@ -459,6 +479,7 @@ class BatchProgress:
 
 ProgressCallback = Callable[[BatchProgress], None]
 Outcome = tuple[Entity, list[Event] | Exception]
+FetchOne = Callable[["HttpSession", Entity], Awaitable[list[Event]]]
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -490,7 +511,8 @@ class HttpClient:
         )
         self._secrets: set[str] = set()
         for proxy in self.proxies:
-            self._secrets |= _proxy_secrets(proxy)
+            for secret in _proxy_secrets(proxy):
+                self.add_secret(secret)
         for secret in secrets:
             self.add_secret(secret)
         self._lock = threading.Lock()
@@ -517,6 +539,7 @@ class HttpClient:
         """Never show ``secret`` in a message or a log line of this client."""
         if secret and secret.strip():
             self._secrets.add(secret.strip())
+            _LOG_FILTER.secrets.add(secret.strip())
 
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
@@ -545,7 +568,7 @@ class HttpClient:
         self,
         source: str,
         entities: Sequence[Entity],
-        fetch_one: Callable[[HttpSession, Entity], Awaitable[list[Event]]],
+        fetch_one: FetchOne,
     ) -> list[Outcome]:
         """``fetch_one`` for every entity concurrently (politeness is the session's job).
 
@@ -646,8 +669,11 @@ class HttpSession:
     def _politeness(self, url: httpx.URL) -> tuple[asyncio.Semaphore, AsyncLimiter]:
         host = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
         if host not in self._limiters:
-            # capacity 1, one token every 1/rate seconds: evenly spaced, never a burst
-            self._limiters[host] = AsyncLimiter(1, 1 / self.config.rate_limit)
+            # capacity 1, one token every 1/rate seconds (plus a little slack): evenly
+            # spaced, never a burst, so no one-second window at the server ever holds
+            # more than ``rate_limit`` requests even when the network jitters
+            spacing = SPACING_SLACK / self.config.rate_limit
+            self._limiters[host] = AsyncLimiter(1, spacing)
             self._semaphores[host] = asyncio.Semaphore(self.config.max_concurrency)
         return self._semaphores[host], self._limiters[host]
 
@@ -878,6 +904,13 @@ class HttpSource:
 
     def __init__(self, client: HttpClient) -> None:
         self.client = client
+        self._answered: dict[str, bool] = {}  # entity_id -> the upstream had data for it
+
+    def has_data(self, entity: Entity, window: Window) -> bool:
+        """Whether the last fetch of ``entity`` got real data from the upstream (a quiet
+        calendar, not a gap): lets ``collect`` tell "no event in the window" from
+        "nothing known". What counts as data is each adapter's call."""
+        return self._answered.get(entity.entity_id, False)
 
     def fetch_many(self, entities: Sequence[Entity], window: Window) -> Iterator[Outcome]:
         raise NotImplementedError

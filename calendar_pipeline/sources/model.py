@@ -94,6 +94,18 @@ class Source(Protocol):
         ...
 
 
+class CoverageSource(Source, Protocol):
+    """An adapter that can tell "no data for this entity at all" from "no event in this
+    window". A quiet calendar is not a data gap: many countries have no public holiday
+    in a given 60-day window. Without this method, an entity with no event in the
+    window counts as missing."""
+
+    def has_data(self, entity: Entity, window: Window) -> bool:
+        """Whether the upstream knows any event of ``entity`` over its natural span
+        around ``window`` (e.g. the calendar years it touches)."""
+        ...
+
+
 class BatchSource(Source, Protocol):
     """An adapter that fetches many entities at once (concurrently, or with one range
     call). ``collect_events`` prefers ``fetch_many`` when a source has it."""

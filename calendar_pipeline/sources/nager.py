@@ -274,6 +274,7 @@ class NagerSource(HttpSource):
             years = await asyncio.gather(
                 *(self._year(session, country, year) for year in window.years)
             )
+            self._answered[entity.entity_id] = all(years)  # Nager lists every covered year
             return [
                 event
                 for year, holidays in zip(window.years, years, strict=True)

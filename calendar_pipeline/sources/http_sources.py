@@ -1,0 +1,108 @@
+"""The HTTP adapters, built together around one shared polite client.
+
+    engine = store.make_engine(url)
+    create_http_cache_table(engine)
+    config = HttpConfig.from_env()                      # CALENDAR_RATE_LIMIT, ...
+    sources = build_http_sources(
+        config, SqlHttpCache(engine),
+        nager_base_url=..., finnhub_base_url=..., finnhub_token=...,
+    )
+    result = collect_events(entities, window, {**default_sources(), **sources})
+    http_stats(sources)                                 # done, failed, retried, 304s, bytes
+
+The three adapters share one :class:`HttpClient`, so the statistics, the rate limit of a
+host both adapters use and the secrets to redact are shared too.
+
+The bundled ``calendar_pipeline/universe/nager_countries.csv`` lists the countries the
+public Nager.Date API covers; see ``NAGER_COUNTRIES`` in
+:mod:`calendar_pipeline.sources.nager` for where that list comes from and how to
+regenerate the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from calendar_pipeline.settings import SettingError
+from calendar_pipeline.sources.finnhub import DEFAULT_FINNHUB_BASE_URL, FinnhubSource
+from calendar_pipeline.sources.http import (
+    BatchProgress,
+    HttpClient,
+    HttpConfig,
+    HttpStats,
+    ProgressCallback,
+    redact,
+)
+from calendar_pipeline.sources.http_cache import HttpCache
+from calendar_pipeline.sources.ics import DEFAULT_LIMITS, IcsLimits, IcsSource
+from calendar_pipeline.sources.model import Source
+from calendar_pipeline.sources.nager import DEFAULT_NAGER_BASE_URL, NagerSource
+
+__all__ = [
+    "DEFAULT_FINNHUB_BASE_URL",
+    "DEFAULT_NAGER_BASE_URL",
+    "BatchProgress",
+    "HttpConfig",
+    "HttpStats",
+    "build_http_sources",
+    "http_stats",
+    "parse_base_url",
+]
+
+
+def parse_base_url(value: str, name: str) -> str:
+    """An ``http(s)://host[/path]`` base URL without its trailing slash; raises
+    :class:`SettingError` naming the variable (the value is shown without credentials)."""
+    text = str(value).strip()
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise SettingError(name, redact(text), "expected an http:// or https:// base URL")
+    return text.rstrip("/")
+
+
+def build_http_sources(
+    config: HttpConfig,
+    cache: HttpCache | None,
+    *,
+    nager_base_url: str = DEFAULT_NAGER_BASE_URL,
+    finnhub_base_url: str = DEFAULT_FINNHUB_BASE_URL,
+    finnhub_token: str | None = None,
+    ics_timezone: str = "UTC",
+    ics_limits: IcsLimits = DEFAULT_LIMITS,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, Source]:
+    """``{"nager": ..., "ics": ..., "finnhub": ...}`` sharing one :class:`HttpClient`.
+
+    ``cache`` (a :class:`~calendar_pipeline.sources.http_cache.SqlHttpCache`) enables
+    conditional GET; ``None`` disables it. ``ics_timezone`` dates UTC events of feeds
+    that name no time zone (pass the pipeline's ``CALENDAR_TIMEZONE``).
+    ``on_progress`` receives a :class:`BatchProgress` every ``config.progress_every``
+    entities and at the end of each source's batch (it can also be set later on
+    ``sources["nager"].client.on_progress``).
+    """
+    client = HttpClient(config, cache, secrets=[finnhub_token or ""], on_progress=on_progress)
+    return {
+        "nager": NagerSource(client, parse_base_url(nager_base_url, "NAGER_BASE_URL")),
+        "ics": IcsSource(client, default_timezone=ics_timezone, limits=ics_limits),
+        "finnhub": FinnhubSource(
+            client, parse_base_url(finnhub_base_url, "FINNHUB_BASE_URL"), finnhub_token
+        ),
+    }
+
+
+def http_stats(sources: Mapping[str, Source]) -> HttpStats:
+    """The running totals of the client behind ``sources`` (zeros when none is HTTP).
+
+    Take one before and one after ``collect_events`` and subtract them for one run's
+    figures: ``after - before``.
+    """
+    for source in sources.values():
+        client = getattr(source, "client", None)
+        if isinstance(client, HttpClient):
+            return client.stats
+    return HttpStats()
