@@ -33,8 +33,14 @@ GROUP = "calendar"
 OWNERS = ["team:data-platform"]
 PROGRESS_EVERY = 50
 
-# A backfill of any range runs as one run, and each asset handles the range in one pass.
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+# What the three assets share: daily partitions, the `calendar` group, and single-run
+# backfills (a range is one run; each asset handles the range in one pass).
+DAILY = {
+    "partitions_def": daily_partitions,
+    "backfill_policy": dg.BackfillPolicy.single_run(),
+    "group_name": GROUP,
+    "owners": OWNERS,
+}
 
 INGEST_RETRY = dg.RetryPolicy(
     max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -42,10 +48,7 @@ INGEST_RETRY = dg.RetryPolicy(
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    group_name=GROUP,
-    owners=OWNERS,
+    **DAILY,
     kinds={"python", "json"},
     pool="calendar_upstream",
     retry_policy=INGEST_RETRY,
@@ -168,10 +171,7 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    group_name=GROUP,
-    owners=OWNERS,
+    **DAILY,
     kinds={"python", "jsonl"},
     deps=[raw_snapshot],
     check_specs=[
@@ -234,10 +234,7 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    backfill_policy=SINGLE_RUN,
-    group_name=GROUP,
-    owners=OWNERS,
+    **DAILY,
     kinds={"python", "sql"},
     deps=[snapshot_index],
     check_specs=[
