@@ -26,6 +26,7 @@ from calendar_pipeline.sources.collect import (
     snapshot_payload,
     split_by_window,
 )
+from calendar_pipeline.sources.http_sources import http_stats
 from calendar_pipeline.sources.model import Window
 from calendar_pipeline.universe import UniverseError
 
@@ -94,14 +95,23 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         if done % PROGRESS_EVERY == 0 or done == total:
             context.log.info(f"fetched {done}/{total} entities")
 
+    def http_progress(update) -> None:
+        context.log.info(
+            f"{update.source}: {update.entities_done}/{update.entities_total} "
+            f"entities; {update.stats.summary()}"
+        )
+
+    sources = calendar.sources(on_progress=http_progress)
+    before = http_stats(sources)
     union = Window(windows[0].start, windows[-1].end)
-    fetched = collect_events(universe.entities, union, calendar.sources(), on_progress=progress)
+    fetched = collect_events(universe.entities, union, sources, on_progress=progress)
+    http = http_stats(sources) - before
     for error in fetched.errors[:20]:
         context.log.warning(
             f"{error.entity_id} ({error.source}): {error.error_type}: {error.message}"
         )
     generated_at = dt.datetime.now(dt.UTC)
-    results = split_by_window(fetched, universe.entities, windows, calendar.sources())
+    results = split_by_window(fetched, universe.entities, windows, sources)
     paths = []
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
@@ -136,7 +146,7 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             "source_versions": dg.MetadataValue.json(fetched.source_versions),
             "path": dg.MetadataValue.path(str(paths[-1])),
             "errors": dg.MetadataValue.md(_errors_markdown(fetched.errors)),
-            **_source_stats(calendar),
+            **{f"http_{name}": value for name, value in http.as_dict().items()},
         },
         check_results=[
             dg.AssetCheckResult(
@@ -334,8 +344,3 @@ def _alerts_markdown(alerts, limit: int = 30) -> str:
     if len(alerts) > limit:
         lines.append(f"\n…and {len(alerts) - limit} more")
     return "\n".join(lines)
-
-
-def _source_stats(calendar: CalendarSettings) -> dict[str, int]:
-    """HTTP figures (requests, retries, 304s, bytes) from sources that keep them."""
-    return {}

@@ -21,6 +21,9 @@ from calendar_pipeline import settings
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.slack_client import SlackPoster, SlackWebhookPoster
 from calendar_pipeline.sources import default_sources
+from calendar_pipeline.sources.http import HttpConfig, ProgressCallback
+from calendar_pipeline.sources.http_cache import SqlHttpCache, create_http_cache_table
+from calendar_pipeline.sources.http_sources import build_http_sources
 from calendar_pipeline.sources.model import Source
 from calendar_pipeline.universe import Universe, load_universe
 
@@ -43,6 +46,16 @@ class CalendarSettings(dg.ConfigurableResource):
     max_missing_entities: str = "50"
     claim_timeout_minutes: str = "15"
     ledger_retention_days: str = "400"
+    # HTTP sources (nager, ics, finnhub): politeness, faults, upstream addresses
+    rate_limit: str = "2"
+    max_concurrency: str = "4"
+    http_max_attempts: str = "5"
+    http_timeout: str = "20"
+    max_response_bytes: str = str(10 * 1024 * 1024)
+    proxy_file: str = ""
+    nager_base_url: str = "https://date.nager.at"
+    finnhub_base_url: str = "https://finnhub.io"
+    finnhub_token: str = ""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
@@ -56,6 +69,7 @@ class CalendarSettings(dg.ConfigurableResource):
         settings.parse_timezone(self.timezone)
         settings.parse_positive_int(self.claim_timeout_minutes, "CALENDAR_CLAIM_TIMEOUT")
         settings.parse_positive_int(self.ledger_retention_days, "CALENDAR_LEDGER_RETENTION_DAYS")
+        self.http_config()
 
     @property
     def threshold_days(self) -> tuple[int, ...]:
@@ -100,11 +114,39 @@ class CalendarSettings(dg.ConfigurableResource):
     def today(self) -> dt.date:
         return dt.datetime.now(zoneinfo.ZoneInfo(settings.parse_timezone(self.timezone))).date()
 
-    def sources(self) -> dict[str, Source]:
-        return default_sources()
+    def http_config(self) -> HttpConfig:
+        """The polite client's settings, validated (errors name the variable)."""
+        return HttpConfig.from_env(
+            {
+                "CALENDAR_RATE_LIMIT": self.rate_limit,
+                "CALENDAR_MAX_CONCURRENCY": self.max_concurrency,
+                "CALENDAR_HTTP_MAX_ATTEMPTS": self.http_max_attempts,
+                "CALENDAR_HTTP_TIMEOUT": self.http_timeout,
+                "CALENDAR_MAX_RESPONSE_BYTES": self.max_response_bytes,
+                "CALENDAR_PROXY_FILE": self.proxy_file,
+            }
+        )
+
+    def sources(self, on_progress: ProgressCallback | None = None) -> dict[str, Source]:
+        """Every adapter by its universe name: the embedded ``holidays`` source and the
+        HTTP ones (``nager``, ``ics``, ``finnhub``) sharing one polite client whose
+        conditional-GET cache lives in the SQL database."""
+        http = build_http_sources(
+            self.http_config(),
+            SqlHttpCache(self.engine()),
+            nager_base_url=self.nager_base_url,
+            finnhub_base_url=self.finnhub_base_url,
+            finnhub_token=self.finnhub_token.strip() or None,
+            ics_timezone=settings.parse_timezone(self.timezone),
+            on_progress=on_progress,
+        )
+        return {**default_sources(), **http}
+
+    def known_sources(self) -> set[str]:
+        return {"holidays", "nager", "ics", "finnhub"}
 
     def load_universe(self) -> Universe:
-        return load_universe(self.universe_path, known_sources=self.sources().keys())
+        return load_universe(self.universe_path, known_sources=self.known_sources())
 
     def engine(self) -> Engine:
         """The SQL engine for CALENDAR_DB_URL (tables created on first use)."""
@@ -116,6 +158,7 @@ def _engine_for(url: str) -> Engine:
     """One engine (one connection pool) per URL per process."""
     engine = store.make_engine(url)
     store.create_tables(engine)
+    create_http_cache_table(engine)
     return engine
 
 
@@ -173,6 +216,15 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             max_missing_entities=setting("CALENDAR_MAX_MISSING_ENTITIES", "50"),
             claim_timeout_minutes=setting("CALENDAR_CLAIM_TIMEOUT", "15"),
             ledger_retention_days=setting("CALENDAR_LEDGER_RETENTION_DAYS", "400"),
+            rate_limit=setting("CALENDAR_RATE_LIMIT", "2"),
+            max_concurrency=setting("CALENDAR_MAX_CONCURRENCY", "4"),
+            http_max_attempts=setting("CALENDAR_HTTP_MAX_ATTEMPTS", "5"),
+            http_timeout=setting("CALENDAR_HTTP_TIMEOUT", "20"),
+            max_response_bytes=setting("CALENDAR_MAX_RESPONSE_BYTES", str(10 * 1024 * 1024)),
+            proxy_file=setting("CALENDAR_PROXY_FILE", ""),
+            nager_base_url=setting("NAGER_BASE_URL", "https://date.nager.at"),
+            finnhub_base_url=setting("FINNHUB_BASE_URL", "https://finnhub.io"),
+            finnhub_token=setting("FINNHUB_TOKEN", ""),
         ),
         "slack": SlackSettings(
             bot_token=setting("SLACK_BOT_TOKEN", ""),

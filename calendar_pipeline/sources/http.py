@@ -24,6 +24,10 @@ Robustness, per request:
   goes through the next proxy). Credentials never appear in a log line or an error:
   every message goes through :meth:`HttpClient.redact`.
 
+Politeness state (limiters, semaphores, connections) lives in one :class:`HttpSession`
+per batch; ``collect_events`` runs one source's batch after the other, so one run never
+has two sessions talking to the same host at once.
+
 Adapters are synchronous (``collect_events`` calls them from plain code): they describe
 their work as coroutines and :meth:`HttpClient.run_batch` runs it with ``asyncio.run``
 (in a helper thread when the calling thread already runs an event loop), with progress
@@ -64,14 +68,15 @@ from tenacity.wait import wait_base
 
 from calendar_pipeline import __version__
 from calendar_pipeline.settings import SettingError, env, parse_positive_int
-from calendar_pipeline.sources.http_cache import HttpCache
+from calendar_pipeline.sources.http_cache import CachedResponse, HttpCache
 from calendar_pipeline.sources.model import Entity, Event, Window
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PROJECT_URL = "https://github.com/calendar-pipeline/calendar_pipeline"
-USER_AGENT = f"calendar_pipeline/{__version__} (+{PROJECT_URL})"
+# Names the project and its version. A fork that talks to other people's servers should
+# add a contact, e.g. f"calendar_pipeline/{__version__} (+mailto:ops@example.org)".
+USER_AGENT = f"calendar_pipeline/{__version__} (Dagster calendar pipeline; httpx)"
 MIB = 1024 * 1024
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 SPACING_SLACK = 1.02  # requests are spaced 2% wider than 1/rate: room for network jitter
@@ -696,8 +701,7 @@ class HttpSession:
             raise HttpFetchError(f"GET {display_url}: invalid URL ({exc})") from None
         if parsed.scheme not in ("http", "https"):
             raise HttpFetchError(f"GET {display_url}: only http and https URLs can be fetched")
-        cache = self.client.cache if conditional else None
-        cached = await asyncio.to_thread(cache.get, url) if cache is not None else None
+        cached = await self._cached(url, display_url) if conditional else None
         request_headers = dict(headers or {})
         if cached is not None:
             if cached.etag:
@@ -851,27 +855,58 @@ class HttpSession:
         """
         response = await self.get(url, headers=headers, max_attempts=max_attempts)
         try:
-            value = await asyncio.to_thread(parse, response) if in_thread else parse(response)
+            value = await self._parse(response, parse, in_thread)
+        except InvalidResponse:
+            if not response.from_cache:
+                raise
+            # The stored copy no longer parses (the adapter got stricter, the row is
+            # damaged): fetch a fresh one instead of failing on every run from now on.
+            response = await self.get(
+                url, headers=headers, conditional=False, max_attempts=max_attempts
+            )
+            value = await self._parse(response, parse, in_thread)
+        if response.status == 200 and (response.etag or response.last_modified):
+            await self._store(response)
+        return value, response
+
+    async def _parse(
+        self, response: HttpResponse, parse: Callable[[HttpResponse], T], in_thread: bool
+    ) -> T:
+        try:
+            return await asyncio.to_thread(parse, response) if in_thread else parse(response)
         except HttpFetchError:
             raise
         except Exception as exc:
             cause = self.client.redact(describe_exception(exc))
             raise response.invalid(cause) from exc
+
+    async def _cached(self, url: str, display_url: str) -> CachedResponse | None:
+        """The stored answer for ``url``; a cache that fails only costs the saving."""
         cache = self.client.cache
-        if (
-            cache is not None
-            and not response.from_cache
-            and response.status == 200
-            and (response.etag or response.last_modified)
-        ):
+        if cache is None:
+            return None
+        try:
+            return await asyncio.to_thread(cache.get, url)
+        except Exception as exc:
+            log.warning("HTTP cache read failed for %s: %s", display_url, type(exc).__name__)
+            return None
+
+    async def _store(self, response: HttpResponse) -> None:
+        cache = self.client.cache
+        if cache is None:
+            return
+        try:
             await asyncio.to_thread(
                 cache.put,
-                url,
+                response.url,
                 etag=response.etag,
                 last_modified=response.last_modified,
                 body=response.body,
             )
-        return value, response
+        except Exception as exc:
+            log.warning(
+                "HTTP cache write failed for %s: %s", response.display_url, type(exc).__name__
+            )
 
 
 def _error_text(raw: bytes) -> str:

@@ -13,6 +13,9 @@ event:
   occurrence of a recurring one, where the recurrence id is the occurrence's *original*
   start (``20250120`` or ``20250120T090000Z``): a moved occurrence keeps its id.
 
+``has_data`` is true for a feed that holds at least one usable event, whatever its date
+(an empty calendar is a gap, a calendar with nothing in the window is quiet).
+
 Hostile or broken feeds end as a clear error, never as a hang:
 
 - not iCalendar at all (an HTML page, truncated, unterminated) → error;
@@ -98,6 +101,15 @@ def feed_url(key: str) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class IcsFeed:
+    """A parsed feed: its events in the window and what it held overall."""
+
+    events: list[Event]
+    vevents: int  # usable VEVENT components, whatever their dates
+    broken: int  # VEVENT components skipped because their dates could not be read
+
+
 def parse_feed(
     text: str,
     *,
@@ -108,6 +120,26 @@ def parse_feed(
     limits: IcsLimits = DEFAULT_LIMITS,
 ) -> list[Event]:
     """Every occurrence of the feed ``text`` that starts inside ``window``, as events."""
+    return read_feed(
+        text,
+        entity_id=entity_id,
+        window=window,
+        source=source,
+        default_timezone=default_timezone,
+        limits=limits,
+    ).events
+
+
+def read_feed(
+    text: str,
+    *,
+    entity_id: str,
+    window: Window,
+    source: str = "ics",
+    default_timezone: str = "UTC",
+    limits: IcsLimits = DEFAULT_LIMITS,
+) -> IcsFeed:
+    """:func:`parse_feed`, with the counts of usable and broken events of the feed."""
     calendar = _parse_calendar(text)
     broken = _drop_broken_events(calendar)
     usable = calendar.walk("VEVENT")
@@ -160,7 +192,8 @@ def parse_feed(
         except Exception as exc:  # one broken series: skip it, keep the others
             cause = f"{type(exc).__name__}: {exc}"
             log.warning("%s: skipped a broken recurrence (%s)", entity_id, cause)
-    return sorted(events.values(), key=lambda e: (e.event_date, e.event_id))
+    ordered = sorted(events.values(), key=lambda e: (e.event_date, e.event_id))
+    return IcsFeed(ordered, vevents=len(usable), broken=len(broken))
 
 
 def _parse_calendar(text: str) -> icalendar.Calendar:
@@ -408,8 +441,8 @@ class IcsSource(HttpSource):
         async def fetch_one(session: HttpSession, entity: Entity) -> list[Event]:
             url = feed_url(entity.key)
 
-            def parse(response: HttpResponse) -> list[Event]:
-                return parse_feed(
+            def parse(response: HttpResponse) -> IcsFeed:
+                return read_feed(
                     response.text(),
                     entity_id=entity.entity_id,
                     window=window,
@@ -418,9 +451,9 @@ class IcsSource(HttpSource):
                     limits=self.limits,
                 )
 
-            events, _ = await session.fetch(url, parse, in_thread=True)
-            self._answered[entity.entity_id] = True  # a valid calendar, possibly quiet
-            return events
+            feed, _ = await session.fetch(url, parse, in_thread=True)
+            self._answered[entity.entity_id] = feed.vevents > 0
+            return feed.events
 
         return iter(self.client.run_batch(self.name, entities, fetch_one))
 

@@ -11,6 +11,10 @@ duplicate (same date and name, e.g. split by counties) is merged. The event id i
 the year (counted over the whole year's answer, so the id does not depend on the
 window), exactly like the ``holidays`` adapter; it never contains the day, so a holiday
 whose date moves keeps its id.
+
+``has_data`` is true when Nager listed holidays for every year fetched: an empty list
+means the country is not covered, a non-empty one with nothing in the window is a quiet
+calendar.
 """
 
 from __future__ import annotations
