@@ -62,6 +62,18 @@ def test_range_run_equals_day_by_day(tmp_path, small_universe):
     }
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 5 and all(c.passed for c in checks)  # unpartitioned: once each
+    # each day's materialization carries that day's figures, not the range's totals
+    for event in mats:
+        mat = event.step_materialization_data.materialization
+        if mat.asset_key.to_user_string() == "due_alerts":
+            day = dt.date.fromisoformat(mat.partition)
+            rows = len(store.read_due_alerts(cal_b.engine(), day))
+            assert mat.metadata["dagster/row_count"].value == rows
+            assert mat.metadata["partitions_in_run"].value == len(DAYS)
+        if mat.asset_key.to_user_string() == "raw_snapshot":
+            snapshot = json.loads(latest_snapshot(cal_b.data_path, mat.partition).read_text())
+            assert mat.metadata["dagster/row_count"].value == len(snapshot["events"])
+            assert mat.metadata["window_start"].value == mat.partition
 
     for day in DAYS:
         assert comparable_snapshot(cal_a, day) == comparable_snapshot(cal_b, day)

@@ -112,7 +112,6 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         )
     generated_at = dt.datetime.now(dt.UTC)
     results = split_by_window(fetched, universe.entities, windows, sources)
-    paths = []
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
             partition=partition,
@@ -123,7 +122,19 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             entities=universe.entities,
             generated_at=generated_at.isoformat(),
         )
-        paths.append(write_snapshot(calendar.data_path, partition, payload, now=generated_at))
+        path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
+        # per-day figures go on each day's materialization (the UI plots them by partition)
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": len(result.events),
+                "entities_without_events": len(result.entities_without_events),
+                "entities_missing": len(result.entities_missing),
+                "window_start": window.start.isoformat(),
+                "window_end": window.end.isoformat(),
+                "path": dg.MetadataValue.path(str(path)),
+            },
+            partition_key=partition,
+        )
 
     failed = fetched.entities_failed
     missing_ids = {p: r.entities_missing for p, r in zip(partitions, results, strict=True)}
@@ -133,18 +144,12 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     over_missing = [p for p, n in missing.items() if n > calendar.missing_budget]
     rows = [len(r.events) for r in results]
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(rows),
-            "partitions": len(partitions),
+        metadata={  # what the whole run shares (one fetch for all its partitions)
+            "partitions_in_run": len(partitions),
             "entities": len(universe.entities),
             "entities_ok": fetched.entities_ok,
             "entities_failed": failed,
-            "entities_without_events": max(quiet),
-            "entities_missing": max(missing.values()),
-            "window_start": windows[0].start.isoformat(),
-            "window_end": windows[-1].end.isoformat(),
             "source_versions": dg.MetadataValue.json(fetched.source_versions),
-            "path": dg.MetadataValue.path(str(paths[-1])),
             "errors": dg.MetadataValue.md(_errors_markdown(fetched.errors)),
             **{f"http_{name}": value for name, value in http.as_dict().items()},
         },
@@ -207,13 +212,20 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
                 f"{calendar.data_path / 'snapshots'}: materialize raw_snapshot for it first"
             )
         counts = read_snapshot(snapshot).get("counts", {})
-        entries.append(
-            build_entry(
-                partition,
-                snapshot,
-                row_count=int(counts.get("events", 0)),
-                error_count=int(counts.get("entities_failed", 0)),
-            )
+        entry = build_entry(
+            partition,
+            snapshot,
+            row_count=int(counts.get("events", 0)),
+            error_count=int(counts.get("entities_failed", 0)),
+        )
+        entries.append(entry)
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": entry["row_count"],
+                "snapshot_sha256": entry["sha256"],
+                "snapshot_path": dg.MetadataValue.path(entry["path"]),
+            },
+            partition_key=partition,
         )
     index = SnapshotIndex(index_path(calendar.data_path))
     if len(entries) == 1:
@@ -225,11 +237,9 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
     partitions = index.partitions()
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": sum(e["row_count"] for e in entries),
+            "partitions_in_run": len(entries),
             "partitions_indexed": len(partitions),
             "index_bytes": index.path.stat().st_size,
-            "snapshot_sha256": entries[-1]["sha256"],
-            "snapshot_path": dg.MetadataValue.path(entries[-1]["path"]),
             "index_path": dg.MetadataValue.path(str(index.path)),
         },
         check_results=[
@@ -287,16 +297,18 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     stats = store.due_alert_key_stats_many(engine, list(by_partition))
     duplicated = [str(d) for d, (rows, distinct) in stats.items() if rows != distinct]
     rows = sum(r for r, _ in stats.values())
-    newest = by_partition[max(by_partition)]
-    per_threshold = count_by_threshold(
-        (a for alerts in by_partition.values() for a in alerts), thresholds
-    )
+    for day, alerts in by_partition.items():
+        per_threshold = count_by_threshold(alerts, thresholds)
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": stats.get(day, (0, 0))[0],
+                **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
+                "preview": dg.MetadataValue.md(_alerts_markdown(alerts)),
+            },
+            partition_key=day.isoformat(),
+        )
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
-            "preview": dg.MetadataValue.md(_alerts_markdown(newest)),
-        },
+        metadata={"partitions_in_run": len(by_partition)},
         check_results=[
             dg.AssetCheckResult(
                 check_name="no_duplicate_dedup_keys",

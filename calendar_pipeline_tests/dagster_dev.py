@@ -1,0 +1,320 @@
+"""Start and stop a throwaway ``dagster dev`` (webserver + daemon) for end-to-end tests.
+
+    with DagsterDev.in_tmpdir(root) as dev:         # temp DAGSTER_HOME and CALENDAR_DATA_DIR
+        dev.graphql("{ version }")
+        ...                                         # dev.base_url is http://127.0.0.1:<port>
+
+What it takes care of (the hard-won lessons of scripts/screenshot_ui.py):
+
+- Settings: inherited ``CALENDAR_*`` and ``SLACK_*`` variables (and every other one that
+  ``.env.example`` documents) are dropped, so the server runs with the project's defaults
+  and no Slack token (dry-run: nothing can be posted).
+  ``DAGSTER_HOME`` is a fresh directory holding a copy of the repository's ``dagster.yaml``;
+  ``CALENDAR_DATA_DIR`` is a fresh directory too.
+- ``.env``: ``dagster dev`` loads ``.env`` from its *current directory*, and its values
+  override the environment. The server is therefore started with ``cwd`` set to a
+  temporary directory that holds no ``.env``, and finds the code with
+  ``-m calendar_pipeline.definitions`` (the package is installed), so a developer's own
+  ``.env`` in the repository root can neither redirect the data nor reach Slack.
+- Signals: a process started in the background from a non-interactive shell inherits
+  SIGINT/SIGTERM as *ignored*, and ``dagster dev`` then ignores SIGTERM. The child gets the
+  default handlers back (``preexec_fn``) and its own session (``start_new_session``), so one
+  ``killpg`` reaches the webserver, the daemon, the code servers and the run workers (Dagster
+  starts none of them in a new session or process group).
+- Stopping: SIGTERM to the process group, up to ``grace`` seconds for the leader and its
+  children to exit, then SIGKILL to the group. ``leftover_pids()`` lists what is still alive
+  in the group or carries this server's DAGSTER_HOME (nothing, normally);
+  ``kill_leftovers()`` kills those too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODULE = "calendar_pipeline.definitions"
+# `dagster dev -m calendar_pipeline.definitions` names the code location after the module;
+# a Definitions object is the repository "__repository__".
+LOCATION_NAME = MODULE
+REPOSITORY_NAME = "__repository__"
+
+START_TIMEOUT_S = 120.0  # dagster dev start-up until /server_info answers (2 slow cores)
+STOP_GRACE_S = 20.0  # SIGTERM -> SIGKILL
+
+
+class GraphQLError(RuntimeError):
+    pass
+
+
+def console_script(name: str) -> str:
+    """The console script next to this interpreter (the same virtualenv), else PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+SETTING_PREFIXES = ("CALENDAR_", "SLACK_", "NAGER_", "FINNHUB_")
+
+
+def project_setting_names() -> set[str]:
+    """Every variable .env.example documents (commented out or not)."""
+    try:
+        text = (REPO_ROOT / ".env.example").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, flags=re.MULTILINE))
+
+
+def scrubbed_env(dagster_home: Path, data_dir: Path) -> dict[str, str]:
+    """This process's environment minus project settings (``CALENDAR_*``, ``SLACK_*``, the
+    source adapters' ``NAGER_*``/``FINNHUB_*`` and anything else .env.example lists), plus
+    the given directories."""
+    drop = project_setting_names()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES) and k not in drop
+    }
+    env["DAGSTER_HOME"] = str(dagster_home)
+    env["CALENDAR_DATA_DIR"] = str(data_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _default_signal_handlers() -> None:
+    # Runs in the child between fork and exec (see the module docstring, "Signals").
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _process_group_members(pgid: int) -> list[int]:
+    """PIDs whose process group is ``pgid`` (Linux /proc; empty elsewhere)."""
+    members = []
+    for entry in _proc_dirs():
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _processes_with_environ(entry: bytes) -> list[int]:
+    """Live PIDs whose initial environment holds ``entry`` (``NAME=value``)."""
+    found = []
+    for proc_dir in _proc_dirs():
+        try:
+            environ = (proc_dir / "environ").read_bytes()
+            state = (proc_dir / "stat").read_text()
+        except OSError:
+            continue
+        if entry in environ.split(b"\0") and state[state.rfind(")") + 2 :][:1] != "Z":
+            found.append(int(proc_dir.name))
+    return found
+
+
+def _proc_dirs() -> list[Path]:
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    return [entry for entry in proc.iterdir() if entry.name.isdigit()]
+
+
+class DagsterDev:
+    """One ``dagster dev`` process group; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        dagster_home: Path,
+        data_dir: Path,
+        cwd: Path,
+        log_path: Path,
+        module: str = MODULE,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.dagster_home = dagster_home
+        self.data_dir = data_dir
+        self.cwd = cwd
+        self.log_path = log_path
+        self.module = module
+        self.env = env if env is not None else scrubbed_env(dagster_home, data_dir)
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @classmethod
+    def in_tmpdir(cls, root: Path) -> DagsterDev:
+        """Directories under ``root``: dagster_home (with dagster.yaml), data, cwd, log."""
+        dagster_home, data_dir, cwd = root / "dagster_home", root / "data", root / "cwd"
+        for directory in (dagster_home, data_dir, cwd):
+            directory.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        return cls(
+            dagster_home=dagster_home,
+            data_dir=data_dir,
+            cwd=cwd,
+            log_path=root / "dagster_dev.log",
+        )
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("dagster dev is not started")
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> DagsterDev:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = START_TIMEOUT_S, attempts: int = 3) -> None:
+        """Start on a free port and wait for /server_info; retry if the port was taken."""
+        if (self.cwd / ".env").exists():
+            raise RuntimeError(f"{self.cwd / '.env'} exists: dagster dev would load it")
+        for attempt in range(1, attempts + 1):
+            self.port = free_port()
+            self._spawn()
+            try:
+                self._wait_until_serving(timeout)
+                return
+            except RuntimeError:
+                exited = self.proc is not None and self.proc.poll() is not None
+                port_taken = "address already in use" in self.log_tail(200).lower()
+                self.stop()
+                if not (exited and port_taken) or attempt == attempts:
+                    raise
+
+    def _spawn(self) -> None:
+        cmd = [
+            console_script("dagster"),
+            "dev",
+            "-m",
+            self.module,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            log.write(f"\n$ {' '.join(cmd)}  (cwd {self.cwd})\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_default_signal_handlers,
+            )
+
+    def _wait_until_serving(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"dagster dev exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/server_info", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"{self.base_url}/server_info not up after {timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """SIGTERM the process group, wait up to ``grace`` s, then SIGKILL the group."""
+        proc = self.proc
+        if proc is None:
+            return
+        deadline = time.monotonic() + grace
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        # Wait for the leader *and* its children (webserver, daemon, code servers, runs).
+        while proc.poll() is None or _process_group_members(proc.pid):
+            if time.monotonic() > deadline:
+                self._note(f"dagster dev still alive {grace:.0f} s after SIGTERM: SIGKILL")
+                break
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):  # nobody left: the usual case
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def leftover_pids(self) -> list[int]:
+        """Live processes of this server (after ``stop``: none): its process group, and
+        anything that inherited its DAGSTER_HOME, in case a child left the group."""
+        if self.proc is None:
+            return []
+        marker = f"DAGSTER_HOME={self.dagster_home}".encode()
+        return sorted(
+            set(_process_group_members(self.proc.pid)) | set(_processes_with_environ(marker))
+        )
+
+    def kill_leftovers(self) -> list[int]:
+        """SIGKILL whatever ``leftover_pids`` finds; returns those PIDs (normally none)."""
+        leftovers = self.leftover_pids()
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return leftovers
+
+    # -- talking to it -----------------------------------------------------------------------
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST /graphql; the ``data`` member, or GraphQLError on any reported error."""
+        body = json.dumps({"query": query, "variables": variables or {}}).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                payload = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise GraphQLError(f"HTTP {exc.code}: {exc.read()[:2000]!r}") from None
+        if payload.get("errors"):
+            raise GraphQLError(json.dumps(payload["errors"], indent=1)[:4000])
+        return payload["data"]
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _note(self, message: str) -> None:
+        with self.log_path.open("a") as log:
+            log.write(f"[dagster_dev.py] {message}\n")

@@ -1,0 +1,469 @@
+"""End to end, the way users touch the pipeline: ``dagster dev`` (webserver and daemon),
+its GraphQL API, and the UI in a real headless Chromium.
+
+One ``dagster dev`` serves the whole module (fixture ``dagster_dev``, module-scoped so the
+GraphQL and browser tests share one start and the server is stopped as soon as they are
+done, not left running beside the rest of the suite until the session ends; see
+``dagster_dev.py`` for the temporary DAGSTER_HOME and data dir, the scrubbed environment,
+why it runs from a temporary directory so that no ``.env`` is loaded, and how it is
+stopped). Then:
+
+1. ``backfill`` (module fixture): ``launchPartitionBackfill`` of three past days for the
+   three assets, polled with ``partitionBackfillOrError`` until it completes. The backfill
+   daemon wakes about every 30 s, so this takes one to two minutes. The files, the index
+   and the SQL table are read right away, before the sensor's run adds today's partition.
+2. ``upstream_availability_sensor`` is turned on with ``startSensor``; its first tick
+   (soon after, whatever ``minimum_interval_seconds`` says) must request a run or skip
+   with a reason; it is turned off with ``stopSensor``.
+3. Chromium (Debian's ``/usr/bin/chromium`` driven by Playwright, no ``playwright install``)
+   opens the asset graph of group ``calendar`` and the Partitions tab of ``due_alerts``.
+   The graph's screenshot goes to pytest's tmp dir, and to ``docs/asset_graph.png`` when
+   ``CALENDAR_UPDATE_SCREENSHOTS=1``. Without Chromium or Playwright these tests skip, or
+   fail when ``CI`` is set (``.ci/run`` installs Chromium, ``.[test]`` Playwright).
+
+The teardown stops the server (SIGTERM to its process group, SIGKILL after 20 s) and
+checks that no process of it is left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline_tests.dagster_dev import (
+    LOCATION_NAME,
+    REPO_ROOT,
+    REPOSITORY_NAME,
+    DagsterDev,
+)
+
+try:
+    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+except ImportError:  # checked by the `chromium` fixture
+    sync_playwright = None
+
+PARTITIONS = ("2026-11-01", "2026-11-02", "2026-11-03")
+ASSETS = ("raw_snapshot", "snapshot_index", "due_alerts")
+SENSOR = "upstream_availability_sensor"
+
+BACKFILL_TIMEOUT_S = 150.0  # the backfill daemon wakes every ~30 s; two or three wake-ups
+TICK_TIMEOUT_S = 90.0
+RUN_TIMEOUT_S = 120.0
+POLL_S = 1.0
+
+CHROMIUM = "/usr/bin/chromium"
+# As scripts/screenshot_ui.py: no sandbox (root in a container) and no attempts to reach
+# Google services from a machine without internet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1600, "height": 900}
+UI_TIMEOUT_MS = 60_000  # the code location loads lazily on a cold page
+GROUP_URL = f"/locations/{REPOSITORY_NAME}@{LOCATION_NAME}/asset-groups/calendar"
+SHOWN_PARTITION = PARTITIONS[1]
+ASSET_URL = f"/assets/due_alerts?view=partitions&partition={SHOWN_PARTITION}"
+
+
+# -- GraphQL --------------------------------------------------------------------------------
+
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on UnauthorizedError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+BACKFILL_STATUS = """
+query Backfill($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill {
+      status
+      isAssetBackfill
+      partitionNames
+      error { message }
+      runs(limit: 50) { runId status }
+    }
+    ... on BackfillNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+MATERIALIZATIONS = """
+query Materializations($path: [String!]!, $partitions: [String!]!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId } }
+    ... on AssetNotFoundError { message }
+  }
+}
+"""
+
+START_SENSOR = """
+mutation StartSensor($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { id status } }
+    ... on SensorNotFoundError { message }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+SENSOR_TICKS = """
+query SensorTicks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor {
+      sensorState {
+        status
+        ticks(limit: 5) { id status timestamp runIds skipReason error { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+STOP_SENSOR = """
+mutation StopSensor($id: String!) {
+  stopSensor(id: $id) {
+    __typename
+    ... on StopSensorMutationResult { instigationState { status } }
+    ... on UnauthorizedError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN_STATUS = """
+query Run($id: ID!) {
+  runOrError(runId: $id) {
+    __typename
+    ... on Run { status jobName tags { key value } }
+    ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], Any],
+    timeout: float,
+    dev: DagsterDev,
+) -> Any:
+    """Call ``probe`` until it returns something truthy; fail with the server log if not."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(POLL_S)
+    pytest.fail(f"{what}: not after {timeout:.0f} s\ndagster dev log (tail):\n{dev.log_tail()}")
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
+    dev = DagsterDev.in_tmpdir(tmp_path_factory.mktemp("dagster_dev"))
+    try:
+        dev.start()
+        yield dev
+    finally:
+        dev.stop()
+    leftovers = dev.kill_leftovers()  # killed, so that even a failure leaves nothing behind
+    assert not leftovers, f"dagster dev processes alive after stop: {leftovers}"
+
+
+@dataclass(frozen=True)
+class BackfillOutcome:
+    status: str
+    is_asset_backfill: bool
+    partition_names: list[str]
+    runs: dict[str, str]  # run id -> status
+    run_partitions: dict[str, list[str]]  # run id -> the partitions it covered (its tags)
+    materialized: dict[str, dict[str, str]]  # asset -> partition -> run id (GraphQL)
+    snapshot_files: dict[str, list[Path]]  # partition -> files under data/snapshots/
+    index_entries: list[dict[str, Any]]
+    due_alert_rows: dict[str, int]  # partition -> rows of the SQL table due_alerts
+
+
+@pytest.fixture(scope="module")
+def backfill(dagster_dev: DagsterDev) -> BackfillOutcome:
+    """An asset backfill of PARTITIONS x ASSETS through GraphQL, run by the daemon.
+
+    What it produced is read as soon as it completes, so later tests (the sensor starts a
+    run for today) cannot change what the backfill assertions see."""
+    dev = dagster_dev
+    params = {
+        "assetSelection": [{"path": [asset]} for asset in ASSETS],
+        "partitionNames": list(PARTITIONS),
+        "title": "test_ui_e2e",
+    }
+    launched = dev.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill_id = launched["backfillId"]
+
+    def finished() -> dict[str, Any] | None:
+        result = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+        assert result["__typename"] == "PartitionBackfill", result
+        return None if result["status"] in ("REQUESTED", "CANCELING", "FAILING") else result
+
+    result = wait_for(f"backfill {backfill_id} to finish", finished, BACKFILL_TIMEOUT_S, dev)
+    runs = result["runs"]
+    assert result["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), (
+        f"backfill {backfill_id}: {result['status']}, error {result['error']}, runs {runs}\n"
+        f"dagster dev log (tail):\n{dev.log_tail()}"
+    )
+
+    data_dir = dev.data_dir
+    snapshot_files = {
+        p: sorted((data_dir / "snapshots" / p).glob("snapshot_*.json")) for p in PARTITIONS
+    }
+    index_entries = list(SnapshotIndex(index_path(data_dir)).entries())
+    engine = store.make_engine(store.default_db_url(data_dir))
+    try:
+        due_alert_rows = {
+            p: len(store.read_due_alerts(engine, dt.date.fromisoformat(p))) for p in PARTITIONS
+        }
+    finally:
+        engine.dispose()
+
+    materialized = {}
+    for asset in ASSETS:
+        answer = dev.graphql(MATERIALIZATIONS, {"path": [asset], "partitions": list(PARTITIONS)})
+        assert answer["assetOrError"]["__typename"] == "Asset", answer
+        events = answer["assetOrError"]["assetMaterializations"]  # newest first
+        materialized[asset] = {}
+        for event in reversed(events):
+            materialized[asset][event["partition"]] = event["runId"]
+    return BackfillOutcome(
+        status=result["status"],
+        is_asset_backfill=result["isAssetBackfill"],
+        partition_names=result["partitionNames"],
+        runs={run["runId"]: run["status"] for run in runs},
+        run_partitions={run["runId"]: _run_partitions(dev, run["runId"]) for run in runs},
+        materialized=materialized,
+        snapshot_files=snapshot_files,
+        index_entries=index_entries,
+        due_alert_rows=due_alert_rows,
+    )
+
+
+def _run_partitions(dev: DagsterDev, run_id: str) -> list[str]:
+    """One partition (tag dagster/partition) or a range (tags dagster/asset_partition_range_*)."""
+    run = dev.graphql(RUN_STATUS, {"id": run_id})["runOrError"]
+    assert run["__typename"] == "Run", run
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    if "dagster/partition" in tags:
+        return [tags["dagster/partition"]]
+    first = tags["dagster/asset_partition_range_start"]
+    last = tags["dagster/asset_partition_range_end"]
+    return [p for p in PARTITIONS if first <= p <= last]
+
+
+# -- GraphQL: backfill ----------------------------------------------------------------------
+
+
+def test_backfill_through_graphql_materializes_three_days(backfill: BackfillOutcome):
+    # One run for the range or one per day: the assertions hold either way.
+    assert backfill.is_asset_backfill
+    assert backfill.partition_names == list(PARTITIONS)
+    assert backfill.runs, "the backfill launched no run"
+    assert set(backfill.runs.values()) == {"SUCCESS"}, backfill.runs
+    assert sorted(p for ps in backfill.run_partitions.values() for p in ps) == list(PARTITIONS)
+    for asset in ASSETS:
+        assert sorted(backfill.materialized[asset]) == list(PARTITIONS), backfill.materialized
+        assert set(backfill.materialized[asset].values()) <= set(backfill.runs), backfill
+
+    # data/snapshots/D/snapshot_<time>.json, one per day.
+    for partition, files in backfill.snapshot_files.items():
+        assert len(files) == 1, (partition, files)
+
+    # The index: exactly those three lines, in order, each pointing at its day's snapshot.
+    assert [entry["partition"] for entry in backfill.index_entries] == list(PARTITIONS)
+    for entry in backfill.index_entries:
+        assert Path(entry["path"]).resolve() == backfill.snapshot_files[entry["partition"]][0]
+        assert entry["row_count"] > 0, entry
+
+    # The SQL table due_alerts has rows for each day (holidays within 30 days of any date).
+    assert all(rows > 0 for rows in backfill.due_alert_rows.values()), backfill.due_alert_rows
+
+
+# -- GraphQL: sensor ------------------------------------------------------------------------
+
+
+def test_availability_sensor_requests_or_skips_a_run(
+    dagster_dev: DagsterDev, backfill: BackfillOutcome
+):
+    dev = dagster_dev
+    selector = {
+        "repositoryLocationName": LOCATION_NAME,
+        "repositoryName": REPOSITORY_NAME,
+        "sensorName": SENSOR,
+    }
+    started = dev.graphql(START_SENSOR, {"selector": selector})["startSensor"]
+    assert started["__typename"] == "Sensor", started
+    state = started["sensorState"]
+    assert state["status"] == "RUNNING", state
+    try:
+
+        def first_tick() -> dict[str, Any] | None:
+            answer = dev.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]
+            assert answer["__typename"] == "Sensor", answer
+            ticks = answer["sensorState"]["ticks"]
+            done = [tick for tick in ticks if tick["status"] != "STARTED"]
+            return done[-1] if done else None  # newest first: the last one is the first
+
+        tick = wait_for(f"first tick of {SENSOR}", first_tick, TICK_TIMEOUT_S, dev)
+        assert tick["status"] in ("SUCCESS", "SKIPPED"), tick
+        if tick["status"] == "SKIPPED":
+            assert tick["skipReason"], tick
+        else:
+            assert len(tick["runIds"]) == 1, tick
+            run = _wait_for_run(dev, tick["runIds"][0])
+            assert run["jobName"] == "daily_calendar_job", run
+            tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+            assert tags["dagster/sensor_name"] == SENSOR, tags
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", tags["dagster/partition"]), tags
+            assert run["status"] == "SUCCESS", f"{run}\n{dev.log_tail()}"
+    finally:
+        stopped = dev.graphql(STOP_SENSOR, {"id": state["id"]})["stopSensor"]
+    assert stopped["__typename"] == "StopSensorMutationResult", stopped
+    assert stopped["instigationState"]["status"] == "STOPPED", stopped
+
+
+def _wait_for_run(dev: DagsterDev, run_id: str) -> dict[str, Any]:
+    """The run once finished (so the browser tests see settled pages and nothing is killed
+    mid-run at teardown)."""
+
+    def finished() -> dict[str, Any] | None:
+        answer = dev.graphql(RUN_STATUS, {"id": run_id})["runOrError"]
+        if answer["__typename"] == "RunNotFoundError":
+            return None
+        assert answer["__typename"] == "Run", answer
+        return answer if answer["status"] in FINISHED_RUN else None
+
+    return wait_for(f"run {run_id} to finish", finished, RUN_TIMEOUT_S, dev)
+
+
+# -- the UI in Chromium ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright; skip without them (fail when CI is set)."""
+    missing = []
+    if sync_playwright is None:
+        missing.append('the playwright package (pip install -e ".[test]")')
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium; .ci/run does it)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser, dagster_dev: DagsterDev, backfill: BackfillOutcome) -> Iterator[Page]:
+    context = chromium.new_context(
+        viewport=VIEWPORT, color_scheme="light", base_url=dagster_dev.base_url
+    )
+    try:
+        page = context.new_page()
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        yield page
+    finally:
+        context.close()
+
+
+def dismiss_first_run_dialog(page: Page) -> None:
+    """Click "Skip" on the "Join the Dagster community" dialog if it shows up (a fresh
+    DAGSTER_HOME on localhost, about a second after the app mounts). Skipping records it
+    in the instance, so later pages do not show it."""
+    dialog = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
+    try:
+        dialog.get_by_role("button", name="Skip").click(timeout=10_000)
+    except PlaywrightTimeoutError:
+        return  # not shown: dismissed by an earlier page
+    expect(dialog).to_have_count(0)
+    page.mouse.move(0, 0)  # off the graph: a hovered node would be highlighted
+
+
+def test_asset_graph_shows_the_assets_and_their_checks(page: Page, tmp_path: Path):
+    page.goto(GROUP_URL)
+    # Graph nodes are HTML inside the SVG's <foreignObject>s; their title is the asset name.
+    nodes = page.locator("foreignObject")
+    for asset in ASSETS:
+        expect(nodes.get_by_text(asset, exact=True)).to_be_visible()
+    dismiss_first_run_dialog(page)
+    # Each node has an "Asset checks" row, "n / n Passed" once the live data is loaded.
+    expect(nodes.get_by_text("Asset checks", exact=True)).to_have_count(len(ASSETS))
+    expect(page.get_by_text(re.compile(r"^\d+ / \d+ Passed$"))).to_have_count(len(ASSETS))
+    expect(nodes.get_by_text(re.compile(r" ago$"))).to_have_count(len(ASSETS))
+    page.wait_for_timeout(1000)  # let the zoom-to-fit animation settle
+    expect(page.get_by_text("Join the Dagster community")).to_have_count(0)
+
+    shot = tmp_path / "asset_graph.png"
+    page.screenshot(path=shot)
+    assert shot.stat().st_size > 10_000, shot
+    if os.environ.get("CALENDAR_UPDATE_SCREENSHOTS") == "1":
+        page.screenshot(path=REPO_ROOT / "docs" / "asset_graph.png")
+
+
+def test_due_alerts_partition_page_shows_status_and_metadata(page: Page, backfill: BackfillOutcome):
+    page.goto(ASSET_URL)
+    # The right pane shows the selected partition: its status, then its metadata table.
+    # (The first-run dialog may cover it when this test runs alone: text stays visible.)
+    expect(page.get_by_text("Materialized", exact=True)).to_be_visible()
+    expect(page.get_by_text("Metadata", exact=True)).to_be_visible()
+    for key in ("dagster/row_count", "due_d1"):
+        expect(page.get_by_text(key, exact=True)).to_be_visible()
+    # `dagster/row_count` is the rows written by the run that materialized the partition:
+    # that day's rows when the run covered one day, the range's total for a ranged run.
+    run_id = backfill.materialized["due_alerts"][SHOWN_PARTITION]
+    rows = sum(backfill.due_alert_rows[p] for p in backfill.run_partitions[run_id])
+    row_count = page.locator("tr").filter(has=page.get_by_text("dagster/row_count", exact=True))
+    expect(row_count.locator("td").nth(1)).to_have_text(str(rows))
