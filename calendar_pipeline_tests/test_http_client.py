@@ -16,6 +16,7 @@ import pytest
 from calendar_pipeline import __version__
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.http import (
+    USER_AGENT,
     HttpClient,
     HttpConfig,
     HttpFetchError,
@@ -108,7 +109,8 @@ def test_user_agent_names_the_project_and_version(upstream):
     upstream.route("/r", Reply(body=BODY))
     get(HttpClient(fast()), f"{upstream.url}/r")
     user_agent = upstream.requests[0].header("User-Agent")
-    assert user_agent.startswith(f"calendar_pipeline/{__version__} (+https://")
+    assert user_agent == USER_AGENT
+    assert user_agent.startswith(f"calendar_pipeline/{__version__} (")
 
 
 # --- retries ------------------------------------------------------------------------------
