@@ -58,3 +58,26 @@ def test_load_time_settings_defaults_and_errors():
         settings.load_time_settings({"CALENDAR_SCHEDULE_HOUR": "24"})
     with pytest.raises(SettingError, match="CALENDAR_START_DATE='yesterday'"):
         settings.load_time_settings({"CALENDAR_START_DATE": "yesterday"})
+
+
+def test_every_setting_is_read_by_a_resource_and_documented():
+    """Each resource field has its variable, and each variable is in .env.example and the
+    README: a new setting cannot be added without its documentation."""
+    from pathlib import Path
+
+    from calendar_pipeline.defs.resources import (
+        CALENDAR_ENV,
+        SLACK_ENV,
+        CalendarSettings,
+        SlackSettings,
+    )
+
+    assert set(CALENDAR_ENV) == set(CalendarSettings.model_fields)
+    assert set(SLACK_ENV) == set(SlackSettings.model_fields)
+    repo = Path(__file__).resolve().parents[1]
+    example = (repo / ".env.example").read_text()
+    readme = (repo / "README.md").read_text()
+    load_time = ["CALENDAR_START_DATE", "CALENDAR_SCHEDULE_HOUR"]
+    for name in [*CALENDAR_ENV.values(), *SLACK_ENV.values(), *load_time]:
+        assert f"\n{name}=" in example, name
+        assert f"`{name}`" in readme, name

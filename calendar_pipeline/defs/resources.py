@@ -203,36 +203,47 @@ class SlackSettings(dg.ConfigurableResource):
         )
 
 
+# Which environment variable sets which resource field (the field's default applies when
+# the variable is unset or blank). .env.example documents each one.
+CALENDAR_ENV = {
+    "data_dir": "CALENDAR_DATA_DIR",
+    "db_url": "CALENDAR_DB_URL",
+    "universe": "CALENDAR_UNIVERSE",
+    "lookahead_days": "CALENDAR_LOOKAHEAD_DAYS",
+    "thresholds": "CALENDAR_THRESHOLDS",
+    "timezone": "CALENDAR_TIMEZONE",
+    "max_failed_entities": "CALENDAR_MAX_FAILED_ENTITIES",
+    "max_missing_entities": "CALENDAR_MAX_MISSING_ENTITIES",
+    "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
+    "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
+    "rate_limit": "CALENDAR_RATE_LIMIT",
+    "max_concurrency": "CALENDAR_MAX_CONCURRENCY",
+    "http_max_attempts": "CALENDAR_HTTP_MAX_ATTEMPTS",
+    "http_timeout": "CALENDAR_HTTP_TIMEOUT",
+    "max_response_bytes": "CALENDAR_MAX_RESPONSE_BYTES",
+    "proxy_file": "CALENDAR_PROXY_FILE",
+    "nager_base_url": "NAGER_BASE_URL",
+    "finnhub_base_url": "FINNHUB_BASE_URL",
+    "finnhub_token": "FINNHUB_TOKEN",
+}
+SLACK_ENV = {
+    "bot_token": "SLACK_BOT_TOKEN",
+    "webhook_url": "SLACK_WEBHOOK_URL",
+    "channel": "SLACK_CHANNEL",
+    "alerts_channel": "SLACK_ALERTS_CHANNEL",
+    "api_url": "SLACK_API_URL",
+    "alert_mode": "CALENDAR_ALERT_MODE",
+    "webserver_url": "CALENDAR_WEBSERVER_URL",
+}
+
+
+def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
+    fields = resource.model_fields
+    return resource(**{field: setting(env, fields[field].default) for field, env in names.items()})
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     return {
-        "calendar": CalendarSettings(
-            data_dir=setting("CALENDAR_DATA_DIR", "./data"),
-            db_url=setting("CALENDAR_DB_URL", ""),
-            universe=setting("CALENDAR_UNIVERSE", ""),
-            lookahead_days=setting("CALENDAR_LOOKAHEAD_DAYS", "60"),
-            thresholds=setting("CALENDAR_THRESHOLDS", "30,15,7,3,1"),
-            timezone=setting("CALENDAR_TIMEZONE", settings.DEFAULT_TIMEZONE),
-            max_failed_entities=setting("CALENDAR_MAX_FAILED_ENTITIES", "0"),
-            max_missing_entities=setting("CALENDAR_MAX_MISSING_ENTITIES", "50"),
-            claim_timeout_minutes=setting("CALENDAR_CLAIM_TIMEOUT", "15"),
-            ledger_retention_days=setting("CALENDAR_LEDGER_RETENTION_DAYS", "400"),
-            rate_limit=setting("CALENDAR_RATE_LIMIT", "2"),
-            max_concurrency=setting("CALENDAR_MAX_CONCURRENCY", "4"),
-            http_max_attempts=setting("CALENDAR_HTTP_MAX_ATTEMPTS", "5"),
-            http_timeout=setting("CALENDAR_HTTP_TIMEOUT", "20"),
-            max_response_bytes=setting("CALENDAR_MAX_RESPONSE_BYTES", str(10 * 1024 * 1024)),
-            proxy_file=setting("CALENDAR_PROXY_FILE", ""),
-            nager_base_url=setting("NAGER_BASE_URL", "https://date.nager.at"),
-            finnhub_base_url=setting("FINNHUB_BASE_URL", "https://finnhub.io"),
-            finnhub_token=setting("FINNHUB_TOKEN", ""),
-        ),
-        "slack": SlackSettings(
-            bot_token=setting("SLACK_BOT_TOKEN", ""),
-            webhook_url=setting("SLACK_WEBHOOK_URL", ""),
-            channel=setting("SLACK_CHANNEL", "#calendar-alerts"),
-            alerts_channel=setting("SLACK_ALERTS_CHANNEL", ""),
-            api_url=setting("SLACK_API_URL", "https://slack.com/api/"),
-            alert_mode=setting("CALENDAR_ALERT_MODE", ""),
-            webserver_url=setting("CALENDAR_WEBSERVER_URL", "http://127.0.0.1:3000"),
-        ),
+        "calendar": _from_env(CalendarSettings, CALENDAR_ENV),
+        "slack": _from_env(SlackSettings, SLACK_ENV),
     }
