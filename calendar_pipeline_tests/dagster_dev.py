@@ -4,7 +4,8 @@
         dev.graphql("{ version }")
         ...                                         # dev.base_url is http://127.0.0.1:<port>
 
-What it takes care of (the hard-won lessons of scripts/screenshot_ui.py):
+Used by ``test_ui_e2e.py`` and by ``scripts/screenshot_ui.py`` (the browser side of both is
+``ui_browser.py``). What it takes care of:
 
 - Settings: inherited ``CALENDAR_*`` and ``SLACK_*`` variables (and every other one that
   ``.env.example`` documents) are dropped, so the server runs with the project's defaults

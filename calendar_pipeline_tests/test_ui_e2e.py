@@ -27,6 +27,7 @@ checks that no process of it is left.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -34,27 +35,34 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline_tests import ui_browser
 from calendar_pipeline_tests.dagster_dev import (
     LOCATION_NAME,
     REPO_ROOT,
     REPOSITORY_NAME,
     DagsterDev,
 )
+from calendar_pipeline_tests.ui_browser import (
+    ASSETS,
+    CHROMIUM,
+    browser_page,
+    chromium_browser,
+    open_asset_graph,
+    open_due_alerts_partition,
+)
 
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-except ImportError:  # checked by the `chromium` fixture
-    sync_playwright = None
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+with contextlib.suppress(ImportError):  # else ui_browser.sync_playwright is None: skip
+    from playwright.sync_api import expect
 
 PARTITIONS = ("2026-11-01", "2026-11-02", "2026-11-03")
-ASSETS = ("raw_snapshot", "snapshot_index", "due_alerts")
 SENSOR = "upstream_availability_sensor"
 
 BACKFILL_TIMEOUT_S = 150.0  # the backfill daemon wakes every ~30 s; two or three wake-ups
@@ -62,23 +70,7 @@ TICK_TIMEOUT_S = 90.0
 RUN_TIMEOUT_S = 120.0
 POLL_S = 1.0
 
-CHROMIUM = "/usr/bin/chromium"
-# As scripts/screenshot_ui.py: no sandbox (root in a container) and no attempts to reach
-# Google services from a machine without internet.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1600, "height": 900}
-UI_TIMEOUT_MS = 60_000  # the code location loads lazily on a cold page
-GROUP_URL = f"/locations/{REPOSITORY_NAME}@{LOCATION_NAME}/asset-groups/calendar"
-SHOWN_PARTITION = PARTITIONS[1]
-ASSET_URL = f"/assets/due_alerts?view=partitions&partition={SHOWN_PARTITION}"
+SHOWN_PARTITION = PARTITIONS[1]  # the partition the due_alerts page selects
 
 
 # -- GraphQL --------------------------------------------------------------------------------
@@ -386,7 +378,7 @@ def _wait_for_run(dev: DagsterDev, run_id: str) -> dict[str, Any]:
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium driven by Playwright; skip without them (fail when CI is set)."""
     missing = []
-    if sync_playwright is None:
+    if ui_browser.sync_playwright is None:
         missing.append('the playwright package (pip install -e ".[test]")')
     if not Path(CHROMIUM).exists():
         missing.append(f"{CHROMIUM} (apt-get install chromium; .ci/run does it)")
@@ -395,56 +387,21 @@ def chromium() -> Iterator[Browser]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium_browser() as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(chromium: Browser, dagster_dev: DagsterDev, backfill: BackfillOutcome) -> Iterator[Page]:
-    context = chromium.new_context(
-        viewport=VIEWPORT, color_scheme="light", base_url=dagster_dev.base_url
-    )
-    try:
-        page = context.new_page()
-        page.set_default_timeout(UI_TIMEOUT_MS)
+    with browser_page(chromium, dagster_dev.base_url) as page:
         yield page
-    finally:
-        context.close()
-
-
-def dismiss_first_run_dialog(page: Page) -> None:
-    """Click "Skip" on the "Join the Dagster community" dialog if it shows up (a fresh
-    DAGSTER_HOME on localhost, about a second after the app mounts). Skipping records it
-    in the instance, so later pages do not show it."""
-    dialog = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
-    try:
-        dialog.get_by_role("button", name="Skip").click(timeout=10_000)
-    except PlaywrightTimeoutError:
-        return  # not shown: dismissed by an earlier page
-    expect(dialog).to_have_count(0)
-    page.mouse.move(0, 0)  # off the graph: a hovered node would be highlighted
 
 
 def test_asset_graph_shows_the_assets_and_their_checks(page: Page, tmp_path: Path):
-    page.goto(GROUP_URL)
-    # Graph nodes are HTML inside the SVG's <foreignObject>s; their title is the asset name.
-    nodes = page.locator("foreignObject")
-    for asset in ASSETS:
-        expect(nodes.get_by_text(asset, exact=True)).to_be_visible()
-    dismiss_first_run_dialog(page)
-    # Each node has an "Asset checks" row, "n / n Passed" once the live data is loaded.
+    # The three nodes, each with "n / n Passed" and "... ago" (live data loaded), no dialog.
+    nodes = open_asset_graph(page)
+    # Each node has an "Asset checks" row.
     expect(nodes.get_by_text("Asset checks", exact=True)).to_have_count(len(ASSETS))
-    expect(page.get_by_text(re.compile(r"^\d+ / \d+ Passed$"))).to_have_count(len(ASSETS))
-    expect(nodes.get_by_text(re.compile(r" ago$"))).to_have_count(len(ASSETS))
-    page.wait_for_timeout(1000)  # let the zoom-to-fit animation settle
-    expect(page.get_by_text("Join the Dagster community")).to_have_count(0)
 
     shot = tmp_path / "asset_graph.png"
     page.screenshot(path=shot)
@@ -454,13 +411,9 @@ def test_asset_graph_shows_the_assets_and_their_checks(page: Page, tmp_path: Pat
 
 
 def test_due_alerts_partition_page_shows_status_and_metadata(page: Page, backfill: BackfillOutcome):
-    page.goto(ASSET_URL)
     # The right pane shows the selected partition: its status, then its metadata table.
     # (The first-run dialog may cover it when this test runs alone: text stays visible.)
-    expect(page.get_by_text("Materialized", exact=True)).to_be_visible()
-    expect(page.get_by_text("Metadata", exact=True)).to_be_visible()
-    for key in ("dagster/row_count", "due_d1"):
-        expect(page.get_by_text(key, exact=True)).to_be_visible()
+    open_due_alerts_partition(page, SHOWN_PARTITION)
     # `dagster/row_count` is that day's rows, also when one run backfilled the range.
     rows = backfill.due_alert_rows[SHOWN_PARTITION]
     row_count = page.locator("tr").filter(has=page.get_by_text("dagster/row_count", exact=True))
