@@ -67,8 +67,8 @@ class CalendarSettings(dg.ConfigurableResource):
         self.failed_budget  # noqa: B018
         self.missing_budget  # noqa: B018
         settings.parse_timezone(self.timezone)
-        settings.parse_positive_int(self.claim_timeout_minutes, "CALENDAR_CLAIM_TIMEOUT")
-        settings.parse_positive_int(self.ledger_retention_days, "CALENDAR_LEDGER_RETENTION_DAYS")
+        self.claim_timeout  # noqa: B018
+        self.retention  # noqa: B018
         self.http_config()
 
     @property
@@ -116,16 +116,9 @@ class CalendarSettings(dg.ConfigurableResource):
 
     def http_config(self) -> HttpConfig:
         """The polite client's settings, validated (errors name the variable)."""
-        return HttpConfig.from_env(
-            {
-                "CALENDAR_RATE_LIMIT": self.rate_limit,
-                "CALENDAR_MAX_CONCURRENCY": self.max_concurrency,
-                "CALENDAR_HTTP_MAX_ATTEMPTS": self.http_max_attempts,
-                "CALENDAR_HTTP_TIMEOUT": self.http_timeout,
-                "CALENDAR_MAX_RESPONSE_BYTES": self.max_response_bytes,
-                "CALENDAR_PROXY_FILE": self.proxy_file,
-            }
-        )
+        fields = ("rate_limit", "max_concurrency", "http_max_attempts", "http_timeout",
+                  "max_response_bytes", "proxy_file")  # fmt: skip
+        return HttpConfig.from_env({CALENDAR_ENV[field]: getattr(self, field) for field in fields})
 
     def sources(self, on_progress: ProgressCallback | None = None) -> dict[str, Source]:
         """Every adapter by its universe name: the embedded ``holidays`` source and the

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from calendar_pipeline.sources.model import Entity, EntityError, Event, Source, Window
 
@@ -243,21 +243,3 @@ def parse_snapshot_text(text: str) -> tuple[list[Event], dict[str, Entity]]:
             f"snapshot schema_version {content.schema_version!r} is not {SNAPSHOT_SCHEMA_VERSION}"
         )
     return content.events, {entity.entity_id: entity for entity in content.entities}
-
-
-def events_from_snapshot(payload: dict) -> list[Event]:
-    """Parse a snapshot's events back into models; raises ValueError naming the problem."""
-    if payload.get("schema_version") != SNAPSHOT_SCHEMA_VERSION:
-        raise ValueError(
-            f"snapshot schema_version {payload.get('schema_version')!r} is not "
-            f"{SNAPSHOT_SCHEMA_VERSION}"
-        )
-    try:
-        return _EVENTS.validate_python(payload["events"])
-    except (KeyError, TypeError, ValidationError) as exc:
-        raise ValueError(
-            f"snapshot for {payload.get('partition')!r} has invalid events: {exc}"
-        ) from exc
-
-
-_EVENTS = TypeAdapter(list[Event])
