@@ -27,11 +27,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+
+from calendar_pipeline_tests.loopback import LoopbackServer
 
 DEFAULT_TOKEN = "xoxb-fake-0000-test-token"
 
@@ -89,7 +91,7 @@ class _Scripted:
     method: str | None
 
 
-class FakeSlackServer:
+class FakeSlackServer(LoopbackServer):
     """A threaded HTTP server playing Slack's Web API at :attr:`url`."""
 
     def __init__(self, token: str = DEFAULT_TOKEN, latency: float = 0.0) -> None:
@@ -102,34 +104,12 @@ class FakeSlackServer:
         self._lock = threading.Lock()
         self._ts_counter = itertools.count(1)
         self._ts_base = int(time.time())
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # --- lifecycle -------------------------------------------------------------------
+        self._listen(_make_handler(self))
 
     @property
     def url(self) -> str:
         """The Web API base URL, e.g. ``http://127.0.0.1:54321/api/``."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/api/"
-
-    def start(self) -> FakeSlackServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeSlackServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return f"http://{self.address}/api/"
 
     # --- what tests look at and script -------------------------------------------------
 
@@ -185,7 +165,7 @@ class FakeSlackServer:
     @property
     def webhook_url(self) -> str:
         """An incoming-webhook URL served by this server (answers ``ok`` as text)."""
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}{self.webhook_path}"
+        return f"http://{self.address}{self.webhook_path}"
 
     # --- request handling (called from the handler threads) -----------------------------
 

@@ -43,13 +43,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from calendar_pipeline.sources.http_cache import CachedResponse
+from calendar_pipeline_tests.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class RecordedRequest:
 Handler = Callable[[Request], Reply]
 
 
-class UpstreamServer:
+class UpstreamServer(LoopbackServer):
     """A threaded HTTP/1.1 server at :attr:`url` with routes, faults and a request log."""
 
     def __init__(self, latency: float = 0.0) -> None:
@@ -167,33 +168,11 @@ class UpstreamServer:
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self.max_in_flight = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # lifecycle
+        self._listen(_make_handler(self))
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> UpstreamServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> UpstreamServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        return f"http://{self.address}"
 
     # scripting
 
@@ -463,7 +442,7 @@ def _make_handler(server: UpstreamServer) -> type[BaseHTTPRequestHandler]:
 # --- a forward proxy ------------------------------------------------------------------------
 
 
-class FakeProxy:
+class FakeProxy(LoopbackServer):
     """An HTTP forward proxy for ``http://`` targets, with optional Basic credentials.
 
     ``forwarded`` lists the absolute URLs it relayed; a request with wrong or missing
@@ -476,16 +455,7 @@ class FakeProxy:
         self.forwarded: list[str] = []
         self.rejected = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_proxy_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def address(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"{host}:{port}"
+        self._listen(_make_proxy_handler(self))
 
     @property
     def url(self) -> str:
@@ -493,15 +463,6 @@ class FakeProxy:
         if self.username is None:
             return f"http://{self.address}"
         return f"http://{self.username}:{self.password}@{self.address}"
-
-    def __enter__(self) -> FakeProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
 
 
 def _make_proxy_handler(proxy: FakeProxy) -> type[BaseHTTPRequestHandler]:
