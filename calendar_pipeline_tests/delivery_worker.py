@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.crash_after_post:
         original = poster.post
 
-        def post_then_die(message):
-            original(message)
+        def post_then_die(message, delivery_id=""):
+            original(message, delivery_id)
             os._exit(17)  # Slack has it; the ledger never hears
 
         poster.post = post_then_die  # type: ignore[method-assign]
@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         poster=poster,
         log=lambda line: print(line, flush=True),
     )
-    print(f"REPORT sent={report.sent} claimed={report.claimed}", flush=True)
+    print(
+        f"REPORT sent={report.sent} claimed={report.claimed} "
+        f"confirmed={report.confirmed_from_history}",
+        flush=True,
+    )
     return 0
 
 

@@ -1,9 +1,14 @@
 """A small fake-but-real Slack Web API for tests: a real HTTP server on 127.0.0.1.
 
-It speaks enough of the Web API for slack_sdk's ``WebClient``: ``chat.postMessage`` and
-``auth.test``, JSON or form bodies, ``Authorization: Bearer`` checked against one
-token. It enforces the Block Kit limits Slack enforces, records every call, and can be
-told to fail (``fail_next``) or to be slow (``latency``)::
+It speaks enough of the Web API for slack_sdk's ``WebClient``: ``chat.postMessage``,
+``auth.test``, ``conversations.list`` and ``conversations.history``, JSON or form bodies,
+``Authorization: Bearer`` checked against one token. Like Slack, it keeps every posted
+message in its channel's history under a channel id (``C…``): a post may name the
+channel or give its id, history takes only the id, and message metadata comes back only
+with ``include_all_metadata``. A token lacks the scopes removed from ``scopes`` (answer:
+``missing_scope``). It enforces the Block Kit limits Slack enforces, records every call,
+and can be told to fail (``fail_next``), to accept a post and then lose the answer
+(``drop_after_accepting``, ``fail_after_accepting``) or to be slow (``latency``)::
 
     with FakeSlackServer(token="xoxb-test") as slack:
         slack.fail_next(status=429, retry_after=1)
@@ -91,15 +96,31 @@ class _Scripted:
     method: str | None
 
 
+# What each method needs, as Slack documents it (a bot reading public and private channels).
+SCOPES_NEEDED = {
+    "chat.postMessage": "chat:write",
+    "conversations.history": "channels:history,groups:history",
+    "conversations.list": "channels:read,groups:read",
+}
+ALL_SCOPES = frozenset(
+    {"chat:write", "channels:history", "groups:history", "channels:read", "groups:read"}
+)
+
+
 class FakeSlackServer(LoopbackServer):
     """A threaded HTTP server playing Slack's Web API at :attr:`url`."""
 
     def __init__(self, token: str = DEFAULT_TOKEN, latency: float = 0.0) -> None:
         self.token = token
         self.latency = latency  # seconds to wait before answering each request
+        self._slow_posts: deque[float] = deque()  # extra seconds for the next posts
+        self.scopes: set[str] = set(ALL_SCOPES)  # remove some to play a narrower token
         self._calls: list[RecordedCall] = []
         self._scripted: deque[_Scripted] = deque()
         self._drops = 0  # accepted posts whose connection is then cut without an answer
+        self._fail_after: deque[int] = deque()  # accepted posts then answered with a 5xx
+        self._channel_ids: dict[str, str] = {}  # name without '#' -> id
+        self._history: dict[str, list[dict[str, Any]]] = {}  # id -> messages, oldest first
         self.webhook_path = "/services/T000/B000/webhooksecret123"
         self._lock = threading.Lock()
         self._ts_counter = itertools.count(1)
@@ -155,6 +176,37 @@ class FakeSlackServer(LoopbackServer):
         with self._lock:
             self._drops += times
 
+    def slow_next_post(self, seconds: float) -> None:
+        """Accept (record) the next post, then wait ``seconds`` before answering it."""
+        with self._lock:
+            self._slow_posts.append(seconds)
+
+    def fail_after_accepting(self, status: int = 503, times: int = 1) -> None:
+        """Accept (record) the next ``times`` posts, then answer them with HTTP ``status``:
+        Slack acted on the request but the client sees a server error."""
+        with self._lock:
+            self._fail_after.extend([status] * times)
+
+    def _take_fail_after(self) -> int | None:
+        with self._lock:
+            return self._fail_after.popleft() if self._fail_after else None
+
+    def channel_id(self, channel: str) -> str:
+        """The id of channel ``#name`` (created on first use, as if it existed)."""
+        if channel in self._history:
+            return channel
+        name = channel.lstrip("#")
+        with self._lock:
+            if name not in self._channel_ids:
+                self._channel_ids[name] = f"C{len(self._channel_ids) + 1:08d}"
+                self._history[self._channel_ids[name]] = []
+            return self._channel_ids[name]
+
+    def history(self, channel: str) -> list[dict[str, Any]]:
+        """The messages posted to ``channel`` (name or id), oldest first."""
+        with self._lock:
+            return list(self._history.get(self.channel_id(channel), []))
+
     def _take_drop(self) -> bool:
         with self._lock:
             if self._drops:
@@ -173,12 +225,18 @@ class FakeSlackServer(LoopbackServer):
         self, method: str, headers: dict[str, str], params: dict[str, Any]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         received_at = time.monotonic()
+        if method == "chat.postMessage" and isinstance(params.get("channel"), str):
+            self.channel_id(params["channel"])  # the channel exists, whatever we answer
         status, body, extra_headers = self._answer(method, headers, params)
         call = RecordedCall(method, received_at, headers, params, status, body)
         with self._lock:
             self._calls.append(call)
-        if self.latency:
-            time.sleep(self.latency)
+        delay = self.latency
+        if method == "chat.postMessage":
+            with self._lock:
+                delay += self._slow_posts.popleft() if self._slow_posts else 0.0
+        if delay:
+            time.sleep(delay)
         return status, body, extra_headers
 
     def _answer_webhook(self, headers: dict[str, str], params: dict[str, Any]):
@@ -212,16 +270,72 @@ class FakeSlackServer(LoopbackServer):
             return 200, {"ok": False, "error": "invalid_auth"}, {}
         if method == "auth.test":
             return 200, dict(_AUTH_TEST_IDENTITY), {}
+        needed = SCOPES_NEEDED.get(method)
+        if needed and not any(scope in self.scopes for scope in needed.split(",")):
+            provided = ",".join(sorted(self.scopes))
+            return 200, {"ok": False, "error": "missing_scope", "needed": needed,
+                         "provided": provided}, {}  # fmt: skip
         if method == "chat.postMessage":
-            error = _validate_message(params)
-            if error:
-                return 200, {"ok": False, "error": error}, {}
-            message = {"type": "message", "text": params.get("text", ""), "ts": self._next_ts()}
-            if "blocks" in params:
-                message["blocks"] = params["blocks"]
-            body = {"ok": True, "channel": params["channel"], "ts": message["ts"]}
-            return 200, {**body, "message": message}, {}
+            return self._post_message(params)
+        if method == "conversations.history":
+            return self._conversations_history(params)
+        if method == "conversations.list":
+            return self._conversations_list(params)
         return 200, {"ok": False, "error": "unknown_method"}, {}
+
+    def _post_message(self, params: dict[str, Any]):
+        error = _validate_message(params)
+        if error:
+            return 200, {"ok": False, "error": error}, {}
+        channel_id = self.channel_id(params["channel"])
+        message = {
+            "type": "message",
+            "user": _AUTH_TEST_IDENTITY["user_id"],
+            "bot_id": _AUTH_TEST_IDENTITY["bot_id"],
+            "text": params.get("text", ""),
+            "ts": self._next_ts(),
+        }
+        if "blocks" in params:
+            message["blocks"] = params["blocks"]
+        if isinstance(params.get("metadata"), dict):
+            message["metadata"] = params["metadata"]
+        with self._lock:
+            self._history[channel_id].append(message)
+        shown = {k: v for k, v in message.items() if k != "metadata"}
+        return 200, {"ok": True, "channel": channel_id, "ts": message["ts"], "message": shown}, {}
+
+    def _conversations_history(self, params: dict[str, Any]):
+        channel = str(params.get("channel", ""))
+        with self._lock:
+            messages = self._history.get(channel)
+        if messages is None:  # a name, or an unknown id: Slack wants an existing id
+            return 200, {"ok": False, "error": "channel_not_found"}, {}
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [m for m in reversed(messages) if float(m["ts"]) > oldest]  # newest first
+        start = int(params.get("cursor") or 0)
+        limit = min(int(params.get("limit") or 100), 999)
+        page = found[start : start + limit]
+        if not with_metadata:
+            page = [{k: v for k, v in m.items() if k != "metadata"} for m in page]
+        more = start + limit < len(found)
+        body = {"ok": True, "messages": page, "has_more": more}
+        body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
+        return 200, body, {}
+
+    def _conversations_list(self, params: dict[str, Any]):
+        with self._lock:
+            channels = [
+                {"id": cid, "name": name, "is_channel": True, "is_private": False,
+                 "is_archived": False}
+                for name, cid in sorted(self._channel_ids.items())
+            ]  # fmt: skip
+        start = int(params.get("cursor") or 0)
+        limit = int(params.get("limit") or 100)
+        more = start + limit < len(channels)
+        body = {"ok": True, "channels": channels[start : start + limit]}
+        body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
+        return 200, body, {}
 
     def _pop_scripted(self, method: str) -> _Scripted | None:
         with self._lock:
@@ -306,10 +420,14 @@ def _make_handler(fake: FakeSlackServer) -> type[BaseHTTPRequestHandler]:
             headers = dict(self.headers.items())
             method = parts.path.removeprefix("/api/")
             answer = fake._handle(method, headers, params)
-            if method == "chat.postMessage" and answer[1].get("ok") and fake._take_drop():
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
+            if method == "chat.postMessage" and answer[1].get("ok"):
+                if fake._take_drop():
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                status = fake._take_fail_after()
+                if status is not None:
+                    answer = (status, {"ok": False, "error": "internal_error"}, {})
             self._send(*answer)
 
         def _webhook(self) -> None:

@@ -61,7 +61,7 @@ def test_range_run_equals_day_by_day(tmp_path, small_universe):
         name: set(DAYS) for name in ("raw_snapshot", "snapshot_index", "due_alerts")
     }
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 5 and all(c.passed for c in checks)  # unpartitioned: once each
+    assert len(checks) == 6 and all(c.passed for c in checks)  # unpartitioned: once each
     # each day's materialization carries that day's figures, not the range's totals
     for event in mats:
         mat = event.step_materialization_data.materialization
@@ -116,17 +116,19 @@ def test_range_check_failure_names_the_partitions(tmp_path):
     assert not has_events.passed and DAYS[0] in has_events.description
 
 
-def test_slack_after_a_backfill_records_history_and_posts_nothing(
+def test_slack_after_a_backfill_of_past_days_posts_and_records_nothing(
     tmp_path, small_universe, slack_server
 ):
-    slack = SlackSettings(bot_token=DEFAULT_TOKEN, api_url=slack_server.url)
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url)
     defs, calendar = setup(tmp_path, "f", small_universe, slack)
     with dg.instance_for_test() as instance:
         defs.resolve_job_def("daily_calendar_job").execute_in_process(
             tags=range_tags(DAYS[0], DAYS[-1]), instance=instance
         )
         sensor = defs.resolve_sensor_def("slack_alert_sensor")
-        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        tick = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+        )
         (request,) = tick.run_requests  # one Slack run for the whole backfill run
         assert request.tags["dagster/asset_partition_range_start"] == DAYS[0]
         assert request.tags["dagster/asset_partition_range_end"] == DAYS[-1]
@@ -134,16 +136,19 @@ def test_slack_after_a_backfill_records_history_and_posts_nothing(
             tags=request.tags, instance=instance
         )
     assert result.success
-    assert slack_server.messages == []  # every partition is before today: record_only
-    rows = store.ledger_rows(calendar.engine())
-    assert rows and {r["state"] for r in rows} == {"recorded"}
+    assert slack_server.messages == []  # every partition is before today: history
+    assert store.ledger_rows(calendar.engine()) == []  # and history suppresses nothing
     output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
     metadata = output.step_output_data.metadata
-    assert metadata["partitions"].value == 4 and metadata["mode"].value == "record_only x4"
+    assert metadata["partitions"].value == 4 and metadata["mode"].value == "history x4"
+    assert metadata["history_partitions"].value == 4
+    assert metadata["reference_day"].value == calendar.today().isoformat()
+    due = sum(len(store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(d))) for d in DAYS)
+    assert metadata["history_not_posted"].value == due > 0
 
 
 def test_a_range_ending_today_sends_only_today(tmp_path, small_universe, slack_server):
-    slack = SlackSettings(bot_token=DEFAULT_TOKEN, api_url=slack_server.url)
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url)
     defs, calendar = setup(tmp_path, "g", small_universe, slack)
     today = calendar.today()
     days = [(today - dt.timedelta(days=n)).isoformat() for n in (2, 1, 0)]

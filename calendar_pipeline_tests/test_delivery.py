@@ -88,11 +88,27 @@ def test_dry_run_and_record_only_post_nothing(engine, slack_server, tmp_path):
 
 
 def test_mode_choice():
-    today = dt.date(2026, 11, 23)
-    assert choose_mode("", "send", today, today) == "send"
-    assert choose_mode("", "send", today - dt.timedelta(days=1), today) == "record_only"
-    assert choose_mode("", "dry_run", today - dt.timedelta(days=1), today) == "dry_run"
-    assert choose_mode("send", "send", today - dt.timedelta(days=9), today) == "send"
+    assert choose_mode("", "send", "daily") == "send"
+    assert choose_mode("", "dry_run", "daily") == "dry_run"
+    assert choose_mode("", "send", "history") == "history"
+    assert choose_mode("", "dry_run", "history") == "history"
+    assert choose_mode("send", "send", "history") == "send"  # a person asked for it
+    assert choose_mode("record_only", "send", "daily") == "record_only"
+
+
+def test_history_mode_posts_and_writes_nothing(engine, slack_server):
+    alerts = make_alerts(5)
+    report = run(engine, alerts, None, mode="history")
+    assert (report.mode, report.due, report.history, report.claimed) == ("history", 5, 5, 0)
+    assert store.ledger_rows(engine) == [] and slack_server.calls == []
+    # so the same keys, due on a later (daily) day, are still posted
+    assert run(engine, alerts, poster_for(slack_server)).sent == 5
+
+
+def test_unknown_mode_is_refused_by_name(engine):
+    with pytest.raises(ValueError, match="unknown alert mode 'sned'"):
+        run(engine, make_alerts(1), None, mode="sned")
+    assert store.ledger_rows(engine) == []
 
 
 HOSTILE = [
@@ -136,7 +152,7 @@ def test_big_digest_is_split_and_nothing_is_lost(engine, slack_server):
 
 def test_server_errors_past_the_retries_fail_clearly_and_release(engine, slack_server):
     alerts = make_alerts(6)
-    slack_server.fail_next(status=502, times=10)
+    slack_server.fail_next(status=502, times=10, method="chat.postMessage")
     with pytest.raises(SlackDeliveryError, match=r"HTTP 502 for #chan\d after 2 retries"):
         run(engine, alerts, poster_for(slack_server, max_retries=2))
     rows = store.ledger_rows(engine)
@@ -151,9 +167,10 @@ def test_server_errors_past_the_retries_fail_clearly_and_release(engine, slack_s
 
 def test_rate_limit_and_5xx_are_retried_and_counted(engine, slack_server):
     slack_server.fail_next(status=429, retry_after=1)
-    slack_server.fail_next(status=503)
+    slack_server.fail_next(status=503, method="chat.postMessage")
     report = run(engine, make_alerts(3, channels=1), poster_for(slack_server))
     assert report.sent == 3 and report.retries == 2
+    assert len(slack_server.messages) == 1  # the 503 was looked up, not found, posted once
     calls = slack_server.calls_to("chat.postMessage")
     assert calls[1].received_at - calls[0].received_at >= 1.0  # waited for Retry-After
 
@@ -167,15 +184,67 @@ def test_configuration_errors_fail_at_once_with_what_to_fix(engine, slack_server
     assert {r["state"] for r in store.ledger_rows(engine)} == {"failed"}
 
 
-def test_dropped_connection_after_receipt_costs_one_duplicate_at_most(engine, slack_server):
+@pytest.mark.parametrize("fault", ["drop", "timeout", "5xx"])
+def test_a_lost_reply_is_found_in_history_and_never_repeated(engine, slack_server, fault):
+    alerts = make_alerts(9)
+    if fault == "drop":  # Slack posted it, then the connection died unanswered
+        slack_server.drop_after_accepting(1)
+    elif fault == "5xx":  # Slack posted it, then answered with a server error
+        slack_server.fail_after_accepting(status=503)
+    else:  # Slack posted it, but answered after the client gave up
+        slack_server.slow_next_post(1.0)
+    poster = poster_for(slack_server, timeout=0.5 if fault == "timeout" else 10.0)
+    report = run(engine, alerts, poster)
+    counts = posted_entities(slack_server)
+    assert counts == Counter({a.entity_name: 1 for a in alerts})  # nothing lost, none twice
+    assert len(slack_server.messages) == 3 and report.sent == 9
+    assert report.confirmed_from_history == 1
+    rows = store.ledger_rows(engine)
+    posted_ts = {m.response["ts"] for m in slack_server.messages}
+    assert {r["state"] for r in rows} == {"sent"} and {r["slack_ts"] for r in rows} == posted_ts
+    history = slack_server.calls_to("conversations.history")
+    assert history and all(c.params["channel"].startswith("C") for c in history)
+    assert all(c.params["include_all_metadata"] in ("1", "true", True) for c in history)
+    for message in slack_server.messages:  # every post carries its delivery id
+        metadata = message.params["metadata"]
+        assert metadata["event_type"] == "calendar_alert_digest_posted"
+        assert len(metadata["event_payload"]["delivery_id"]) == 32
+
+
+def test_without_the_history_scope_a_lost_reply_costs_one_repeat_and_says_so(
+    engine, slack_server
+):
+    slack_server.scopes -= {"channels:history", "groups:history"}
     alerts = make_alerts(9)
     slack_server.drop_after_accepting(1)
-    report = run(engine, alerts, poster_for(slack_server))
+    poster = poster_for(slack_server)
+    report = run(engine, alerts, poster)
     counts = posted_entities(slack_server)
     assert set(counts) == {a.entity_name for a in alerts}  # nothing lost
-    duplicated = {name for name, n in counts.items() if n > 1}
-    assert max(counts.values()) == 2 and len(duplicated) == 3  # one message, once more
-    assert report.sent == 9
+    assert max(counts.values()) == 2 and len([n for n in counts.values() if n == 2]) == 3
+    assert report.sent == 9 and report.confirmed_from_history == 0
+    assert "missing_scope" in poster.history_warning
+    assert "channels:history" in poster.history_warning
+
+
+def test_a_lookup_that_fails_too_does_not_post_blind(engine, slack_server):
+    """Slack answers nothing useful after the drop: the keys stay unconfirmed (failed,
+    with their delivery id), and the next run finds the message instead of reposting."""
+    alerts = make_alerts(3, channels=1)
+    slack_server.drop_after_accepting(1)
+    slack_server.fail_next(status=503, times=20, method="conversations.history")
+    with pytest.raises(SlackDeliveryError):
+        run(engine, alerts, poster_for(slack_server, max_retries=1))
+    assert len(slack_server.messages) == 1
+    rows = store.ledger_rows(engine)
+    assert {r["state"] for r in rows} == {"failed"} and all(r["delivery_id"] for r in rows)
+    slack_server._scripted.clear()
+    report = run(engine, alerts, poster_for(slack_server), run_id="run-2")
+    assert len(slack_server.messages) == 1  # found, not posted again
+    assert report.confirmed_from_history == 3 and report.sent == 0
+    rows = store.ledger_rows(engine)
+    assert {r["state"] for r in rows} == {"sent"}
+    assert {r["slack_ts"] for r in rows} == {slack_server.messages[0].response["ts"]}
 
 
 def test_moved_event_says_the_date_changed(engine, slack_server):
@@ -273,11 +342,15 @@ def worker(url: str, api_url: str, run_id: str, count: int, *extra: str):
     )
 
 
+@pytest.mark.parametrize("history_scope", [True, False])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_crash_between_post_and_mark_loses_nothing(engine, slack_server, channels):
+def test_crash_between_post_and_mark_loses_nothing(engine, slack_server, channels, history_scope):
     """Killed right after Slack accepted a message, before the ledger heard: every alert
-    still arrives, and the only repeats are the messages in flight at the crash (one per
-    channel at most, since each channel posts one message at a time)."""
+    still arrives. With the history scope the next run finds the messages in flight and
+    repeats none; without it, the only repeats are those messages (one per channel at
+    most, since each channel posts one message at a time)."""
+    if not history_scope:
+        slack_server.scopes -= {"channels:history", "groups:history"}
     url = engine.url.render_as_string(hide_password=False)
     n = 600  # several messages per channel
     args = ("--channels", str(channels))
@@ -294,10 +367,15 @@ def test_crash_between_post_and_mark_loses_nothing(engine, slack_server, channel
     # ...and after it, takes them over and delivers everything
     later = worker(url, slack_server.url, "run-late", n, "--claim-timeout", "0", *args)
     assert later.wait(timeout=120) == 0, later.stderr.read()[-2000:]
+    out = later.stdout.read()
     counts = posted_entities(slack_server)
     assert set(counts) == {f"Entity {i:04d}" for i in range(n)}  # nothing lost
-    assert {name for name, c in counts.items() if c == 2} == set(in_flight)  # only those
-    assert max(counts.values()) == 2
+    if history_scope:
+        assert set(counts.values()) == {1}  # none twice
+        assert f"confirmed={sum(in_flight.values())}" in out
+    else:
+        assert {name for name, c in counts.items() if c == 2} == set(in_flight)  # only those
+        assert max(counts.values()) == 2 and "confirmed=0" in out
     assert Counter(r["state"] for r in store.ledger_rows(engine)) == {"sent": n}
 
 
@@ -318,7 +396,7 @@ def test_run_failure_sensor_posts_job_partition_error_and_link(tmp_path, slack_s
         "entity_id,name,source,key,channel\nfr,F,holidays,country:FR,\nfr,F,holidays,country:FR,\n"
     )
     slack = SlackSettings(
-        bot_token=DEFAULT_TOKEN,
+        token=DEFAULT_TOKEN,
         api_url=slack_server.url,
         channel="#alerts",
         alerts_channel="#ops-failures",

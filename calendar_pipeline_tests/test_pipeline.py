@@ -66,6 +66,7 @@ def test_daily_job_materializes_three_assets_and_passes_checks(tmp_path, small_u
         "failed_entities_within_budget": True,
         "missing_entities_within_budget": True,
         "index_consistent": True,
+        "index_history_consistent": True,
         "no_duplicate_dedup_keys": True,
     }
     snapshots = list((tmp_path / "data" / "snapshots" / D).glob("snapshot_*.json"))
@@ -181,7 +182,7 @@ def test_bad_universe_fails_naming_the_file(tmp_path, instance):
 def test_slack_dry_run_writes_outbox_and_records_nothing(tmp_path, small_universe, instance):
     defs, calendar = make_defs(tmp_path, small_universe)
     run_daily(defs, instance)
-    result = run_slack(defs, instance)
+    result = run_slack(defs, instance, mode="dry_run")  # D is past: history unless forced
     out = result.output_for_node("send_slack_alerts")
     assert out is None
     digest = (tmp_path / "data" / "outbox" / D / "digest.txt").read_text()
@@ -196,7 +197,7 @@ def test_slack_dry_run_writes_outbox_and_records_nothing(tmp_path, small_univers
 
 
 def test_slack_send_posts_once_then_nothing(tmp_path, small_universe, instance, slack_server):
-    slack = SlackSettings(bot_token=DEFAULT_TOKEN, api_url=slack_server.url, channel="#general")
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url, channel="#general")
     today = dt.date.fromisoformat(D)
     defs, calendar = make_defs(tmp_path, small_universe, slack)
     run_daily(defs, instance)
@@ -211,17 +212,34 @@ def test_slack_send_posts_once_then_nothing(tmp_path, small_universe, instance, 
     assert len(slack_server.messages) == len(posted)  # nothing twice
 
 
-def test_past_partition_is_recorded_not_posted(tmp_path, small_universe, instance, slack_server):
-    slack = SlackSettings(bot_token=DEFAULT_TOKEN, api_url=slack_server.url)
+def test_past_partition_is_history_posts_nothing_and_suppresses_nothing(
+    tmp_path, small_universe, instance, slack_server
+):
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url)
     defs, calendar = make_defs(tmp_path, small_universe, slack)
     run_daily(defs, instance)
     assert dt.date.fromisoformat(D) < calendar.today()
-    result = run_slack(defs, instance)  # no mode forced: a past partition -> record_only
+    result = run_slack(defs, instance)  # no mode forced: a past partition is history
     assert result.success
     assert slack_server.messages == []
+    assert store.ledger_rows(calendar.engine()) == []
+    # a person may still post that day on purpose, and then it is delivered once
+    run_slack(defs, instance, mode="send")
+    due = store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(D))
+    assert sum(len(m.params.get("metadata", {})) > 0 for m in slack_server.messages) >= 1
+    assert {r["state"] for r in store.ledger_rows(calendar.engine())} == {"sent"}
+    assert len(store.ledger_rows(calendar.engine())) == len(due)
+
+
+def test_forced_record_only_marks_delivered_and_suppresses_later_sends(
+    tmp_path, small_universe, instance, slack_server
+):
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url)
+    defs, calendar = make_defs(tmp_path, small_universe, slack)
+    run_daily(defs, instance)
+    run_slack(defs, instance, mode="record_only")  # a migration: "these were sent elsewhere"
     rows = store.ledger_rows(calendar.engine())
     assert rows and {r["state"] for r in rows} == {"recorded"}
-    # a later forced send finds everything delivered and posts nothing
     run_slack(defs, instance, mode="send")
     assert slack_server.messages == []
 
@@ -230,7 +248,7 @@ def test_slack_token_invalid_fails_clearly_without_leaking(
     tmp_path, small_universe, instance, slack_server
 ):
     secret = "xoxb-wrong-secret-123"
-    slack = SlackSettings(bot_token=secret, api_url=slack_server.url)
+    slack = SlackSettings(token=secret, api_url=slack_server.url)
     defs, calendar = make_defs(tmp_path, small_universe, slack)
     run_daily(defs, instance)
     result = run_slack(defs, instance, mode="send", raise_on_error=False)
@@ -269,4 +287,5 @@ def test_a_quiet_calendar_is_not_missing_but_a_calendar_without_data_is(tmp_path
         if c.check_name == "missing_entities_within_budget"
     )
     assert not check.passed
-    assert check.description == "over budget on 2025-08-16; missing on 2025-08-16: bv"
+    assert check.description.startswith("over budget (0) on 2025-08-16; missing on 2025-08-16: bv.")
+    assert "raise CALENDAR_MAX_MISSING_ENTITIES" in check.description

@@ -29,7 +29,9 @@ def defs_for(tmp_path, universe, **overrides):
 def slack_tick(defs, instance, cursor=None):
     sensor = defs.resolve_sensor_def("slack_alert_sensor")
     return sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+        dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        )
     )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from calendar_pipeline.alerts.deliver import HistoryUnavailable
 from calendar_pipeline.alerts.model import DueAlert
 from calendar_pipeline.alerts.slack_client import (
     SlackConfigError,
@@ -156,18 +157,27 @@ def test_rate_limit_is_retried_after_retry_after(slack_server) -> None:
     assert ts == second.response["ts"]
 
 
-def test_server_errors_are_retried_until_success(slack_server) -> None:
-    slack_server.fail_next(status=503, times=2)
-    ts = poster_for(slack_server).post(digest())
-    assert [c.status for c in slack_server.calls] == [503, 503, 200]
+def test_server_errors_are_looked_up_then_retried_until_success(slack_server) -> None:
+    # A 5xx may come after Slack acted: each is looked up in the history before a retry.
+    slack_server.fail_next(status=503, times=2, method="chat.postMessage")
+    ts = poster_for(slack_server).post(digest(), delivery_id="e" * 32)
+    assert [c.status for c in slack_server.calls_to("chat.postMessage")] == [503, 503, 200]
+    assert len(slack_server.calls_to("conversations.history")) == 2
     assert ts == slack_server.messages[0].response["ts"]
 
 
+def test_server_errors_without_a_delivery_id_are_not_retried(slack_server) -> None:
+    slack_server.fail_next(status=503, method="chat.postMessage")
+    with pytest.raises(SlackDeliveryError, match=r"HTTP 503 for #alerts") as caught:
+        poster_for(slack_server).post(digest("#alerts"))
+    assert caught.value.ambiguous and len(slack_server.calls) == 1
+
+
 def test_server_errors_past_the_retries_raise_a_delivery_error(slack_server) -> None:
-    slack_server.fail_next(status=500, times=5)
+    slack_server.fail_next(status=500, times=5, method="chat.postMessage")
     with pytest.raises(SlackDeliveryError, match=r"HTTP 500 for #alerts after 1 retries"):
-        poster_for(slack_server, max_retries=1).post(digest("#alerts"))
-    assert len(slack_server.calls) == 2
+        poster_for(slack_server, max_retries=1).post(digest("#alerts"), delivery_id="e" * 32)
+    assert len(slack_server.calls_to("chat.postMessage")) == 2
 
 
 def test_unknown_api_errors_are_delivery_errors_without_retry(slack_server) -> None:
@@ -189,12 +199,51 @@ def test_unreachable_slack_is_a_delivery_error() -> None:
     assert time.monotonic() - started >= 0.5  # one backoff sleep: it was retried
 
 
-def test_a_read_timeout_is_not_retried(slack_server) -> None:
-    # The message may have been posted already: a blind retry could post it twice.
+def test_a_read_timeout_without_a_delivery_id_is_not_retried(slack_server) -> None:
+    # The message may have been posted already, and nothing tells: a blind retry could
+    # post it twice (the run-failure alert posts this way).
     slack_server.latency = 1.0
-    with pytest.raises(SlackDeliveryError, match="TimeoutError"):
+    with pytest.raises(SlackDeliveryError, match="TimeoutError") as caught:
         poster_for(slack_server, timeout=0.3).post(digest())
+    assert caught.value.ambiguous
     assert len(slack_server.calls) == 1
+
+
+def test_a_read_timeout_with_a_delivery_id_is_settled_from_history(slack_server) -> None:
+    slack_server.slow_next_post(1.0)
+    poster = poster_for(slack_server, timeout=0.5)
+    ts = poster.post(digest("#eng"), delivery_id="d" * 32)
+    [posted] = slack_server.messages
+    assert ts == posted.response["ts"] and poster.found_after_lost_reply == 1
+    [listing] = slack_server.calls_to("conversations.list")
+    [history] = slack_server.calls_to("conversations.history")
+    assert history.params["channel"] == slack_server.channel_id("#eng")
+
+
+def test_find_delivery_pages_through_history_and_needs_metadata(slack_server) -> None:
+    poster = poster_for(slack_server, min_interval_per_channel=0)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    wanted = poster.post(digest("#eng"), delivery_id="a" * 32)
+    for n in range(450):  # more than two pages of 200 after it
+        poster.post(digest("#eng", title=f"later {n}"), delivery_id=f"{n:032d}")
+    assert poster.find_delivery("#eng", "a" * 32, since) == wanted
+    assert len(slack_server.calls_to("conversations.history")) == 3
+    assert poster.find_delivery("#eng", "b" * 32, since) is None
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+    assert poster.find_delivery("#eng", "a" * 32, later) is None  # oldest bounds the search
+    # Slack returns metadata only when asked: a client that forgot would never find it
+    page = poster._client.conversations_history(channel=slack_server.channel_id("#eng"))
+    assert all("metadata" not in m for m in page["messages"])
+
+
+def test_find_delivery_without_scopes_raises_history_unavailable(slack_server) -> None:
+    slack_server.scopes -= {"channels:read", "groups:read"}
+    with pytest.raises(HistoryUnavailable, match="missing_scope"):
+        poster_for(slack_server).find_delivery("#eng", "x", dt.datetime.now(dt.UTC))
+    by_id = poster_for(slack_server).post(digest(slack_server.channel_id("#eng")), "c" * 32)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    found = poster_for(slack_server).find_delivery(slack_server.channel_id("#eng"), "c" * 32, since)
+    assert found == by_id  # a channel given by id needs no conversations.list
 
 
 # --- configuration errors ---------------------------------------------------------------------
@@ -244,11 +293,16 @@ def test_the_token_never_appears_in_errors_reprs_or_logs(slack_server, caplog) -
 
     errors: list[Exception] = []
     poster.post(digest())
-    for failure in ({"error": "not_in_channel"}, {"status": 503, "times": 2}):
+    for failure in ({"error": "not_in_channel"}, {"status": 503, "times": 1}):
         slack_server.fail_next(**failure)
         with pytest.raises((SlackConfigError, SlackDeliveryError)) as caught:
             poster.post(digest())
         errors.append(caught.value)
+    slack_server.fail_next(status=503, times=6)  # the post, then every history lookup
+    with pytest.raises(SlackDeliveryError) as caught:
+        poster.post(digest(), delivery_id="f" * 32)
+    assert slack_server.calls_to("conversations.history")  # the lookup ran, and failed
+    errors.insert(0, caught.value)
     # A server (or proxy) that echoes the token back in its error gets it redacted.
     slack_server.fail_next(error=f"bad_token_{token}")
     with pytest.raises(SlackDeliveryError) as caught:
@@ -259,7 +313,7 @@ def test_the_token_never_appears_in_errors_reprs_or_logs(slack_server, caplog) -
     errors.append(caught.value)
 
     assert slack_server.calls[0].headers["Authorization"] == f"Bearer {token}"  # it was used
-    assert "bad_token_***" in str(errors[2])
+    assert "bad_token_***" in str(errors[3])
     for exc in errors:
         assert exc.__cause__ is None and exc.__suppress_context__  # slack_sdk's error dropped
         rendered = "".join(traceback.format_exception(exc))

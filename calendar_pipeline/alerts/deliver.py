@@ -1,15 +1,24 @@
 """Deliver partition D's due alerts: skip what the ledger holds, claim, post, record.
 
-Modes:
+Modes (``choose_mode`` picks one per partition):
 - ``send``: claim the pending keys, post one digest per channel (split at Slack's
   limits), mark each message's keys ``sent`` with its ``ts``. When a post fails, the
   claims not yet sent are marked ``failed`` (released for the next run) and the error is
-  raised. A crash between a post and its mark leaves that message's keys claimed until
-  the claim timeout; the next run then posts that one message again: at most one
-  duplicate, never a lost alert.
+  raised.
 - ``dry_run``: nothing posted, nothing recorded; digests go to the outbox and the log.
-- ``record_only``: nothing posted; pending keys are recorded as delivered (used for
-  partitions before today, so a backfill never replays history into Slack).
+- ``record_only``: nothing posted; pending keys are recorded as delivered. Only when
+  forced (run config or CALENDAR_ALERT_MODE), e.g. when moving from another alerting tool.
+- ``history``: the partition is history (``alerts/intent.py``): nothing posted and
+  nothing written, so a replayed day never suppresses a later day's alert.
+
+Exactly once, even when Slack's reply is lost. Each message gets a ``delivery_id`` that
+is written to its keys' ledger rows before the post (``store.mark_attempt``) and sent
+with the post as Slack message metadata. The poster itself settles a lost reply (it
+looks the id up in the channel's history before posting again). A run that finds keys
+from an earlier, unconfirmed attempt (its run died between the post and the mark, or
+the post failed ambiguously) looks those ids up first and marks the keys ``sent`` with
+the ``ts`` Slack has. Only when the token may not read history (``missing_scope``) is a
+repeat possible: at most one per message in flight, said once in the log.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import datetime as dt
 import json
 import re
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,20 +38,35 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.intent import HISTORY
 from calendar_pipeline.alerts.model import DueAlert
 from calendar_pipeline.alerts.slack_format import SlackMessage, render_digests, render_outbox_text
 from calendar_pipeline.lake.atomic import atomic_write_text
 
 MAX_PARALLEL_CHANNELS = 16  # threads posting to distinct channels at once
+MODES = ("send", "dry_run", "record_only", "history")
+
+
+class HistoryUnavailable(RuntimeError):
+    """The poster cannot read channel history (a webhook, or a token without the
+    ``channels:history`` scope): a lost reply may then mean one repeated message."""
 
 
 class Poster(Protocol):
-    """Posts one message and returns its ``ts``; safe to call from several threads for
-    different channels; ``retries`` counts the retries it made."""
+    """Posts one message (with its delivery id as Slack message metadata) and returns its
+    ``ts``; settles a lost reply itself. Safe to call from several threads for different
+    channels. ``retries`` counts its retries, ``found_after_lost_reply`` the lost replies
+    it settled from the channel's history."""
 
     retries: int
+    found_after_lost_reply: int
 
-    def post(self, message: SlackMessage) -> str: ...
+    def post(self, message: SlackMessage, delivery_id: str = "") -> str: ...
+
+    def find_delivery(self, channel: str, delivery_id: str, oldest: dt.datetime) -> str | None:
+        """The ``ts`` of the message posted with ``delivery_id`` to ``channel`` since
+        ``oldest``, or ``None``; raises :class:`HistoryUnavailable` when it cannot look."""
+        ...
 
 
 @dataclass
@@ -56,6 +81,8 @@ class DeliveryReport:
     messages: int = 0
     retries: int = 0
     moved: int = 0
+    history: int = 0
+    confirmed_from_history: int = 0
     outbox: list[Path] = field(default_factory=list)
     outbox_text: str = ""
 
@@ -71,16 +98,18 @@ class DeliveryReport:
             "messages": self.messages,
             "retries": self.retries,
             "date_changed": self.moved,
+            "history_not_posted": self.history,
+            "confirmed_from_slack_history": self.confirmed_from_history,
         }
 
 
-def choose_mode(configured: str, base: str, partition_date: dt.date, today: dt.date) -> str:
-    """The run config's mode wins; else a past partition is ``record_only`` (``dry_run``
-    stays ``dry_run``: without Slack nothing is recorded); else the settings' mode."""
+def choose_mode(configured: str, base: str, intent: str) -> str:
+    """The run config's mode wins (a person asked for it); else a ``history`` partition is
+    ``history``; else the settings' mode (``send`` with a token, ``dry_run`` without)."""
     if configured:
         return configured
-    if partition_date < today and base == "send":
-        return "record_only"
+    if intent == HISTORY:
+        return "history"
     return base
 
 
@@ -106,13 +135,20 @@ def deliver(
     log: Callable[[str], None] = print,
 ) -> DeliveryReport:
     """Deliver ``alerts`` (partition D's due_alerts rows) in ``mode``; see the module doc."""
-    if mode not in ("send", "dry_run", "record_only"):
-        raise ValueError(f"unknown alert mode {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"unknown alert mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "send" and poster is None:
         raise ValueError(
             "mode 'send' needs a Slack poster (set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL)"
         )
     report = DeliveryReport(mode=mode, due=len(alerts))
+    if mode == "history":
+        report.history = len(alerts)
+        log(
+            f"{partition_date} is history: {len(alerts)} due alert(s) neither posted nor "
+            "recorded (a later day still posts what is due then)"
+        )
+        return report
     delivered = store.delivered_keys(engine, [a.dedup_key for a in alerts])
     pending = [a for a in alerts if a.dedup_key not in delivered]
     report.already_delivered = len(delivered)
@@ -141,6 +177,9 @@ def deliver(
         return report
 
     assert poster is not None
+    retries_before = poster.retries  # a poster may serve several partitions of a range
+    found_before = poster.found_after_lost_reply
+    owned = _settle_earlier_attempts(engine, owned, poster, run_id, report, log)
     messages = render_digests(owned, partition_date, default_channel)
     unsent = {a.dedup_key for a in owned}
     lock = threading.Lock()
@@ -150,8 +189,10 @@ def deliver(
         for message in channel_messages:
             if stop.is_set():
                 return
+            delivery_id = uuid.uuid4().hex
+            store.mark_attempt(engine, message.dedup_keys, run_id, delivery_id, message.channel)
             try:
-                ts = poster.post(message)
+                ts = poster.post(message, delivery_id)
             except BaseException:
                 stop.set()
                 raise
@@ -169,7 +210,8 @@ def deliver(
     by_channel = group_by_channel(messages)
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CHANNELS, len(by_channel)) or 1) as pool:
         futures = [pool.submit(post_channel, batch) for batch in by_channel.values()]
-    report.retries = poster.retries
+    report.retries = poster.retries - retries_before
+    report.confirmed_from_history += poster.found_after_lost_reply - found_before
     failures = [error for error in (f.exception() for f in futures) if error is not None]
     if failures:
         if unsent:
@@ -178,6 +220,40 @@ def deliver(
             log(f"{report.failed} alert(s) not sent, released for the next run: {reason}")
         raise failures[0]
     return report
+
+
+def _settle_earlier_attempts(
+    engine: Engine,
+    owned: list[DueAlert],
+    poster: Poster,
+    run_id: str,
+    report: DeliveryReport,
+    log: Callable[[str], None],
+) -> list[DueAlert]:
+    """Keys an earlier attempt may have posted (its run died before the mark, or the post
+    failed without an answer): mark them ``sent`` if Slack has that message; return the
+    alerts that still need posting."""
+    earlier = store.unconfirmed_attempts(engine, [a.dedup_key for a in owned])
+    if not earlier:
+        return owned
+    by_attempt: dict[tuple[str, str, dt.datetime], list[str]] = {}
+    for key, attempt in earlier.items():
+        by_attempt.setdefault(attempt, []).append(key)
+    settled: set[str] = set()
+    for (delivery_id, channel, attempted_at), keys in by_attempt.items():
+        try:
+            ts = poster.find_delivery(channel, delivery_id, attempted_at - dt.timedelta(minutes=1))
+        except HistoryUnavailable as exc:
+            log(f"cannot check whether {len(earlier)} alert(s) were already posted: {exc}")
+            return owned
+        if ts is None:
+            continue
+        report.confirmed_from_history += store.mark_delivered(
+            engine, keys, run_id, "sent", channel=channel, slack_ts=ts
+        )
+        settled.update(keys)
+        log(f"{len(keys)} alert(s) were already in {channel} (ts {ts}); marked sent")
+    return [a for a in owned if a.dedup_key not in settled]
 
 
 def _with_previous_dates(engine: Engine, alerts: list[DueAlert]) -> list[DueAlert]:

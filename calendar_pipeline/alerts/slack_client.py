@@ -3,9 +3,16 @@
 Retries are slack_sdk's own handlers: HTTP 429 (sleeping ``Retry-After`` plus up to one
 second of jitter), HTTP 5xx and connection errors (exponential backoff from 0.5 s with
 jitter); ``retries`` counts them. Those sleeps happen inside slack_sdk with
-``time.sleep``; the injectable ``sleep``/``clock`` only drive our own pacing. A read
-timeout is *not* retried: Slack may have posted the message already, and the delivery
-ledger decides what happens next.
+``time.sleep``; the injectable ``sleep``/``clock`` only drive our own pacing.
+
+A post is different: when it fails *after* the request was sent (a dropped connection, a
+read timeout, an HTTP 5xx), Slack may have posted it. slack_sdk would blindly send it
+again; ``SlackPoster.post`` instead looks for the message's delivery id (sent as Slack
+message metadata) in the channel's history (``conversations.history`` with
+``include_all_metadata``; channel names resolved to ids with ``conversations.list``)
+and returns the ``ts`` it finds, posting again only when the message is not there.
+Without the history scopes it falls back to posting again (at least once) and says so
+in ``history_warning``.
 
 The bot token never appears in an exception message, a repr or a log line: ours are
 built without it, and slack_sdk's log records pass through a redacting filter.
@@ -13,12 +20,16 @@ built without it, and slack_sdk's log records pass through a redacting filter.
 
 from __future__ import annotations
 
+import datetime as dt
+import http.client
 import logging
+import random
 import re
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.error import HTTPError, URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -30,11 +41,18 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from calendar_pipeline.alerts.deliver import HistoryUnavailable
 from calendar_pipeline.alerts.slack_format import SlackMessage
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
+# Slack message metadata on every digest: event_type names the kind, the payload holds the
+# delivery id (visible to workspace members: nothing secret goes in it).
+METADATA_EVENT_TYPE = "calendar_alert_digest_posted"
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
+# Slack documents these as "some aspect of the operation may have succeeded".
+_AMBIGUOUS_ERRORS = frozenset({"internal_error", "fatal_error", "request_timeout"})
 
 _TOKEN_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
 _TOKEN_SHAPE = re.compile(r"(?:xox[a-z]|xapp)-[A-Za-z0-9-]+")
@@ -70,12 +88,18 @@ class SlackConfigError(RuntimeError):
 
 
 class SlackDeliveryError(RuntimeError):
-    """Slack could not be reached or kept failing after the retries; try again later."""
+    """Slack could not be reached or kept failing after the retries; try again later.
 
-    def __init__(self, message: str, *, error: str, channel: str | None = None) -> None:
+    ``ambiguous``: the request was sent and no answer came back (Slack may have acted).
+    """
+
+    def __init__(
+        self, message: str, *, error: str, channel: str | None = None, ambiguous: bool = False
+    ) -> None:
         super().__init__(message)
         self.error = error
         self.channel = channel
+        self.ambiguous = ambiguous
 
 
 class _AnyServerErrorRetryHandler(ServerErrorRetryHandler):
@@ -98,7 +122,16 @@ def _counting(handlers: list[RetryHandler], on_retry: Callable[[], None]) -> lis
     return handlers
 
 
+class _NeverSentRetryHandler(ConnectionErrorRetryHandler):
+    """Retries only a request that never left (refused, unresolvable): a plain URLError.
+    A reset or closed connection after sending is left to ``SlackPoster.post``."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        return isinstance(error, URLError) and not isinstance(error, HTTPError)
+
+
 def _retry_handlers(max_retries: int, on_retry: Callable[[], None]) -> list[RetryHandler]:
+    """For reads (history, list, auth.test): retry 429, 5xx and connection errors."""
     return _counting(
         [
             RateLimitErrorRetryHandler(max_retry_count=max_retries),
@@ -106,6 +139,36 @@ def _retry_handlers(max_retries: int, on_retry: Callable[[], None]) -> list[Retr
             ConnectionErrorRetryHandler(max_retry_count=max_retries),
         ],
         on_retry,
+    )
+
+
+def _post_retry_handlers(max_retries: int, on_retry: Callable[[], None]) -> list[RetryHandler]:
+    """For chat.postMessage: retry only what Slack surely did not act on (429, not sent)."""
+    return _counting(
+        [
+            RateLimitErrorRetryHandler(max_retry_count=max_retries),
+            _NeverSentRetryHandler(max_retry_count=max_retries),
+        ],
+        on_retry,
+    )
+
+
+def web_client(
+    token: str,
+    api_url: str = DEFAULT_API_URL,
+    timeout: float = 10.0,
+    max_retries: int = 4,
+    on_retry: Callable[[], None] = lambda: None,
+    for_posting: bool = False,
+) -> WebClient:
+    """A ``WebClient`` for ``api_url`` with our retry handlers and redacting logger."""
+    handlers = (_post_retry_handlers if for_posting else _retry_handlers)(max_retries, on_retry)
+    return WebClient(
+        token=token,
+        base_url=api_url if api_url.endswith("/") else api_url + "/",
+        timeout=timeout,  # type: ignore[arg-type]  # slack_sdk annotates int; floats work
+        logger=_SDK_LOGGER,
+        retry_handlers=handlers,
     )
 
 
@@ -138,13 +201,13 @@ class SlackPoster:
         self._clock = clock
         self._last_post_at: dict[str, float] = {}
         self.retries = 0
+        self.found_after_lost_reply = 0
+        self.history_warning: str | None = None
         self._retries_lock = threading.Lock()
-        self._client = WebClient(
-            token=token,
-            base_url=api_url,
-            timeout=timeout,  # type: ignore[arg-type]  # slack_sdk annotates int; floats work
-            logger=_SDK_LOGGER,
-            retry_handlers=_retry_handlers(max_retries, self._count_retry),
+        self._channel_ids: dict[str, str] = {}
+        self._client = web_client(token, api_url, timeout, max_retries, self._count_retry)
+        self._post_client = web_client(
+            token, api_url, timeout, max_retries, self._count_retry, for_posting=True
         )
 
     def _count_retry(self) -> None:
@@ -154,27 +217,48 @@ class SlackPoster:
     def __repr__(self) -> str:
         return f"SlackPoster(api_url={self.api_url!r}, token='***')"
 
-    def post(self, message: SlackMessage) -> str:
-        """Post one message and return its Slack ``ts``.
+    def post(self, message: SlackMessage, delivery_id: str = "") -> str:
+        """Post one message and return its Slack ``ts``; exactly once when ``delivery_id``
+        is given and the token may read the channel's history (see the module doc).
 
         Raises :class:`SlackConfigError` (fix the setup, do not retry) or
         :class:`SlackDeliveryError` (transient, retries exhausted).
         """
         channel = message.channel
-        self._wait_for_turn(channel)
-        try:
-            response = self._call(
-                channel,
-                lambda: self._client.chat_postMessage(
-                    channel=channel,
-                    text=message.text,
-                    blocks=message.blocks,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                ),
-            )
-        finally:
-            self._last_post_at[channel] = self._clock()
+        extra: dict[str, Any] = {}
+        if delivery_id:
+            extra["metadata"] = {
+                "event_type": METADATA_EVENT_TYPE,
+                "event_payload": {"delivery_id": delivery_id, "alerts": len(message.dedup_keys)},
+            }
+        first_try = dt.datetime.now(dt.UTC)
+        for attempt in range(self.max_retries + 1):
+            self._wait_for_turn(channel)
+            try:
+                response = self._call(
+                    channel,
+                    lambda: self._post_client.chat_postMessage(
+                        channel=channel,
+                        text=message.text,
+                        blocks=message.blocks,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                        **extra,
+                    ),
+                )
+                break
+            except SlackDeliveryError as exc:
+                if not (exc.ambiguous and delivery_id):
+                    raise  # without an id to look for, a blind repeat could post it twice
+                ts = self._settle_lost_reply(channel, delivery_id, first_try, exc)
+                if ts is not None:
+                    return ts
+                if attempt == self.max_retries:
+                    raise
+                self._count_retry()
+                self._sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+            finally:
+                self._last_post_at[channel] = self._clock()
         ts = response.get("ts")
         if not isinstance(ts, str) or not ts:
             raise SlackDeliveryError(
@@ -182,8 +266,103 @@ class SlackPoster:
                 error="missing_ts",
                 channel=channel,
             )
+        if isinstance(response.get("channel"), str):
+            self._channel_ids.setdefault(channel, response["channel"])
         logger.debug("posted %d alerts to %s (ts=%s)", len(message.dedup_keys), channel, ts)
         return ts
+
+    def _settle_lost_reply(
+        self, channel: str, delivery_id: str, since: dt.datetime, error: SlackDeliveryError
+    ) -> str | None:
+        """After an unanswered post: the ``ts`` if Slack has it, ``None`` to post again.
+
+        A failed lookup (Slack still down) raises ``error``: posting blind could repeat it.
+        """
+        try:
+            ts = self.find_delivery(channel, delivery_id, since - dt.timedelta(minutes=1))
+        except HistoryUnavailable as exc:
+            if self.history_warning is None:
+                self.history_warning = str(exc)
+                logger.warning("%s", exc)
+            return None
+        except SlackDeliveryError:
+            raise error from None
+        if ts is not None:
+            with self._retries_lock:
+                self.found_after_lost_reply += 1
+        return ts
+
+    def find_delivery(self, channel: str, delivery_id: str, oldest: dt.datetime) -> str | None:
+        """The ``ts`` of our message with ``delivery_id`` in ``channel`` since ``oldest``.
+
+        Raises :class:`HistoryUnavailable` when the token lacks the scopes to look.
+        """
+        channel_id = self._channel_id(channel)
+        cursor = None
+        while True:
+            response = self._history_call(
+                channel,
+                lambda cursor=cursor: self._client.conversations_history(
+                    channel=channel_id,
+                    oldest=f"{oldest.timestamp():.6f}",
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                ),
+            )
+            for found in response.get("messages") or []:
+                metadata = found.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if (
+                    metadata.get("event_type") == METADATA_EVENT_TYPE
+                    and payload.get("delivery_id") == delivery_id
+                ):
+                    return found.get("ts")
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+
+    def _channel_id(self, channel: str) -> str:
+        """Slack's id for ``channel`` (``conversations.history`` takes ids, not names)."""
+        if _CHANNEL_ID.fullmatch(channel):
+            return channel
+        if channel not in self._channel_ids:
+            cursor = None
+            while True:
+                response = self._history_call(
+                    channel,
+                    lambda cursor=cursor: self._client.conversations_list(
+                        types="public_channel,private_channel",
+                        exclude_archived=True,
+                        limit=1000,
+                        cursor=cursor,
+                    ),
+                )
+                for found in response.get("channels") or []:
+                    self._channel_ids.setdefault(f"#{found.get('name')}", found.get("id"))
+                    self._channel_ids.setdefault(str(found.get("name")), found.get("id"))
+                cursor = (response.get("response_metadata") or {}).get("next_cursor")
+                if not cursor or channel in self._channel_ids:
+                    break
+        if channel not in self._channel_ids:
+            raise HistoryUnavailable(
+                f"cannot look up Slack channel {channel} (conversations.list does not list "
+                "it): a message whose reply was lost may be posted twice"
+            )
+        return self._channel_ids[channel]
+
+    def _history_call(self, channel: str, request: Callable[[], Any]) -> Any:
+        try:
+            return self._call(channel, request)
+        except SlackConfigError as exc:
+            if exc.error != "missing_scope":
+                raise
+            raise HistoryUnavailable(
+                "the Slack token cannot read channel history (missing_scope): add "
+                "channels:history, groups:history, channels:read and groups:read to the "
+                "Slack app for exactly-once delivery; until then a message whose reply was "
+                "lost is posted again (at least once)"
+            ) from None
 
     def auth_test(self) -> dict[str, Any]:
         """Call ``auth.test``: who the token belongs to (``user_id``, ``team``, ``url``...)."""
@@ -217,13 +396,21 @@ class SlackPoster:
             status = response.status_code
             error = self._redact(str(body.get("error") or f"http_{status}"))[:100]
             error_type, message = self._explain(channel, error, status)
-        except (SlackClientError, OSError, ValueError) as exc:
-            # OSError: URLError (refused, DNS), TimeoutError. ValueError: slack_sdk's
-            # rate-limit handler cannot parse a Retry-After that is not an integer.
+            ambiguous = status >= 500 or error in _AMBIGUOUS_ERRORS
+        except (SlackClientError, OSError, ValueError, http.client.HTTPException) as exc:
+            # OSError: URLError (refused, DNS: never sent), a reset or closed connection,
+            # TimeoutError (sent, no answer). HTTPException: an answer cut short. ValueError:
+            # slack_sdk's rate-limit handler cannot parse a non-integer Retry-After.
             error = type(exc).__name__
             error_type = SlackDeliveryError
             message = f"could not reach Slack at {self.api_url}{_for(channel)}: {error}: {exc}"
-        raise error_type(self._redact(message), error=error, channel=channel) from None
+            never_sent = isinstance(exc, URLError) and not isinstance(exc, HTTPError)
+            ambiguous = isinstance(exc, OSError | http.client.HTTPException) and not never_sent
+        if error_type is SlackConfigError:
+            raise SlackConfigError(self._redact(message), error=error, channel=channel) from None
+        raise SlackDeliveryError(
+            self._redact(message), error=error, channel=channel, ambiguous=ambiguous
+        ) from None
 
     def _explain(
         self, channel: str | None, error: str, status: int
@@ -308,6 +495,8 @@ class SlackWebhookPoster:
         self.max_retries = max_retries
         self.min_interval = min_interval_per_channel
         self.retries = 0
+        self.found_after_lost_reply = 0  # a webhook cannot read history
+        self.history_warning: str | None = None
         self._sleep = sleep
         self._clock = clock
         self._last_post_at: float | None = None
@@ -326,9 +515,16 @@ class SlackWebhookPoster:
     def __repr__(self) -> str:
         return "SlackWebhookPoster(url='***')"
 
-    def post(self, message: SlackMessage) -> str:
+    def post(self, message: SlackMessage, delivery_id: str = "") -> str:
+        """Post through the webhook (which takes no metadata: ``delivery_id`` is unused)."""
         with self._lock:
             return self._post(message)
+
+    def find_delivery(self, channel: str, delivery_id: str, oldest: dt.datetime) -> str | None:
+        raise HistoryUnavailable(
+            "an incoming webhook cannot read channel history: a message whose reply was "
+            "lost may be posted twice (use SLACK_BOT_TOKEN for exactly-once delivery)"
+        )
 
     def _post(self, message: SlackMessage) -> str:
         if self._last_post_at is not None:

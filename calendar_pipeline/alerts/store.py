@@ -9,6 +9,12 @@ Ledger protocol (each dedup key fires once):
   a failed post marks its claims ``failed`` (with the error and the attempt count), which
   releases them: the next run claims them again;
   a claim older than the claim timeout may be taken over (its run died mid-post).
+
+Exactly once when Slack's reply is lost: before each post, the message's keys get the
+message's ``delivery_id`` and ``attempted_at`` (``mark_attempt``); the post carries the same
+id in its Slack message metadata. Whoever later finds those keys claimed or failed with a
+delivery id (the same run after a dropped reply, or the next run after a crash) first
+looks the id up in the channel's history and marks the keys ``sent`` if Slack has it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     or_,
     select,
     update,
@@ -77,7 +84,13 @@ alert_deliveries = Table(
     Column("error", Text, nullable=True),
     Column("claimed_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # the message these keys were last posted in, and when (see the module doc)
+    Column("delivery_id", String(64), nullable=True),
+    Column("attempted_at", DateTime(timezone=True), nullable=True),
 )
+
+# Columns added after the first release: create_tables adds them to an older database.
+_ADDED_COLUMNS = {"alert_deliveries": ("delivery_id", "attempted_at")}
 
 DELIVERED_STATES = ("sent", "recorded")
 
@@ -106,7 +119,17 @@ def make_engine(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
+    """Create the tables, and add columns a database made by an older version lacks."""
     metadata.create_all(engine)
+    with engine.begin() as conn:
+        for table_name, names in _ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspect(conn).get_columns(table_name)}
+            table = metadata.tables[table_name]
+            for name in names:
+                if name not in present:
+                    column = table.c[name]
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}")
 
 
 def _now() -> dt.datetime:
@@ -329,6 +352,56 @@ def mark_delivered(
             .values(**values)
         )
     return result.rowcount
+
+
+def mark_attempt(
+    engine: Engine, keys: Sequence[str], run_id: str, delivery_id: str, channel: str
+) -> int:
+    """Just before posting a message: its keys (claimed by this run) get its delivery id,
+    channel and the attempt time, so a run that finds them later can look the message up."""
+    now = _now()
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(alert_deliveries)
+            .where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(list(keys)),
+                    alert_deliveries.c.run_id == run_id,
+                    alert_deliveries.c.state == "claimed",
+                )
+            )
+            .values(delivery_id=delivery_id, channel=channel, attempted_at=now, updated_at=now)
+        )
+    return result.rowcount
+
+
+Attempt = tuple[str, str, dt.datetime]  # (delivery id, channel, attempted at)
+
+
+def unconfirmed_attempts(engine: Engine, keys: Iterable[str]) -> dict[str, Attempt]:
+    """Keys whose last post attempt has no confirmation yet (state ``claimed`` or
+    ``failed`` with a delivery id): key -> (delivery id, channel, attempted at)."""
+    found: dict[str, Attempt] = {}
+    keys = list(keys)
+    with engine.connect() as conn:
+        for start in range(0, len(keys), 500):
+            query = select(
+                alert_deliveries.c.dedup_key,
+                alert_deliveries.c.delivery_id,
+                alert_deliveries.c.channel,
+                alert_deliveries.c.attempted_at,
+            ).where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(keys[start : start + 500]),
+                    alert_deliveries.c.state.in_(("claimed", "failed")),
+                    alert_deliveries.c.delivery_id.is_not(None),
+                )
+            )
+            for key, delivery_id, channel, attempted_at in conn.execute(query):
+                if attempted_at is not None and attempted_at.tzinfo is None:
+                    attempted_at = attempted_at.replace(tzinfo=dt.UTC)  # SQLite drops it
+                found[key] = (delivery_id, channel or "", attempted_at)
+    return found
 
 
 def mark_failed(engine: Engine, keys: Sequence[str], run_id: str, error: str) -> int:

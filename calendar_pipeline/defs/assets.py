@@ -11,6 +11,7 @@ import dagster as dg
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import compute_due_alerts, count_by_threshold
+from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
@@ -153,36 +154,77 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             "errors": dg.MetadataValue.md(_errors_markdown(fetched.errors)),
             **{f"http_{name}": value for name, value in http.as_dict().items()},
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="has_events",
-                passed=not empty,
-                metadata={"events": sum(rows), "empty_partitions": len(empty)},
-                description=_first_ids(empty),
-            ),
-            dg.AssetCheckResult(
-                check_name="failed_entities_within_budget",
-                passed=failed <= calendar.failed_budget,
-                metadata={"failed": failed, "budget": calendar.failed_budget},
-                description=_first_ids([e.entity_id for e in fetched.errors]),
-            ),
-            dg.AssetCheckResult(
-                check_name="missing_entities_within_budget",
-                passed=not over_missing,
-                metadata={
-                    "missing": max(missing.values()),
-                    "without_events": max(quiet),
-                    "budget": calendar.missing_budget,
-                },
-                description=(
-                    f"over budget on {_first_ids(over_missing)}; missing on "
-                    f"{over_missing[0]}: {_first_ids(missing_ids[over_missing[0]])}"
-                    if over_missing
-                    else _first_ids(results[-1].entities_missing)
+        check_results=_logged(
+            context,
+            "raw_snapshot",
+            [
+                dg.AssetCheckResult(
+                    check_name="has_events",
+                    passed=not empty,
+                    metadata={"events": sum(rows), "empty_partitions": len(empty)},
+                    description=(
+                        f"no events at all on {_first_ids(empty)}. What to do: read the "
+                        "`errors` metadata, fix CALENDAR_UNIVERSE or the source, then re-run "
+                        "these days."
+                        if empty
+                        else None
+                    ),
                 ),
-            ),
-        ],
+                dg.AssetCheckResult(
+                    check_name="failed_entities_within_budget",
+                    passed=failed <= calendar.failed_budget,
+                    metadata={"failed": failed, "budget": calendar.failed_budget},
+                    description=(
+                        f"{failed} entities failed, budget {calendar.failed_budget}: "
+                        + "; ".join(
+                            f"{e.entity_id} ({e.source} {e.error_type}: {e.message[:120]})"
+                            for e in fetched.errors[:5]
+                        )
+                        + (f" and {failed - 5} more" if failed > 5 else "")
+                        + f". What to do: fix their keys in {universe.path}, or raise "
+                        "CALENDAR_MAX_FAILED_ENTITIES if the failures are expected; then "
+                        f"re-run {_span(partitions)}."
+                        if failed > calendar.failed_budget
+                        else _first_ids([e.entity_id for e in fetched.errors])
+                    ),
+                ),
+                dg.AssetCheckResult(
+                    check_name="missing_entities_within_budget",
+                    passed=not over_missing,
+                    metadata={
+                        "missing": max(missing.values()),
+                        "without_events": max(quiet),
+                        "budget": calendar.missing_budget,
+                    },
+                    description=(
+                        f"over budget ({calendar.missing_budget}) on {_first_ids(over_missing)};"
+                        f" missing on {over_missing[0]}: "
+                        f"{_first_ids(missing_ids[over_missing[0]])}. What to do: check those "
+                        "sources (a broken upstream often returns empty data) or raise "
+                        "CALENDAR_MAX_MISSING_ENTITIES; then re-run these days."
+                        if over_missing
+                        else _first_ids(results[-1].entities_missing)
+                    ),
+                ),
+            ],
+        ),
     )
+
+
+def _logged(
+    context: dg.AssetExecutionContext, asset: str, results: list[dg.AssetCheckResult]
+) -> list[dg.AssetCheckResult]:
+    """Say each failed check in the run log too (the terminal shows it), then return them."""
+    for result in results:
+        if not result.passed:
+            context.log.error(
+                f"check {asset}:{result.check_name} FAILED: {result.description or ''}"
+            )
+    return results
+
+
+def _span(partitions: list[str]) -> str:
+    return partitions[0] if len(partitions) == 1 else f"{partitions[0]}..{partitions[-1]}"
 
 
 @dg.asset(
@@ -194,8 +236,17 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             "index_consistent",
             asset="snapshot_index",
             blocking=True,
-            description="One sorted line per partition with a snapshot, pointing "
-            "at its newest snapshot, every sha256 matching its file.",
+            description="Each partition this run wrote has one line, in order, pointing at "
+            "its newest snapshot, with a matching sha256. Other days are not judged here: a "
+            "failed day never blocks another day.",
+        ),
+        dg.AssetCheckSpec(
+            "index_history_consistent",
+            asset="snapshot_index",
+            blocking=False,
+            description="Warns about drift on days this run did not write (a snapshot "
+            "without an index line, a line pointing at an older snapshot, a changed file), "
+            "naming the partitions. The next successful run of such a day repairs it.",
         ),
     ],
 )
@@ -233,8 +284,24 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
     else:
         index.upsert_many(entries)
 
-    problems = index.verify(latest_snapshots(calendar.data_path))
+    problems = index.problems(latest_snapshots(calendar.data_path))
+    written = set(context.partition_keys)
+    mine = [text for partition, text in problems if partition in written]
+    drift = [(partition, text) for partition, text in problems if partition not in written]
+    drifted = sorted({p for p, _ in drift if p is not None})
     partitions = index.partitions()
+    if mine:
+        context.log.error(
+            f"check snapshot_index:index_consistent FAILED for {_first_ids(sorted(written))}: "
+            + "; ".join(mine[:5])
+            + ". Re-run these days (materialize group calendar for them); see RUNBOOK.md"
+        )
+    if drift:
+        context.log.warning(
+            f"index drift on other days (not blocking): {_first_ids(drifted) or 'the file'}: "
+            + "; ".join(text for _, text in drift[:5])
+            + ". Re-run those days to repair them"
+        )
     return dg.MaterializeResult(
         metadata={
             "partitions_in_run": len(entries),
@@ -245,10 +312,26 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
         check_results=[
             dg.AssetCheckResult(
                 check_name="index_consistent",
-                passed=not problems,
-                metadata={"problems": len(problems), "partitions": len(partitions)},
-                description="\n".join(problems[:20]) or None,
-            )
+                passed=not mine,
+                metadata={"problems": len(mine), "partitions_in_run": len(written)},
+                description=(
+                    "\n".join(mine[:20]) + "\nWhat to do: re-run these days." if mine else None
+                ),
+            ),
+            dg.AssetCheckResult(
+                check_name="index_history_consistent",
+                passed=not drift,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"problems": len(drift), "partitions_with_drift": len(drifted)},
+                description=(
+                    f"drift on {_first_ids(drifted) or 'the index file'} (other days are not "
+                    "blocked):\n"
+                    + "\n".join(text for _, text in drift[:20])
+                    + "\nWhat to do: re-run those days (RUNBOOK.md, Re-running a day)."
+                    if drift
+                    else None
+                ),
+            ),
         ],
     )
 
@@ -327,32 +410,25 @@ def _first_ids(ids: list[str], limit: int = 20) -> str | None:
     return ", ".join(ids[:limit]) + more
 
 
-def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _errors_markdown(errors, limit: int = 50) -> str:
     if not errors:
         return "No failed entities."
-    lines = ["| entity | source | error | message |", "|---|---|---|---|"]
-    lines += [
-        f"| {_md_cell(e.entity_id)} | {e.source} | {e.error_type} | {_md_cell(e.message)[:200]} |"
+    rows = [
+        (md_text(e.entity_id), md_text(e.source), md_text(e.error_type), md_text(e.message, 200))
         for e in errors[:limit]
     ]
-    if len(errors) > limit:
-        lines.append(f"\n…and {len(errors) - limit} more")
-    return "\n".join(lines)
+    return md_table(("entity", "source", "error", "message"), rows, more=len(errors) - len(rows))
 
 
 def _alerts_markdown(alerts, limit: int = 30) -> str:
     if not alerts:
         return "Nothing due."
-    lines = ["| bucket | date | days | entity | event |", "|---|---|---|---|---|"]
-    lines += [
-        f"| D-{a.threshold_days} | {a.event_date} | {a.days_until} | {_md_cell(a.entity_name)} "
-        f"| {_md_cell(a.title)} |"
-        for a in sorted(alerts, key=lambda a: (a.days_until, a.entity_name))[:limit]
-    ]
-    if len(alerts) > limit:
-        lines.append(f"\n…and {len(alerts) - limit} more")
-    return "\n".join(lines)
+    ordered = sorted(alerts, key=lambda a: (a.days_until, a.entity_name))[:limit]
+    rows = [
+        (f"D\\-{a.threshold_days}", a.event_date, a.days_until, md_text(a.entity_name, 100),
+         md_text(a.title, 200))
+        for a in ordered
+    ]  # fmt: skip
+    return md_table(
+        ("bucket", "date", "days", "entity", "event"), rows, more=len(alerts) - len(rows)
+    )

@@ -7,7 +7,9 @@ import dagster as dg
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
+from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
 from calendar_pipeline.alerts.slack_client import SlackConfigError
+from calendar_pipeline.defs.markdown import md_code_block
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.settings import parse_alert_mode
@@ -24,8 +26,51 @@ daily_calendar_job = dg.define_asset_job(
 
 class SendSlackAlertsConfig(dg.Config):
     mode: str = ""
-    """Force ``send``, ``dry_run`` or ``record_only``; empty picks it from the settings
-    (``record_only`` for a partition before today when the settings say ``send``)."""
+    """Force ``send``, ``dry_run`` or ``record_only`` for every partition of the run; empty
+    picks it per partition: ``history`` partitions are replayed (nothing posted, nothing
+    recorded), daily ones use the settings' mode (alerts/intent.py)."""
+
+
+# Tags Dagster puts on runs (the scheduled time's key is hidden behind a leading dot).
+SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
+BACKFILL_TAG = "dagster/backfill"
+ROOT_RUN_TAG = "dagster/root_run_id"
+DUE_ALERTS_RUN_TAG = "calendar/due_alerts_run"
+
+
+def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone: str) -> Reference:
+    """The reference day of ``run``: its schedule tick, else its backfill's launch, else the
+    creation of the first run of its retry chain (alerts/intent.py states the rule)."""
+    scheduled = run.tags.get(SCHEDULED_TIME_TAG)
+    backfill_id = run.tags.get(BACKFILL_TAG)
+    backfill = instance.get_backfill(backfill_id) if backfill_id else None
+    root_id = run.tags.get(ROOT_RUN_TAG) or run.run_id
+    record = instance.get_run_record_by_id(root_id) or instance.get_run_record_by_id(run.run_id)
+    return reference_for(
+        timezone=timezone,
+        scheduled_at=dt.datetime.fromisoformat(scheduled) if scheduled else None,
+        backfill_id=backfill_id,
+        backfill_launched_at=(
+            dt.datetime.fromtimestamp(backfill.backfill_timestamp, dt.UTC) if backfill else None
+        ),
+        root_run_id=root_id,
+        root_created_at=record.create_timestamp if record else dt.datetime.now(dt.UTC),
+    )
+
+
+def slack_run_reference(context: dg.OpExecutionContext, timezone: str) -> Reference:
+    """Which day this Slack run treats as "today": the reference its tags carry (set by
+    slack_alert_sensor or the CLI, and copied onto retries), else that of the run that
+    computed due_alerts, else its own (a Slack run launched by hand)."""
+    try:
+        tagged = Reference.from_tags(context.run.tags)
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    if tagged is not None:
+        return tagged
+    upstream_id = context.run.tags.get(DUE_ALERTS_RUN_TAG)
+    upstream = context.instance.get_run_by_id(upstream_id) if upstream_id else None
+    return reference_for_run(context.instance, upstream or context.run, timezone)
 
 
 @dg.op(
@@ -41,20 +86,25 @@ def send_slack_alerts(
     slack: SlackSettings,
 ) -> dg.Output[None]:
     """Post partition D's due alerts to Slack once each (see alerts/deliver.py). Over a
-    range (after a backfill), partitions go oldest first; those before today are
-    recorded, not posted, unless the run config forces a mode."""
+    range (after a backfill), partitions go oldest first; those before the run's
+    reference day are history (alerts/intent.py): replayed, never posted or recorded,
+    unless the run config forces a mode."""
     configured = (
         parse_alert_mode(config.mode, has_token=False, name="config.mode") if config.mode else ""
     )
     engine = calendar.engine()
-    today = calendar.today()
+    partitions = [dt.date.fromisoformat(p) for p in context.partition_keys]
+    reference = slack_run_reference(context, calendar.timezone)
+    context.log.info(
+        f"delivery: {describe(partitions, reference)}"
+        + (f"; mode forced to {configured} by the run config" if configured else "")
+    )
     totals: Counter[str] = Counter()
     modes: Counter[str] = Counter()
     poster = None
     last_report = None
-    for partition in context.partition_keys:
-        partition_date = dt.date.fromisoformat(partition)
-        mode = choose_mode(configured, slack.mode, partition_date, today)
+    for partition_date in partitions:
+        mode = choose_mode(configured, slack.mode, intent_for(partition_date, reference))
         if mode == "send" and poster is None:
             poster = slack.poster()
         try:
@@ -66,7 +116,7 @@ def send_slack_alerts(
                 run_id=context.run_id,
                 default_channel=slack.channel,
                 claim_timeout=calendar.claim_timeout,
-                outbox_dir=calendar.data_path / "outbox" / partition,
+                outbox_dir=calendar.data_path / "outbox" / partition_date.isoformat(),
                 poster=poster if mode == "send" else None,
                 log=context.log.info,
             )
@@ -74,18 +124,24 @@ def send_slack_alerts(
             raise dg.Failure(str(exc), allow_retries=False) from None
         modes[mode] += 1
         totals.update({k: v for k, v in last_report.as_metadata().items() if k != "mode"})
-    newest = dt.date.fromisoformat(context.partition_keys[-1])
-    pruned = store.prune_deliveries(engine, newest - calendar.retention)
+    if poster is not None and poster.history_warning:
+        context.log.warning(poster.history_warning)
+    pruned = store.prune_deliveries(engine, partitions[-1] - calendar.retention)
+    history = [p for p in partitions if intent_for(p, reference) == HISTORY]
     metadata: dict = {
         "mode": ", ".join(f"{m} x{n}" if n > 1 else m for m, n in modes.items()),
-        "partitions": len(context.partition_keys),
+        "partitions": len(partitions),
+        "reference_day": reference.day.isoformat(),
+        "reference": reference.why,
+        "history_partitions": len(history),
+        "daily_partitions": len(partitions) - len(history),
         **{key: totals[key] for key in DeliveryReport(mode="").as_metadata() if key != "mode"},
         "pruned": pruned,
     }
     context.log.info(", ".join(f"{key}={value}" for key, value in metadata.items()))
     if last_report is not None and last_report.outbox:
         metadata["outbox"] = dg.MetadataValue.path(str(last_report.outbox[0]))
-        metadata["digest"] = dg.MetadataValue.md(f"```\n{last_report.outbox_text}\n```")
+        metadata["digest"] = dg.MetadataValue.md(md_code_block(last_report.outbox_text))
     return dg.Output(None, metadata=metadata)
 
 

@@ -15,11 +15,18 @@ from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
+from dagster_slack import SlackResource
+from slack_sdk import WebClient
 from sqlalchemy import Engine
 
 from calendar_pipeline import settings
 from calendar_pipeline.alerts import store
-from calendar_pipeline.alerts.slack_client import SlackPoster, SlackWebhookPoster
+from calendar_pipeline.alerts.slack_client import (
+    DEFAULT_API_URL,
+    SlackPoster,
+    SlackWebhookPoster,
+    web_client,
+)
 from calendar_pipeline.sources import default_sources
 from calendar_pipeline.sources.http import HttpConfig, ProgressCallback
 from calendar_pipeline.sources.http_cache import SqlHttpCache, create_http_cache_table
@@ -155,24 +162,30 @@ def _engine_for(url: str) -> Engine:
     return engine
 
 
-class SlackSettings(dg.ConfigurableResource):
-    """How alerts reach Slack: a bot token (or an incoming webhook). Neither means
-    dry-run: digests go to the outbox and the log only."""
+class SlackSettings(SlackResource):
+    """How alerts reach Slack: ``dagster_slack.SlackResource`` (``token``, the bot token;
+    ``get_client()``) plus the API URL, channels, mode and an optional incoming webhook.
+    Neither a token nor a webhook means dry-run: digests go to the outbox and the log."""
 
-    bot_token: str = ""
+    token: str = ""  # SLACK_BOT_TOKEN; optional here (SlackResource requires it)
     webhook_url: str = ""
     channel: str = "#calendar-alerts"
     alerts_channel: str = ""
-    api_url: str = "https://slack.com/api/"
+    api_url: str = DEFAULT_API_URL
     alert_mode: str = ""
     webserver_url: str = "http://127.0.0.1:3000"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.mode  # noqa: B018 - parsing is the check
 
+    def get_client(self) -> WebClient:
+        """A ``slack_sdk.WebClient`` for SLACK_API_URL with this project's retry handlers
+        (429, 5xx and connection errors) and a logger that redacts tokens."""
+        return web_client(self.token.strip(), self.api_url)
+
     @property
     def can_post(self) -> bool:
-        return bool(self.bot_token.strip() or self.webhook_url.strip())
+        return bool(self.token.strip() or self.webhook_url.strip())
 
     @property
     def mode(self) -> str:
@@ -183,10 +196,15 @@ class SlackSettings(dg.ConfigurableResource):
         """Where run-failure alerts go: SLACK_ALERTS_CHANNEL, else SLACK_CHANNEL."""
         return self.alerts_channel.strip() or self.channel
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The values that must never appear in a log line, metadata or an error."""
+        return tuple(v for v in (self.token.strip(), self.webhook_url.strip()) if v)
+
     def poster(self) -> SlackPoster | SlackWebhookPoster:
         """The bot-token poster, or the webhook poster when only a webhook is set."""
-        if self.bot_token.strip():
-            return SlackPoster(token=self.bot_token.strip(), api_url=self.api_url)
+        if self.token.strip():
+            return SlackPoster(token=self.token.strip(), api_url=self.api_url)
         if self.webhook_url.strip():
             return SlackWebhookPoster(url=self.webhook_url.strip())
         raise dg.Failure(
@@ -220,7 +238,7 @@ CALENDAR_ENV = {
     "finnhub_token": "FINNHUB_TOKEN",
 }
 SLACK_ENV = {
-    "bot_token": "SLACK_BOT_TOKEN",
+    "token": "SLACK_BOT_TOKEN",
     "webhook_url": "SLACK_WEBHOOK_URL",
     "channel": "SLACK_CHANNEL",
     "alerts_channel": "SLACK_ALERTS_CHANNEL",

@@ -5,8 +5,14 @@ import json
 
 import dagster as dg
 
+from calendar_pipeline.alerts.intent import Reference
 from calendar_pipeline.alerts.slack_format import render_run_failure
-from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
+from calendar_pipeline.defs.jobs import (
+    DUE_ALERTS_RUN_TAG,
+    daily_calendar_job,
+    reference_for_run,
+    slack_alert_job,
+)
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.sources.probe import probe_sources
 
@@ -47,45 +53,84 @@ def upstream_availability_sensor(
     )
 
 
-@dg.sensor(
-    job=slack_alert_job,
-    minimum_interval_seconds=30,
-    description="Starts slack_alert_job once per successful run that materialized "
-    "due_alerts: for its partition, or for its whole range after a single-run backfill. "
-    "Materializations from failed runs (a blocking check failed) never reach Slack.",
-)
-def slack_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DUE_ALERTS, after_storage_id=after),
-        limit=1000,
-        ascending=True,
-    ).records
-    # one request per materializing run, covering every partition that run wrote
-    by_run: dict[str, list] = {}
-    for record in records:
-        by_run.setdefault(record.run_id, []).append(record)
-    requests: list[dg.RunRequest] = []
-    skipped: list[str] = []
-    cursor = after
-    for run_id, run_records in by_run.items():
-        run = context.instance.get_run_by_id(run_id) if run_id else None
-        if run is not None and not run.is_finished:
-            break  # look again next tick, once its checks have run
-        keys = sorted({r.partition_key for r in run_records if r.partition_key})
-        if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
-            skipped.append(f"{', '.join(keys)} (run {run_id[:8] or 'none'} did not succeed)")
-        elif keys:
-            requests.append(_slack_request(keys, run_id, run_records[-1].storage_id))
-        cursor = run_records[-1].storage_id
-    if not requests:
-        why = f"skipped {'; '.join(skipped)}" if skipped else "no new due_alerts materialization"
-        return dg.SensorResult(skip_reason=why, cursor=str(cursor) if cursor else None)
-    return dg.SensorResult(run_requests=requests, cursor=str(cursor))
+PAGE_SIZE = 1000  # materializations read per query
+MAX_PAGES = 50  # per tick: 50,000 partitions, far below a tick's time limit
 
 
-def _slack_request(keys: list[str], run_id: str, storage_id: int) -> dg.RunRequest:
-    tags = {"calendar/due_alerts_run": run_id}
+def build_slack_alert_sensor(page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES):
+    """``slack_alert_sensor``; tests build it with a small page size."""
+
+    @dg.sensor(
+        name="slack_alert_sensor",
+        job=slack_alert_job,
+        minimum_interval_seconds=30,
+        description="Starts slack_alert_job once per successful run that materialized "
+        "due_alerts: for its partition, or for its whole range after a single-run backfill, "
+        "tagged with that run's reference day (alerts/intent.py: which partitions post and "
+        "which are history). Materializations from failed runs never reach Slack.",
+    )
+    def slack_alert_sensor(
+        context: dg.SensorEvaluationContext, calendar: CalendarSettings
+    ) -> dg.SensorResult:
+        after = int(context.cursor) if context.cursor else None
+        records, complete = _new_due_alerts_records(context.instance, after, page_size, max_pages)
+        # one request per materializing run, covering every partition that run wrote
+        by_run: dict[str, list] = {}
+        for record in records:
+            by_run.setdefault(record.run_id, []).append(record)
+        if not complete and len(by_run) > 1:
+            by_run.popitem()  # its records may go on past this tick's pages: next tick
+        requests: list[dg.RunRequest] = []
+        skipped: list[str] = []
+        cursor = after
+        for run_id, run_records in by_run.items():
+            run = context.instance.get_run_by_id(run_id) if run_id else None
+            if run is not None and not run.is_finished:
+                break  # look again next tick, once its checks have run
+            keys = sorted({r.partition_key for r in run_records if r.partition_key})
+            if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
+                skipped.append(f"{_span(keys)} (run {run_id[:8] or 'none'} did not succeed)")
+            elif keys:
+                reference = reference_for_run(context.instance, run, calendar.timezone)
+                requests.append(_slack_request(keys, run_id, run_records[-1].storage_id, reference))
+            cursor = run_records[-1].storage_id
+        if not requests:
+            why = (
+                f"skipped {'; '.join(skipped)}" if skipped else "no new due_alerts materialization"
+            )
+            return dg.SensorResult(skip_reason=why, cursor=str(cursor) if cursor else None)
+        return dg.SensorResult(run_requests=requests, cursor=str(cursor))
+
+    return slack_alert_sensor
+
+
+def _new_due_alerts_records(
+    instance: dg.DagsterInstance, after: int | None, page_size: int, max_pages: int
+) -> tuple[list, bool]:
+    """due_alerts materializations after storage id ``after``, oldest first, paging through
+    up to ``max_pages`` queries; ``complete`` is False when more remain."""
+    records: list = []
+    for _ in range(max_pages):
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DUE_ALERTS, after_storage_id=after),
+            limit=page_size,
+            ascending=True,
+        )
+        records.extend(page.records)
+        if not page.has_more or not page.records:
+            return records, True
+        after = page.records[-1].storage_id
+    return records, False
+
+
+def _span(keys: list[str]) -> str:
+    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]} ({len(keys)} days)"
+
+
+def _slack_request(
+    keys: list[str], run_id: str, storage_id: int, reference: Reference
+) -> dg.RunRequest:
+    tags = {DUE_ALERTS_RUN_TAG: run_id, **reference.as_tags()}
     run_key = f"due_alerts-{storage_id}"
     if len(keys) == 1:
         return dg.RunRequest(partition_key=keys[0], run_key=run_key, tags=tags)
@@ -97,6 +142,9 @@ def _slack_request(keys: list[str], run_id: str, storage_id: int) -> dg.RunReque
             "dagster/asset_partition_range_end": keys[-1],
         },
     )
+
+
+slack_alert_sensor = build_slack_alert_sensor()
 
 
 @dg.run_failure_sensor(
@@ -129,7 +177,6 @@ def slack_run_failure_sensor(context: dg.RunFailureSensorContext, slack: SlackSe
 
 
 def _redact(text: str, slack: SlackSettings) -> str:
-    for secret in (slack.bot_token.strip(), slack.webhook_url.strip()):
-        if secret:
-            text = text.replace(secret, "***")
+    for secret in slack.secrets:
+        text = text.replace(secret, "***")
     return text

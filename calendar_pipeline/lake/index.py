@@ -428,7 +428,15 @@ class SnapshotIndex:
         ``snapshots.latest_snapshots``) it also reports snapshots with no line and lines
         that do not point at their partition's newest snapshot.
         """
-        problems: list[str] = []
+        return [problem for _partition, problem in self.problems(data_dir_files)]
+
+    def problems(
+        self, data_dir_files: Mapping[str, Path] | None = None
+    ) -> list[tuple[str | None, str]]:
+        """What ``verify`` reports, each with the partition it concerns (``None`` for a
+        problem of the file itself, such as an unreadable line), so that a caller can
+        judge some partitions and only report the others."""
+        problems: list[tuple[str | None, str]] = []
         indexed: dict[str, tuple[int, str]] = {}
         with self._open_for_reading() as handle:
             if handle is not None:
@@ -437,7 +445,9 @@ class SnapshotIndex:
             problems.extend(self._verify_against_files(indexed, data_dir_files))
         return problems
 
-    def _verify_lines(self, handle: BinaryIO, indexed: dict[str, tuple[int, str]]) -> Iterator[str]:
+    def _verify_lines(
+        self, handle: BinaryIO, indexed: dict[str, tuple[int, str]]
+    ) -> Iterator[tuple[str | None, str]]:
         """Problems line by line; fills ``indexed`` with partition -> (line number, path)."""
         first_line_of: dict[str, int] = {}
         previous: str | None = None
@@ -445,24 +455,31 @@ class SnapshotIndex:
             where = f"{self.path}: line {line_number}"
             if not line.endswith(b"\n"):
                 yield (
-                    f"{where}: trailing partial line of {len(line)} bytes (an interrupted "
-                    "append; readers ignore it and the next upsert removes it)"
+                    None,
+                    (
+                        f"{where}: trailing partial line of {len(line)} bytes (an interrupted "
+                        "append; readers ignore it and the next upsert removes it)"
+                    ),
                 )
                 break
             try:
                 entry = _parse_line(line)
             except _BadLine as exc:
-                yield f"{where}: {exc}"
+                yield None, f"{where}: {exc}"
                 continue
             partition = entry["partition"]
             where = f"{where} ({partition})"
             if partition in first_line_of:
-                yield f"{where}: duplicate partition, already on line {first_line_of[partition]}"
+                yield (
+                    partition,
+                    (f"{where}: duplicate partition, already on line {first_line_of[partition]}"),
+                )
             elif previous is not None and partition < previous:
-                yield f"{where}: out of order, comes after {previous}"
+                yield partition, f"{where}: out of order, comes after {previous}"
             first_line_of.setdefault(partition, line_number)
             previous = partition
-            yield from self._verify_entry(where, entry)
+            for problem in self._verify_entry(where, entry):
+                yield partition, problem
             if isinstance(entry.get("path"), str):
                 indexed[partition] = (line_number, entry["path"])
 
@@ -501,22 +518,31 @@ class SnapshotIndex:
     @staticmethod
     def _verify_against_files(
         indexed: Mapping[str, tuple[int, str]], data_dir_files: Mapping[str, Path]
-    ) -> Iterator[str]:
+    ) -> Iterator[tuple[str, str]]:
         for partition, newest in sorted(data_dir_files.items()):
             if partition not in indexed:
-                yield f"partition {partition} has a snapshot ({newest}) but no index line"
+                yield (
+                    partition,
+                    f"partition {partition} has a snapshot ({newest}) but no index line",
+                )
                 continue
             line_number, path = indexed[partition]
             if Path(path).resolve() != Path(newest).resolve():
                 yield (
-                    f"line {line_number} ({partition}): points at {path}, but the newest "
-                    f"snapshot is {newest}"
+                    partition,
+                    (
+                        f"line {line_number} ({partition}): points at {path}, but the newest "
+                        f"snapshot is {newest}"
+                    ),
                 )
         for partition in sorted(indexed.keys() - data_dir_files.keys()):
             line_number, path = indexed[partition]
             yield (
-                f"line {line_number} ({partition}): points at {path}, but the data "
-                "directory has no snapshot for this partition"
+                partition,
+                (
+                    f"line {line_number} ({partition}): points at {path}, but the data "
+                    "directory has no snapshot for this partition"
+                ),
             )
 
     # ----------------------------------------------------------------- internals

@@ -1,0 +1,110 @@
+"""Daily or history: does a Slack run post partition D, or only replay it? Pure.
+
+The rule (docs/ARCHITECTURE.md, "Daily or history"):
+
+- Every run that computes ``due_alerts`` has a *reference time*: when somebody or
+  something asked for it. That is the schedule tick it belongs to (tag
+  ``dagster/scheduled_execution_time``), else the launch time of the backfill it belongs
+  to (tag ``dagster/backfill``), else the creation time of the first run of its retry
+  chain (tag ``dagster/root_run_id``, else the run itself). The *reference day* is that
+  time's date in CALENDAR_TIMEZONE.
+- Partition D is **daily** when D >= the reference day: its alerts are posted, even when
+  the Slack run starts after midnight, is queued for hours or is a retry.
+- D is **history** when D < the reference day (a backfill over past days, a past day
+  materialized by hand, ``calendar-pipeline run --date <past day>``): nothing is posted
+  and nothing is written to the delivery ledger, so replaying a day never suppresses an
+  alert of a later day.
+
+The Slack run's config can still force a mode for every partition (``send`` to post a
+past day, ``record_only`` to mark keys delivered without posting, for a migration).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+DAILY = "daily"
+HISTORY = "history"
+
+# Run tags the Slack run carries (set by slack_alert_sensor and the CLI), so a retry of the
+# Slack run, which copies its tags, keeps the same decision.
+REFERENCE_DAY_TAG = "calendar/reference_day"
+REFERENCE_TAG = "calendar/reference"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """When the partitions' run was asked for, and why that time (for logs and the UI)."""
+
+    day: dt.date
+    why: str  # e.g. "schedule tick 2026-11-24T06:00:00+00:00"
+
+    def as_tags(self) -> dict[str, str]:
+        return {REFERENCE_DAY_TAG: self.day.isoformat(), REFERENCE_TAG: self.why[:200]}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Reference | None:
+        """The reference a run was given in its tags; ``None`` when it has none.
+
+        Raises ``ValueError`` naming the tag when the tag is not a date.
+        """
+        value = tags.get(REFERENCE_DAY_TAG)
+        if not value:
+            return None
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"run tag {REFERENCE_DAY_TAG}={value!r} is not a date (YYYY-MM-DD)"
+            ) from None
+        return cls(day, tags.get(REFERENCE_TAG) or f"run tag {REFERENCE_DAY_TAG}")
+
+
+def reference_for(
+    *,
+    timezone: str,
+    scheduled_at: dt.datetime | None = None,
+    backfill_id: str | None = None,
+    backfill_launched_at: dt.datetime | None = None,
+    root_run_id: str,
+    root_created_at: dt.datetime,
+) -> Reference:
+    """The reference of a run from what Dagster knows of it (see the module doc)."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    if scheduled_at is not None:
+        at, why = scheduled_at, f"schedule tick {scheduled_at.isoformat()}"
+    elif backfill_id and backfill_launched_at is not None:
+        at = backfill_launched_at
+        why = f"backfill {backfill_id} launched {backfill_launched_at.isoformat()}"
+    else:
+        at, why = root_created_at, f"run {root_run_id[:8]} created {root_created_at.isoformat()}"
+    return Reference(at.astimezone(zone).date(), why)
+
+
+def intent_for(partition: dt.date, reference: Reference) -> str:
+    """``daily`` (post) or ``history`` (replay only) for partition D; see the module doc."""
+    return DAILY if partition >= reference.day else HISTORY
+
+
+def describe(partitions: Sequence[dt.date], reference: Reference) -> str:
+    """One line for the run log: which partitions are daily, which are history, and why."""
+    history = [p for p in partitions if intent_for(p, reference) == HISTORY]
+    daily = [p for p in partitions if intent_for(p, reference) == DAILY]
+    parts = []
+    if history:
+        parts.append(
+            f"history (not posted, not recorded): {_span(history)}, before the reference "
+            f"day {reference.day}"
+        )
+    if daily:
+        parts.append(f"daily (posted): {_span(daily)}")
+    return "; ".join(parts) + f" [reference: {reference.why}]"
+
+
+def _span(days: Sequence[dt.date]) -> str:
+    if len(days) == 1:
+        return days[0].isoformat()
+    return f"{days[0]}..{days[-1]} ({len(days)} days)"
