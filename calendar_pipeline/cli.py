@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import os
 import sys
 
 import dagster as dg
 
-from calendar_pipeline.settings import ALERT_MODES, SettingError
+from calendar_pipeline.alerts.intent import HISTORY, intent_for
+from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings
 
 # Dagster's console logger at INFO: progress and warnings, not every engine event.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -32,19 +34,37 @@ def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
 
 def run(date: str | None, mode: str) -> int:
     from calendar_pipeline.definitions import defs
+    from calendar_pipeline.defs.jobs import DUE_ALERTS_RUN_TAG, reference_for_run
     from calendar_pipeline.defs.partitions import daily_partitions
 
     partition = date or daily_partitions.get_last_partition_key()
+    first, last = (
+        daily_partitions.get_first_partition_key(),
+        daily_partitions.get_last_partition_key(),
+    )
+    if not first <= partition <= last:
+        print(
+            f"calendar-pipeline: --date {partition} is outside the daily partitions "
+            f"{first}..{last} (CALENDAR_START_DATE to today in CALENDAR_TIMEZONE)",
+            file=sys.stderr,
+        )
+        return 2
     with _instance() as instance:
         print(f"calendar_pipeline: daily_calendar_job for partition {partition}", flush=True)
         result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
             partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
         )
         for check in result.get_asset_check_evaluations():
-            status = "passed" if check.passed else "FAILED"
+            status = "passed" if check.passed else check.severity.value.replace("ERROR", "FAILED")
             print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
+            if not check.passed and check.description:
+                print("    " + check.description.replace("\n", "\n    "))
         if not result.success:
-            print("daily_calendar_job failed; see the log above", file=sys.stderr)
+            print(
+                f"daily_calendar_job failed for {partition}; the failed check above says "
+                "why and what to do (also in the log above)",
+                file=sys.stderr,
+            )
             return 1
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization
@@ -57,9 +77,25 @@ def run(date: str | None, mode: str) -> int:
         run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         if mode:
             run_config["ops"] = {"send_slack_alerts": {"config": {"mode": mode}}}
-        print(f"calendar_pipeline: slack_alert_job for partition {partition}", flush=True)
+        # The Slack run judges "daily or history" by the daily run's reference day (the day
+        # this command started it), not by the clock when Slack runs (alerts/intent.py).
+        timezone = load_time_settings()[0]
+        daily_run = instance.get_run_by_id(result.run_id)
+        reference = reference_for_run(instance, daily_run, timezone)
+        tags = {DUE_ALERTS_RUN_TAG: result.run_id, **reference.as_tags()}
+        intent = intent_for(dt.date.fromisoformat(partition), reference)
+        print(
+            f"calendar_pipeline: slack_alert_job for partition {partition} ({intent}"
+            + (f": posts nothing unless --mode says so, reference day {reference.day})"
+               if intent == HISTORY else ")"),
+            flush=True,
+        )  # fmt: skip
         slack = defs.resolve_job_def("slack_alert_job").execute_in_process(
-            partition_key=partition, instance=instance, run_config=run_config, raise_on_error=False
+            partition_key=partition,
+            instance=instance,
+            run_config=run_config,
+            tags=tags,
+            raise_on_error=False,
         )
         if not slack.success:
             print("slack_alert_job failed; see the log above", file=sys.stderr)
@@ -75,12 +111,22 @@ def run(date: str | None, mode: str) -> int:
     return 0
 
 
+def _partition_date(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="calendar-pipeline", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_cmd = commands.add_parser("run", help="run one partition of the daily job, then Slack")
     run_cmd.add_argument(
-        "--date", help="partition YYYY-MM-DD (default: today in CALENDAR_TIMEZONE)"
+        "--date",
+        type=_partition_date,
+        help="partition YYYY-MM-DD (default: today in CALENDAR_TIMEZONE); a past day is "
+        "history: nothing is posted unless --mode says so",
     )
     run_cmd.add_argument(
         "--mode",

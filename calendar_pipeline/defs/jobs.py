@@ -45,7 +45,6 @@ def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone
     backfill_id = run.tags.get(BACKFILL_TAG)
     backfill = instance.get_backfill(backfill_id) if backfill_id else None
     root_id = run.tags.get(ROOT_RUN_TAG) or run.run_id
-    record = instance.get_run_record_by_id(root_id) or instance.get_run_record_by_id(run.run_id)
     return reference_for(
         timezone=timezone,
         scheduled_at=dt.datetime.fromisoformat(scheduled) if scheduled else None,
@@ -54,8 +53,23 @@ def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone
             dt.datetime.fromtimestamp(backfill.backfill_timestamp, dt.UTC) if backfill else None
         ),
         root_run_id=root_id,
-        root_created_at=record.create_timestamp if record else dt.datetime.now(dt.UTC),
+        root_created_at=(
+            _created_at(instance, root_id)
+            or _created_at(instance, run.run_id)
+            or dt.datetime.now(dt.UTC)  # a run that left no trace: treat it as new
+        ),
     )
+
+
+def _created_at(instance: dg.DagsterInstance, run_id: str) -> dt.datetime | None:
+    """When ``run_id`` was created: the time of its first event (written by the process
+    that created it, as the run is created), else the run record's creation time (the
+    database server's clock), else ``None`` when the run is unknown."""
+    first = instance.get_records_for_run(run_id, limit=1, ascending=True).records
+    if first:
+        return dt.datetime.fromtimestamp(first[0].event_log_entry.timestamp, dt.UTC)
+    record = instance.get_run_record_by_id(run_id)
+    return record.create_timestamp if record else None
 
 
 def slack_run_reference(context: dg.OpExecutionContext, timezone: str) -> Reference:
