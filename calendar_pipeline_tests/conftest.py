@@ -104,7 +104,7 @@ def engine(request, tmp_path):
     yield eng
     eng.dispose()
     with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name}")
+        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")  # pooled engines linger
     admin.dispose()
 
 

@@ -211,9 +211,7 @@ def test_a_lost_reply_is_found_in_history_and_never_repeated(engine, slack_serve
         assert len(metadata["event_payload"]["delivery_id"]) == 32
 
 
-def test_without_the_history_scope_a_lost_reply_costs_one_repeat_and_says_so(
-    engine, slack_server
-):
+def test_without_the_history_scope_a_lost_reply_costs_one_repeat_and_says_so(engine, slack_server):
     slack_server.scopes -= {"channels:history", "groups:history"}
     alerts = make_alerts(9)
     slack_server.drop_after_accepting(1)

@@ -1,0 +1,176 @@
+"""What the multi-day flow tests share: an iCalendar feed with an event every day, a
+universe around it, running days through the Dagster layer as the schedule and
+slack_alert_sensor would, and measuring what reached Slack *from the Slack server's side*
+(the ledger is not trusted to measure itself). (PYTEST_DONT_REWRITE: no asserts here.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.due import bucket_for
+from calendar_pipeline.definitions import build_defs
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN, FakeSlackServer
+from calendar_pipeline_tests.upstream_server import Reply, UpstreamServer
+
+THRESHOLDS = (1, 3, 7, 15, 30)
+FEED_START = dt.date(2026, 1, 1)
+FEED_DAYS = 200  # one event a day from FEED_START: about 31 alerts due on every day
+# A posted line: "• *Team*: Release 2026-03-12 · Thu 2026-03-12 · in 2 days"
+_LINE = re.compile(
+    r"• \*(?P<name>[^*]+)\*: (?P<title>.+?) · \w{3} (?P<date>\d{4}-\d{2}-\d{2}) · "
+    r"(?P<rel>today|tomorrow|in (?P<n>\d+) days)"
+)
+
+Key = tuple[str, dt.date, int]  # (title, event date, bucket): a dedup key, as Slack shows it
+
+
+def feed(start: dt.date = FEED_START, days: int = FEED_DAYS) -> bytes:
+    """An RFC 5545 calendar with one all-day event a day, titled by its date."""
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//calendar_pipeline tests//flows//EN"]
+    for n in range(days):
+        day = start + dt.timedelta(days=n)
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:release-{day.isoformat()}@flows.test",
+            "DTSTAMP:20260101T000000Z",
+            f"DTSTART;VALUE=DATE:{day:%Y%m%d}",
+            f"DTEND;VALUE=DATE:{day + dt.timedelta(days=1):%Y%m%d}",
+            f"SUMMARY:Release {day.isoformat()}",
+            "END:VEVENT",
+        ]
+    lines.append("END:VCALENDAR")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def serve_feed(upstream: UpstreamServer) -> None:
+    upstream.route("/team.ics", Reply(body=feed(), content_type="text/calendar"))
+
+
+def write_universe(path: Path, upstream: UpstreamServer, *, broken: bool = False) -> Path:
+    """The team feed, plus (``broken``) an entity whose feed answers 404: a failed entity."""
+    rows = ["entity_id,name,source,key,channel", f"team,Team,ics,{upstream.url}/team.ics,#team"]
+    if broken:
+        rows.append(f"gone,Gone team,ics,{upstream.url}/gone.ics,#team")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def make_defs(
+    tmp_path: Path, universe: Path, slack: FakeSlackServer, db_url: str = ""
+) -> tuple[dg.Definitions, CalendarSettings]:
+    calendar = CalendarSettings(
+        data_dir=str(tmp_path / "data"), universe=str(universe), db_url=db_url
+    )
+    slack_settings = SlackSettings(token=DEFAULT_TOKEN, api_url=slack.url, channel="#general")
+    return build_defs({"calendar": calendar, "slack": slack_settings}), calendar
+
+
+def range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+def run_daily(defs, instance, day: dt.date, **kwargs):
+    return defs.resolve_job_def("daily_calendar_job").execute_in_process(
+        partition_key=day.isoformat(), instance=instance, raise_on_error=False, **kwargs
+    )
+
+
+def run_range(defs, instance, first: dt.date, last: dt.date, **kwargs):
+    return defs.resolve_job_def("daily_calendar_job").execute_in_process(
+        tags=range_tags(first, last), instance=instance, raise_on_error=False, **kwargs
+    )
+
+
+def slack_tick(defs, instance, cursor: str | None = None, sensor=None):
+    """One tick of slack_alert_sensor (or ``sensor``): its run requests and new cursor."""
+    sensor = sensor or defs.resolve_sensor_def("slack_alert_sensor")
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+    )
+    return sensor.evaluate_tick(context)
+
+
+def run_requests(defs, instance, requests) -> list:
+    """Execute the Slack runs the sensor asked for, as the daemon would."""
+    results = []
+    for request in requests:
+        results.append(
+            defs.resolve_job_def("slack_alert_job").execute_in_process(
+                partition_key=request.partition_key,
+                tags=request.tags,
+                instance=instance,
+                raise_on_error=False,
+            )
+        )
+    return results
+
+
+def posted(slack: FakeSlackServer) -> Counter[Key]:
+    """Every alert line Slack received, with its bucket, counted (2 means a duplicate)."""
+    seen: Counter[Key] = Counter()
+    for message in slack.messages:
+        partition = _partition_of(message)
+        for block in message.blocks or []:
+            for text in _texts(block):
+                for match in _LINE.finditer(text):
+                    date = dt.date.fromisoformat(match["date"])
+                    days = {"today": 0, "tomorrow": 1}.get(match["rel"])
+                    days = int(match["n"]) if days is None else days
+                    if (date - partition).days != days:
+                        raise ValueError(f"line {match[0]!r} disagrees with {partition}")
+                    seen[(match["title"], date, bucket_for(days, THRESHOLDS))] += 1
+    return seen
+
+
+def due(calendar: CalendarSettings, day: dt.date) -> set[Key]:
+    """What the pipeline computed as due on ``day`` (due_alerts rows)."""
+    return {
+        (a.title, a.event_date, a.threshold_days)
+        for a in store.read_due_alerts(calendar.engine(), day)
+    }
+
+
+def expected_due(day: dt.date) -> set[Key]:
+    """What is due on ``day`` by the bucket rule, from the feed alone (independent)."""
+    keys = set()
+    for n in range(FEED_DAYS):
+        event = FEED_START + dt.timedelta(days=n)
+        bucket = bucket_for((event - day).days, THRESHOLDS)
+        if bucket is not None:
+            keys.add((f"Release {event.isoformat()}", event, bucket))
+    return keys
+
+
+def never_reached_slack(slack: FakeSlackServer, day: dt.date) -> set[Key]:
+    """Alerts due on ``day`` that Slack never received (the issue's metric: must be empty)."""
+    return expected_due(day) - set(posted(slack))
+
+
+def duplicates(slack: FakeSlackServer) -> dict[Key, int]:
+    return {key: n for key, n in posted(slack).items() if n > 1}
+
+
+def _partition_of(message) -> dt.date:
+    for block in message.blocks or []:
+        for text in _texts(block):
+            found = re.search(r"partition (\d{4}-\d{2}-\d{2})", text)
+            if found:
+                return dt.date.fromisoformat(found[1])
+    raise ValueError("a digest without its partition in the context block")
+
+
+def _texts(block: dict) -> list[str]:
+    if "text" in block and isinstance(block["text"], dict):
+        return [block["text"].get("text", "")]
+    return [e.get("text", "") for e in block.get("elements", []) if isinstance(e, dict)]

@@ -1,0 +1,257 @@
+"""Every due alert reaches Slack across days: backfills followed by daily runs, Slack runs
+that start after midnight, past-day CLI runs, failed days followed by good ones, and
+large backfills read by the sensor page by page. Driven through the Dagster layer
+(range runs, the sensor's run requests, the CLI) with the clock moved by time-machine,
+an iCalendar feed served on 127.0.0.1, a local Slack server, on SQLite and PostgreSQL.
+
+Measured from the Slack server's side in every test: alerts due on a send day that never
+reached Slack (must be none) and alerts posted twice (none)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+import time_machine
+
+from calendar_pipeline import cli
+from calendar_pipeline import definitions as definitions_module
+from calendar_pipeline.alerts import store
+from calendar_pipeline.defs.sensors import build_slack_alert_sensor
+from calendar_pipeline_tests.flows import (
+    due,
+    duplicates,
+    expected_due,
+    make_defs,
+    never_reached_slack,
+    posted,
+    run_daily,
+    run_range,
+    run_requests,
+    serve_feed,
+    slack_tick,
+    write_universe,
+)
+from calendar_pipeline_tests.upstream_server import UpstreamServer
+
+D = dt.date(2026, 3, 10)
+DAY = dt.timedelta(days=1)
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
+
+
+def db_url(engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def upstream():
+    with UpstreamServer() as server:
+        serve_feed(server)
+        yield server
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def output_metadata(result) -> dict:
+    event = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    return {k: v.value for k, v in event.step_output_data.metadata.items()}
+
+
+def test_backfill_ending_today_posts_todays_whole_digest_even_after_midnight(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    with time_machine.travel(at(D, 9), tick=True) as clock:
+        assert run_range(defs, instance, D - 3 * DAY, D).success  # the README's backfill
+        tick = slack_tick(defs, instance)
+        (request,) = tick.run_requests  # one Slack run for the range run
+        assert request.tags["calendar/reference_day"] == D.isoformat()
+        clock.move_to(at(D + DAY, 0, 20))  # the Slack run starts after midnight
+        (result,) = run_requests(defs, instance, tick.run_requests)
+        assert result.success
+        metadata = output_metadata(result)
+        assert metadata["mode"] == "history x3, send"
+        assert metadata["history_partitions"] == 3 and metadata["daily_partitions"] == 1
+        assert due(calendar, D) == expected_due(D) and len(expected_due(D)) == 31
+        assert never_reached_slack(slack_server, D) == set()
+        assert set(posted(slack_server)) == expected_due(D)  # history posted nothing
+
+        clock.move_to(at(D + DAY, 6))  # the next daily run posts what became due
+        assert run_daily(defs, instance, D + DAY).success
+        later = slack_tick(defs, instance, tick.cursor)
+        assert all(r.success for r in run_requests(defs, instance, later.run_requests))
+    assert never_reached_slack(slack_server, D + DAY) == set()
+    assert duplicates(slack_server) == {}
+    sent = store.ledger_rows(calendar.engine())
+    assert {r["state"] for r in sent} == {"sent"}
+    assert len(sent) == len(expected_due(D) | expected_due(D + DAY))
+
+
+def test_a_slack_run_started_after_midnight_still_posts_its_day(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, _calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    yesterday = D - DAY
+    with time_machine.travel(at(yesterday, 23, 50), tick=True) as clock:
+        assert run_daily(defs, instance, yesterday).success  # a late schedule hour
+        tick = slack_tick(defs, instance)
+        clock.move_to(at(D, 0, 10))  # queued: the Slack run starts on the next day
+        (result,) = run_requests(defs, instance, tick.run_requests)
+        assert result.success and output_metadata(result)["mode"] == "send"
+        assert output_metadata(result)["reference_day"] == yesterday.isoformat()
+        # a retry of that Slack run (same tags) posts nothing more
+        (again,) = run_requests(defs, instance, tick.run_requests)
+        assert output_metadata(again)["sent"] == 0
+
+        clock.move_to(at(D, 6))
+        assert run_daily(defs, instance, D).success
+        later = slack_tick(defs, instance, tick.cursor)
+        assert all(r.success for r in run_requests(defs, instance, later.run_requests))
+    for day in (yesterday, D):
+        assert never_reached_slack(slack_server, day) == set()
+    assert duplicates(slack_server) == {}
+
+
+class _ClockMovingDefs:
+    """The project's definitions, moving the clock when the CLI asks for the Slack job:
+    the Slack half of ``calendar-pipeline run`` then starts after midnight."""
+
+    def __init__(self, defs, clock, when):
+        self._defs, self._clock, self._when = defs, clock, when
+
+    def resolve_job_def(self, name):
+        if name == "slack_alert_job" and self._when is not None:
+            self._clock.move_to(self._when)
+        return self._defs.resolve_job_def(name)
+
+
+def test_cli_past_date_posts_nothing_and_a_late_cli_run_posts_its_day(
+    tmp_path, engine, upstream, slack_server, monkeypatch, capsys
+):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    with time_machine.travel(at(D - DAY, 23, 55), tick=True) as clock:
+        monkeypatch.setattr(definitions_module, "defs", _ClockMovingDefs(defs, clock, None))
+        past = (D - 4 * DAY).isoformat()
+        assert cli.main(["run", "--date", past]) == 0  # with a token: still history
+        out = capsys.readouterr().out
+        assert f"slack_alert_job for partition {past} (history" in out
+        assert "history_not_posted=" in out
+        assert slack_server.messages == [] and store.ledger_rows(calendar.engine()) == []
+
+        late = _ClockMovingDefs(defs, clock, at(D, 0, 5))  # Slack starts after midnight
+        monkeypatch.setattr(definitions_module, "defs", late)
+        assert cli.main(["run"]) == 0
+        assert "(daily)" in capsys.readouterr().out
+        assert dt.datetime.now(dt.UTC).date() == D
+    assert never_reached_slack(slack_server, D - DAY) == set()
+    assert set(posted(slack_server)) == expected_due(D - DAY)
+    assert duplicates(slack_server) == {}
+
+
+def test_failed_days_never_block_later_days_and_are_repaired_by_their_rerun(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    universe = tmp_path / "u.csv"
+    defs, calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    with time_machine.travel(at(D - 2 * DAY, 6), tick=True) as clock:
+        write_universe(universe, upstream, broken=True)  # one bad key, failure budget 0
+        failed = run_daily(defs, instance, D - 2 * DAY)
+        assert not failed.success
+        errors = [
+            e.message
+            for e in instance.all_logs(failed.run_id)
+            if e.level >= 40 and "failed_entities_within_budget FAILED" in (e.message or "")
+        ]
+        assert errors and "gone (ics" in errors[0]
+        assert "CALENDAR_MAX_FAILED_ENTITIES" in errors[0] and "re-run" in errors[0]
+
+        clock.move_to(at(D - DAY, 6))
+        write_universe(universe, upstream)
+        good = run_daily(defs, instance, D - DAY)
+        assert good.success  # the failed day does not block this one
+        drift = _check(good, "index_history_consistent")
+        assert not drift.passed and drift.severity == dg.AssetCheckSeverity.WARN
+        assert (D - 2 * DAY).isoformat() in drift.description
+        assert "no index line" in drift.description
+
+        write_universe(universe, upstream, broken=True)  # an indexed day re-run, failing
+        assert not run_daily(defs, instance, D - DAY).success
+
+        clock.move_to(at(D, 6))
+        write_universe(universe, upstream)
+        today = run_daily(defs, instance, D)
+        assert today.success and _check(today, "index_consistent").passed
+        drift = _check(today, "index_history_consistent")
+        assert {(D - 2 * DAY).isoformat(), (D - DAY).isoformat()} <= set(
+            drift.description.replace(",", " ").split()
+        )
+        assert "points at" in drift.description  # D-1's line names an older snapshot
+
+        # Slack for today went out in full, whatever happened before
+        tick = slack_tick(defs, instance)
+        requested = sorted(r.partition_key for r in tick.run_requests)
+        assert requested == [(D - DAY).isoformat(), D.isoformat()]  # never the failed runs
+        assert all(r.success for r in run_requests(defs, instance, tick.run_requests))
+        assert never_reached_slack(slack_server, D) == set()
+
+        # re-running the failed days repairs them
+        assert run_daily(defs, instance, D - 2 * DAY).success
+        assert run_daily(defs, instance, D - DAY).success
+        final = run_daily(defs, instance, D)
+        assert _check(final, "index_history_consistent").passed
+    assert duplicates(slack_server) == {}
+    assert due(calendar, D - DAY) == expected_due(D - DAY)
+
+
+def test_a_backfill_longer_than_the_sensor_page_reaches_slack_in_one_run(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    sensor = build_slack_alert_sensor(page_size=3)  # 3 instead of 1,000
+    with time_machine.travel(at(D, 9), tick=True):
+        assert run_range(defs, instance, D - 11 * DAY, D).success  # 12 days: 4 pages
+        tick = slack_tick(defs, instance, sensor=sensor)
+        (request,) = tick.run_requests
+        assert request.tags["dagster/asset_partition_range_start"] == (D - 11 * DAY).isoformat()
+        assert request.tags["dagster/asset_partition_range_end"] == D.isoformat()
+        (result,) = run_requests(defs, instance, tick.run_requests)
+        assert output_metadata(result)["partitions"] == 12
+        # then two single days and another range: one request per run, in order
+        assert run_daily(defs, instance, D - 20 * DAY).success
+        assert run_range(defs, instance, D - 19 * DAY, D - 15 * DAY).success
+        assert run_daily(defs, instance, D).success
+        more = slack_tick(defs, instance, tick.cursor, sensor=sensor)
+        spans = [
+            r.partition_key
+            or f"{r.tags['dagster/asset_partition_range_start']}.."
+            f"{r.tags['dagster/asset_partition_range_end']}"
+            for r in more.run_requests
+        ]
+        assert spans == [
+            (D - 20 * DAY).isoformat(),
+            f"{D - 19 * DAY}..{D - 15 * DAY}",
+            D.isoformat(),
+        ]
+        assert all(r.success for r in run_requests(defs, instance, more.run_requests))
+        assert slack_tick(defs, instance, more.cursor, sensor=sensor).run_requests == []
+    assert never_reached_slack(slack_server, D) == set()
+    assert set(posted(slack_server)) == expected_due(D)  # the past days posted nothing
+    assert duplicates(slack_server) == {}
+    assert calendar.engine() is not None
+
+
+def _check(result, name: str):
+    return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
