@@ -215,7 +215,8 @@ def test_a_read_timeout_with_a_delivery_id_is_settled_from_history(slack_server)
     ts = poster.post(digest("#eng"), delivery_id="d" * 32)
     [posted] = slack_server.messages
     assert ts == posted.response["ts"] and poster.found_after_lost_reply == 1
-    [listing] = slack_server.calls_to("conversations.list")
+    [listing] = slack_server.calls_to("conversations.list")  # the name resolved to an id
+    assert "private_channel" in listing.params["types"]
     [history] = slack_server.calls_to("conversations.history")
     assert history.params["channel"] == slack_server.channel_id("#eng")
 
