@@ -34,9 +34,29 @@ def test_run_today_prints_the_digest_it_would_post(tmp_path):
 
 
 def test_run_with_a_date_and_channel(tmp_path):
-    done = run_cli(tmp_path, "--date", "2025-12-20", SLACK_CHANNEL="#ops")
+    done = run_cli(tmp_path, "--date", "2025-12-20", "--mode", "dry_run", SLACK_CHANNEL="#ops")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "=== #ops" in done.stdout and "Christmas Day" in done.stdout
+
+
+def test_a_past_date_is_history_and_says_so(tmp_path):
+    done = run_cli(tmp_path, "--date", "2025-12-20")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "slack_alert_job for partition 2025-12-20 (history" in done.stdout
+    assert "mode=history" in done.stdout and "history_not_posted=" in done.stdout
+    assert "===" not in done.stdout  # no digest: nothing would be posted
+
+
+def test_bad_dates_are_refused_by_name_without_a_traceback(tmp_path):
+    for date, expected in (
+        ("2026-13-01", "'2026-13-01' is not a date (YYYY-MM-DD)"),
+        ("2099-01-01", "--date 2099-01-01 is outside the daily partitions"),
+        ("2001-01-01", "--date 2001-01-01 is outside the daily partitions"),
+    ):
+        done = run_cli(tmp_path, "--date", date)
+        assert done.returncode == 2 and expected in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data" / "snapshots").exists()
 
 
 def test_bad_settings_fail_with_the_setting_named(tmp_path):

@@ -240,12 +240,15 @@ def _settle_earlier_attempts(
     for key, attempt in earlier.items():
         by_attempt.setdefault(attempt, []).append(key)
     settled: set[str] = set()
+    unchecked: list[str] = []
+    reason = ""
     for (delivery_id, channel, attempted_at), keys in by_attempt.items():
         try:
             ts = poster.find_delivery(channel, delivery_id, attempted_at - dt.timedelta(minutes=1))
-        except HistoryUnavailable as exc:
-            log(f"cannot check whether {len(earlier)} alert(s) were already posted: {exc}")
-            return owned
+        except HistoryUnavailable as exc:  # this attempt is posted again: at least once
+            unchecked.append(f"{len(keys)} in {channel}")
+            reason = str(exc)
+            continue
         if ts is None:
             continue
         report.confirmed_from_history += store.mark_delivered(
@@ -253,6 +256,8 @@ def _settle_earlier_attempts(
         )
         settled.update(keys)
         log(f"{len(keys)} alert(s) were already in {channel} (ts {ts}); marked sent")
+    if unchecked:
+        log(f"cannot check whether these alerts were posted ({', '.join(unchecked)}): {reason}")
     return [a for a in owned if a.dedup_key not in settled]
 
 
