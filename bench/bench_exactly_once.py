@@ -15,7 +15,6 @@ per message posted, and the wall time relative to the clean run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import re
 import sys
@@ -26,11 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calendar_pipeline.alerts import store
-from calendar_pipeline.alerts.deliver import deliver
-from calendar_pipeline.alerts.slack_client import SlackPoster
-from calendar_pipeline_tests.delivery_worker import D, make_alerts
-from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN, FakeSlackServer
+from bench.bench_slack import deliver_all
+from calendar_pipeline_tests.delivery_worker import make_alerts
+from calendar_pipeline_tests.slack_server import FakeSlackServer
 
 ENTITY = re.compile(r"Entity \d{4}")
 
@@ -40,21 +37,8 @@ def run(alerts: int, channels: int, drops: int, history_scope: bool) -> dict:
         if not history_scope:
             server.scopes -= {"channels:history", "groups:history"}
         server.drop_after_accepting(drops)
-        engine = store.make_engine(f"sqlite:///{tmp}/bench.db")
-        store.create_tables(engine)
         start = time.perf_counter()
-        report = deliver(
-            engine,
-            make_alerts(alerts, channels=channels),
-            partition_date=D,
-            mode="send",
-            run_id="bench",
-            default_channel="#general",
-            claim_timeout=dt.timedelta(minutes=15),
-            outbox_dir=Path(tmp),
-            poster=SlackPoster(token=DEFAULT_TOKEN, api_url=server.url),
-            log=lambda _line: None,
-        )
+        report = deliver_all(Path(tmp), make_alerts(alerts, channels=channels), server)
         wall = time.perf_counter() - start
         seen: Counter[str] = Counter()
         for call in server.messages:

@@ -23,10 +23,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calendar_pipeline.alerts import store
-from calendar_pipeline.alerts.deliver import deliver
+from calendar_pipeline.alerts.deliver import DeliveryReport, deliver
 from calendar_pipeline.alerts.slack_client import SlackPoster
 from calendar_pipeline_tests.delivery_worker import D, make_alerts
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN, FakeSlackServer
+
+
+def deliver_all(tmp: Path, alerts: list, server: FakeSlackServer) -> DeliveryReport:
+    """Deliver ``alerts`` in ``send`` mode into a fresh SQLite ledger under ``tmp``."""
+    engine = store.make_engine(f"sqlite:///{tmp}/bench.db")
+    store.create_tables(engine)
+    return deliver(
+        engine,
+        alerts,
+        partition_date=D,
+        mode="send",
+        run_id="bench",
+        default_channel="#general",
+        claim_timeout=dt.timedelta(minutes=15),
+        outbox_dir=tmp,
+        poster=SlackPoster(token=DEFAULT_TOKEN, api_url=server.url),
+        log=lambda _line: None,
+    )
 
 
 def main() -> None:
@@ -36,22 +54,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, FakeSlackServer(latency=args.latency) as server:
-        engine = store.make_engine(f"sqlite:///{tmp}/bench.db")
-        store.create_tables(engine)
-        alerts = make_alerts(args.alerts, channels=args.channels)
         start = time.perf_counter()
-        report = deliver(
-            engine,
-            alerts,
-            partition_date=D,
-            mode="send",
-            run_id="bench",
-            default_channel="#general",
-            claim_timeout=dt.timedelta(minutes=15),
-            outbox_dir=Path(tmp),
-            poster=SlackPoster(token=DEFAULT_TOKEN, api_url=server.url),
-            log=lambda _line: None,
-        )
+        report = deliver_all(Path(tmp), make_alerts(args.alerts, channels=args.channels), server)
         wall = time.perf_counter() - start
         per_channel = Counter(call.channel for call in server.messages)
     busiest = max(per_channel.values())

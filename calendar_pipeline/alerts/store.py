@@ -323,6 +323,15 @@ def claim(
     return [alert for alert in alerts if alert.dedup_key in owned]
 
 
+def _claimed_by(run_id: str, keys: Sequence[str]):
+    """Which rows among ``keys`` this run holds a claim on (and so may mark)."""
+    return and_(
+        alert_deliveries.c.dedup_key.in_(list(keys)),
+        alert_deliveries.c.run_id == run_id,
+        alert_deliveries.c.state == "claimed",
+    )
+
+
 def mark_delivered(
     engine: Engine,
     keys: Sequence[str],
@@ -341,15 +350,7 @@ def mark_delivered(
         values["slack_ts"] = slack_ts
     with engine.begin() as conn:
         result = conn.execute(
-            update(alert_deliveries)
-            .where(
-                and_(
-                    alert_deliveries.c.dedup_key.in_(list(keys)),
-                    alert_deliveries.c.run_id == run_id,
-                    alert_deliveries.c.state == "claimed",
-                )
-            )
-            .values(**values)
+            update(alert_deliveries).where(_claimed_by(run_id, keys)).values(**values)
         )
     return result.rowcount
 
@@ -363,13 +364,7 @@ def mark_attempt(
     with engine.begin() as conn:
         result = conn.execute(
             update(alert_deliveries)
-            .where(
-                and_(
-                    alert_deliveries.c.dedup_key.in_(list(keys)),
-                    alert_deliveries.c.run_id == run_id,
-                    alert_deliveries.c.state == "claimed",
-                )
-            )
+            .where(_claimed_by(run_id, keys))
             .values(delivery_id=delivery_id, channel=channel, attempted_at=now, updated_at=now)
         )
     return result.rowcount
@@ -409,13 +404,7 @@ def mark_failed(engine: Engine, keys: Sequence[str], run_id: str, error: str) ->
     with engine.begin() as conn:
         result = conn.execute(
             update(alert_deliveries)
-            .where(
-                and_(
-                    alert_deliveries.c.dedup_key.in_(list(keys)),
-                    alert_deliveries.c.run_id == run_id,
-                    alert_deliveries.c.state == "claimed",
-                )
-            )
+            .where(_claimed_by(run_id, keys))
             .values(state="failed", error=error[:2000], updated_at=_now())
         )
     return result.rowcount
