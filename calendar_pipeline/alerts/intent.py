@@ -96,15 +96,16 @@ def describe(partitions: Sequence[dt.date], reference: Reference) -> str:
     parts = []
     if history:
         parts.append(
-            f"history (not posted, not recorded): {_span(history)}, before the reference "
+            f"history (not posted, not recorded): {span(history)}, before the reference "
             f"day {reference.day}"
         )
     if daily:
-        parts.append(f"daily (posted): {_span(daily)}")
+        parts.append(f"daily (posted): {span(daily)}")
     return "; ".join(parts) + f" [reference: {reference.why}]"
 
 
-def _span(days: Sequence[dt.date]) -> str:
+def span(days: Sequence[dt.date | str]) -> str:
+    """``2026-03-07..2026-03-09 (3 days)``, or the one day, for logs and descriptions."""
     if len(days) == 1:
-        return days[0].isoformat()
+        return str(days[0])
     return f"{days[0]}..{days[-1]} ({len(days)} days)"

@@ -27,7 +27,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.error import HTTPError, URLError
 
@@ -298,19 +298,18 @@ class SlackPoster:
         Raises :class:`HistoryUnavailable` when the token lacks the scopes to look.
         """
         channel_id = self._channel_id(channel)
-        cursor = None
-        while True:
-            response = self._history_call(
-                channel,
-                lambda cursor=cursor: self._client.conversations_history(
-                    channel=channel_id,
-                    oldest=f"{oldest.timestamp():.6f}",
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
-                ),
-            )
-            for found in response.get("messages") or []:
+        pages = self._pages(
+            channel,
+            lambda cursor: self._client.conversations_history(
+                channel=channel_id,
+                oldest=f"{oldest.timestamp():.6f}",
+                include_all_metadata=True,
+                limit=200,
+                cursor=cursor,
+            ),
+        )
+        for page in pages:
+            for found in page.get("messages") or []:
                 metadata = found.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
                 if (
@@ -318,31 +317,27 @@ class SlackPoster:
                     and payload.get("delivery_id") == delivery_id
                 ):
                     return found.get("ts")
-            cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                return None
+        return None
 
     def _channel_id(self, channel: str) -> str:
         """Slack's id for ``channel`` (``conversations.history`` takes ids, not names)."""
         if _CHANNEL_ID.fullmatch(channel):
             return channel
         if channel not in self._channel_ids:
-            cursor = None
-            while True:
-                response = self._history_call(
-                    channel,
-                    lambda cursor=cursor: self._client.conversations_list(
-                        types="public_channel,private_channel",
-                        exclude_archived=True,
-                        limit=1000,
-                        cursor=cursor,
-                    ),
-                )
-                for found in response.get("channels") or []:
+            pages = self._pages(
+                channel,
+                lambda cursor: self._client.conversations_list(
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=1000,
+                    cursor=cursor,
+                ),
+            )
+            for page in pages:
+                for found in page.get("channels") or []:
                     self._channel_ids.setdefault(f"#{found.get('name')}", found.get("id"))
                     self._channel_ids.setdefault(str(found.get("name")), found.get("id"))
-                cursor = (response.get("response_metadata") or {}).get("next_cursor")
-                if not cursor or channel in self._channel_ids:
+                if channel in self._channel_ids:
                     break
         if channel not in self._channel_ids:
             raise HistoryUnavailable(
@@ -350,6 +345,17 @@ class SlackPoster:
                 "it): a message whose reply was lost may be posted twice"
             )
         return self._channel_ids[channel]
+
+    def _pages(self, channel: str, request: Callable[[str | None], Any]) -> Iterator[Any]:
+        """Each page of a cursor-paginated read (``request(cursor)``), fetched only when
+        the caller asks for it, errors mapped as in ``_history_call``."""
+        cursor = None
+        while True:
+            page = self._history_call(channel, lambda cursor=cursor: request(cursor))
+            yield page
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return
 
     def _history_call(self, channel: str, request: Callable[[], Any]) -> Any:
         try:

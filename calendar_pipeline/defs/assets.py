@@ -11,6 +11,7 @@ import dagster as dg
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import compute_due_alerts, count_by_threshold
+from calendar_pipeline.alerts.intent import span
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings
@@ -183,7 +184,7 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                         + (f" and {failed - 5} more" if failed > 5 else "")
                         + f". What to do: fix their keys in {universe.path}, or raise "
                         "CALENDAR_MAX_FAILED_ENTITIES if the failures are expected; then "
-                        f"re-run {_span(partitions)}."
+                        f"re-run {span(partitions)}."
                         if failed > calendar.failed_budget
                         else _first_ids([e.entity_id for e in fetched.errors])
                     ),
@@ -214,17 +215,16 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
 def _logged(
     context: dg.AssetExecutionContext, asset: str, results: list[dg.AssetCheckResult]
 ) -> list[dg.AssetCheckResult]:
-    """Say each failed check in the run log too (the terminal shows it), then return them."""
+    """Say each failed check in the run log too (the terminal shows it): ERROR for a
+    blocking failure, WARNING for a WARN one; then return them."""
     for result in results:
         if not result.passed:
-            context.log.error(
-                f"check {asset}:{result.check_name} FAILED: {result.description or ''}"
+            warn = result.severity == dg.AssetCheckSeverity.WARN
+            (context.log.warning if warn else context.log.error)(
+                f"check {asset}:{result.check_name} {'WARN' if warn else 'FAILED'}: "
+                f"{result.description or ''}"
             )
     return results
-
-
-def _span(partitions: list[str]) -> str:
-    return partitions[0] if len(partitions) == 1 else f"{partitions[0]}..{partitions[-1]}"
 
 
 @dg.asset(
@@ -290,18 +290,6 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
     drift = [(partition, text) for partition, text in problems if partition not in written]
     drifted = sorted({p for p, _ in drift if p is not None})
     partitions = index.partitions()
-    if mine:
-        context.log.error(
-            f"check snapshot_index:index_consistent FAILED for {_first_ids(sorted(written))}: "
-            + "; ".join(mine[:5])
-            + ". Re-run these days (materialize group calendar for them); see RUNBOOK.md"
-        )
-    if drift:
-        context.log.warning(
-            f"index drift on other days (not blocking): {_first_ids(drifted) or 'the file'}: "
-            + "; ".join(text for _, text in drift[:5])
-            + ". Re-run those days to repair them"
-        )
     return dg.MaterializeResult(
         metadata={
             "partitions_in_run": len(entries),
@@ -309,30 +297,34 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
             "index_bytes": index.path.stat().st_size,
             "index_path": dg.MetadataValue.path(str(index.path)),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="index_consistent",
-                passed=not mine,
-                metadata={"problems": len(mine), "partitions_in_run": len(written)},
-                description=(
-                    "\n".join(mine[:20]) + "\nWhat to do: re-run these days." if mine else None
+        check_results=_logged(
+            context,
+            "snapshot_index",
+            [
+                dg.AssetCheckResult(
+                    check_name="index_consistent",
+                    passed=not mine,
+                    metadata={"problems": len(mine), "partitions_in_run": len(written)},
+                    description=(
+                        "\n".join(mine[:20]) + "\nWhat to do: re-run these days." if mine else None
+                    ),
                 ),
-            ),
-            dg.AssetCheckResult(
-                check_name="index_history_consistent",
-                passed=not drift,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"problems": len(drift), "partitions_with_drift": len(drifted)},
-                description=(
-                    f"drift on {_first_ids(drifted) or 'the index file'} (other days are not "
-                    "blocked):\n"
-                    + "\n".join(text for _, text in drift[:20])
-                    + "\nWhat to do: re-run those days (RUNBOOK.md, Re-running a day)."
-                    if drift
-                    else None
+                dg.AssetCheckResult(
+                    check_name="index_history_consistent",
+                    passed=not drift,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"problems": len(drift), "partitions_with_drift": len(drifted)},
+                    description=(
+                        f"drift on {_first_ids(drifted) or 'the index file'} (other days are not "
+                        "blocked):\n"
+                        + "\n".join(text for _, text in drift[:20])
+                        + "\nWhat to do: re-run those days (RUNBOOK.md, Re-running a day)."
+                        if drift
+                        else None
+                    ),
                 ),
-            ),
-        ],
+            ],
+        ),
     )
 
 

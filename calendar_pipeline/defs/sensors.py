@@ -5,7 +5,7 @@ import json
 
 import dagster as dg
 
-from calendar_pipeline.alerts.intent import Reference
+from calendar_pipeline.alerts.intent import Reference, span
 from calendar_pipeline.alerts.slack_format import render_run_failure
 from calendar_pipeline.defs.jobs import (
     DUE_ALERTS_RUN_TAG,
@@ -89,7 +89,7 @@ def build_slack_alert_sensor(page_size: int = PAGE_SIZE, max_pages: int = MAX_PA
                 break  # look again next tick, once its checks have run
             keys = sorted({r.partition_key for r in run_records if r.partition_key})
             if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
-                skipped.append(f"{_span(keys)} (run {run_id[:8] or 'none'} did not succeed)")
+                skipped.append(f"{span(keys)} (run {run_id[:8] or 'none'} did not succeed)")
             elif keys:
                 reference = reference_for_run(context.instance, run, calendar.timezone)
                 requests.append(_slack_request(keys, run_id, run_records[-1].storage_id, reference))
@@ -121,10 +121,6 @@ def _new_due_alerts_records(
             return records, True
         after = page.records[-1].storage_id
     return records, False
-
-
-def _span(keys: list[str]) -> str:
-    return keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]} ({len(keys)} days)"
 
 
 def _slack_request(
