@@ -55,6 +55,17 @@ def parse_positive_int(value: str | int, name: str, *, allow_zero: bool = False)
     return int(text)
 
 
+def parse_ratio(value: str | float, name: str) -> float:
+    """A number from 0 to 1 (``0.5``); 0 turns the rule it controls off."""
+    try:
+        ratio = float(str(value).strip())
+    except ValueError:
+        ratio = -1.0
+    if not 0 <= ratio <= 1:
+        raise SettingError(name, value, "expected a number from 0 to 1, like 0.5 (0 turns it off)")
+    return ratio
+
+
 def parse_timezone(value: str, name: str = "CALENDAR_TIMEZONE") -> str:
     """An IANA time zone name such as ``UTC`` or ``Europe/Paris``."""
     try:

@@ -35,7 +35,9 @@ def test_replace_due_alerts_is_idempotent_per_partition(engine):
     store.replace_due_alerts(engine, D, [alert(1), alert(3)])
     assert [a.entity_id for a in store.read_due_alerts(engine, D)] == ["ent1", "ent3"]
     assert [a.entity_id for a in store.read_due_alerts(engine, other)] == ["ent9"]
-    assert store.due_alert_key_stats(engine, D) == (2, 2)
+    assert store.stored_buckets_many(engine, [D]) == {
+        D: {alert(1).dedup_key: alert(1).threshold_days, alert(3).dedup_key: 7}
+    }
 
 
 def test_replace_with_duplicate_keys_fails_and_keeps_previous_rows(engine):

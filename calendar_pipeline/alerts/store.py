@@ -37,7 +37,6 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
-    func,
     inspect,
     or_,
     select,
@@ -204,31 +203,20 @@ def read_due_alerts(engine: Engine, partition_date: dt.date) -> list[DueAlert]:
         ]
 
 
-def due_alert_key_stats(engine: Engine, partition_date: dt.date) -> tuple[int, int]:
-    """(rows, distinct dedup keys) of partition D: equal when there are no duplicates."""
-    stats = due_alert_key_stats_many(engine, [partition_date])
-    return stats.get(partition_date, (0, 0))
-
-
-def due_alert_key_stats_many(
+def stored_buckets_many(
     engine: Engine, partition_dates: Sequence[dt.date]
-) -> dict[dt.date, tuple[int, int]]:
-    """(rows, distinct dedup keys) per partition, in one query per 500 partitions."""
-    found: dict[dt.date, tuple[int, int]] = {}
+) -> dict[dt.date, dict[str, int]]:
+    """``{dedup key: threshold}`` of the stored rows of each partition (empty when it has
+    none), in one query per 500 partitions: what ``rows_match_bucket_rule`` compares."""
+    found: dict[dt.date, dict[str, int]] = {day: {} for day in partition_dates}
     dates = sorted(partition_dates)
     with engine.connect() as conn:
         for start in range(0, len(dates), 500):
-            query = (
-                select(
-                    due_alerts.c.partition_date,
-                    func.count(),
-                    func.count(func.distinct(due_alerts.c.dedup_key)),
-                )
-                .where(due_alerts.c.partition_date.in_(dates[start : start + 500]))
-                .group_by(due_alerts.c.partition_date)
-            )
-            for day, rows, distinct in conn.execute(query):
-                found[day] = (int(rows), int(distinct))
+            query = select(
+                due_alerts.c.partition_date, due_alerts.c.dedup_key, due_alerts.c.threshold_days
+            ).where(due_alerts.c.partition_date.in_(dates[start : start + 500]))
+            for day, key, threshold in conn.execute(query):
+                found[day][key] = int(threshold)
     return found
 
 

@@ -6,6 +6,7 @@ metadata (plotted across partitions by the UI) and check results.
 
 import datetime as dt
 import hashlib
+import json
 
 import dagster as dg
 
@@ -22,6 +23,12 @@ from calendar_pipeline.lake.snapshots import (
     read_snapshot,
     write_snapshot,
 )
+from calendar_pipeline.quality.reconcile import (
+    compare_buckets,
+    expected_buckets,
+    index_row_count_problem,
+)
+from calendar_pipeline.quality.volume import VolumeReport, baseline_candidates, volume_report
 from calendar_pipeline.sources.collect import (
     collect_events,
     parse_snapshot_text,
@@ -79,6 +86,16 @@ INGEST_RETRY = dg.RetryPolicy(
             "is not a gap: up to 121 of the 283 bundled entities have no holiday in some "
             "60-day windows.",
         ),
+        dg.AssetCheckSpec(
+            "volume_within_history",
+            asset="raw_snapshot",
+            blocking=True,
+            description="No source and no entity returned far fewer events than in the last "
+            "accepted snapshot of the same day or the 7 before it, counted over the dates "
+            "both windows cover: under CALENDAR_MIN_VOLUME_RATIO (0.5) of the baseline, or "
+            "an entity with data before and none now (a truncated feed, a dropped country). "
+            "Names the partitions, sources and entities.",
+        ),
     ],
 )
 def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
@@ -114,6 +131,8 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         )
     generated_at = dt.datetime.now(dt.UTC)
     results = split_by_window(fetched, universe.entities, windows, sources)
+    index = SnapshotIndex(index_path(calendar.data_path))
+    volumes: list[VolumeReport] = []
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
             partition=partition,
@@ -125,6 +144,7 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             generated_at=generated_at.isoformat(),
         )
         path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
+        volumes.append(volume_report(payload, _baseline(index, partition), calendar.volume_ratio))
         # per-day figures go on each day's materialization (the UI plots them by partition)
         context.add_asset_metadata(
             {
@@ -145,6 +165,8 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     empty = [p for p, r in zip(partitions, results, strict=True) if not r.events]
     over_missing = [p for p, n in missing.items() if n > calendar.missing_budget]
     rows = [len(r.events) for r in results]
+    dropped = [v for v in volumes if v.drops]
+    flagged = _first_ids([v.partition for v in dropped])
     return dg.MaterializeResult(
         metadata={  # what the whole run shares (one fetch for all its partitions)
             "partitions_in_run": len(partitions),
@@ -207,9 +229,41 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                         else _first_ids(results[-1].entities_missing)
                     ),
                 ),
+                dg.AssetCheckResult(
+                    check_name="volume_within_history",
+                    passed=not dropped,
+                    metadata={
+                        "partitions_judged": sum(v.judged for v in volumes),
+                        "partitions_flagged": len(dropped),
+                        "min_ratio": calendar.volume_ratio,
+                    },
+                    description=(
+                        f"far fewer events than before on {flagged}:\n"
+                        + "\n".join(v.describe() for v in dropped[:10])
+                        + "\nWhat to do: check those upstreams (a truncated feed, a dropped "
+                        "country). If the drop is real, re-run the days once with "
+                        "CALENDAR_MIN_VOLUME_RATIO=0: the accepted snapshot becomes the new "
+                        "baseline."
+                        if dropped
+                        else volumes[-1].describe()
+                    ),
+                ),
             ],
         ),
     )
+
+
+def _baseline(index: SnapshotIndex, partition: str) -> dict | None:
+    """The newest snapshot accepted into the index for ``partition`` or the 7 days
+    before it (quality/volume.py), as its JSON document; None when there is none."""
+    for candidate in baseline_candidates(partition):
+        try:
+            entry = index.get(candidate)
+            if entry is not None:
+                return json.loads(entry["content_text"])
+        except ValueError:  # a damaged line is index_consistent's business
+            continue
+    return None
 
 
 def _logged(
@@ -239,6 +293,14 @@ def _logged(
             description="Each partition this run wrote has one line, in order, pointing at "
             "its newest snapshot, with a matching sha256. Other days are not judged here: a "
             "failed day never blocks another day.",
+        ),
+        dg.AssetCheckSpec(
+            "row_count_matches_snapshot",
+            asset="snapshot_index",
+            blocking=True,
+            description="Each line this run wrote has the row count of the snapshot it "
+            "embeds: its events, counted again, equal the line's row_count and the "
+            "snapshot's own counts.",
         ),
         dg.AssetCheckSpec(
             "index_history_consistent",
@@ -284,6 +346,7 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
     else:
         index.upsert_many(entries)
 
+    miscounted = [p for entry in entries if (p := index_row_count_problem(entry))]
     problems = index.problems(latest_snapshots(calendar.data_path))
     written = set(context.partition_keys)
     mine = [text for partition, text in problems if partition in written]
@@ -307,6 +370,17 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
                     metadata={"problems": len(mine), "partitions_in_run": len(written)},
                     description=(
                         "\n".join(mine[:20]) + "\nWhat to do: re-run these days." if mine else None
+                    ),
+                ),
+                dg.AssetCheckResult(
+                    check_name="row_count_matches_snapshot",
+                    passed=not miscounted,
+                    metadata={"rows": sum(e["row_count"] for e in entries)},
+                    description=(
+                        "\n".join(miscounted[:20]) + "\nWhat to do: the snapshot file was "
+                        "changed or written by another program; re-run these days."
+                        if miscounted
+                        else None
                     ),
                 ),
                 dg.AssetCheckResult(
@@ -334,10 +408,12 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
     deps=[snapshot_index],
     check_specs=[
         dg.AssetCheckSpec(
-            "no_duplicate_dedup_keys",
+            "rows_match_bucket_rule",
             asset="due_alerts",
             blocking=True,
-            description="Each dedup key appears once in every partition's rows.",
+            description="The stored rows of each partition of the run are exactly the "
+            "events of its indexed snapshot that the bucket rule puts in a threshold, "
+            "re-derived inside the check (quality/reconcile.py): none missing, none extra.",
         ),
     ],
 )
@@ -349,6 +425,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     index = SnapshotIndex(index_path(calendar.data_path))
     thresholds = calendar.threshold_days
     by_partition = {}
+    expected = {}
     for partition in context.partition_keys:
         entry = index.get(partition)
         if entry is None:
@@ -366,17 +443,18 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             raise dg.Failure(f"index line for {partition} in {index.path}: {exc}") from None
         day = dt.date.fromisoformat(partition)
         by_partition[day] = compute_due_alerts(events, day, thresholds, entities)
+        expected[day] = expected_buckets(json.loads(content), day, thresholds)
 
     engine = calendar.engine()
     store.replace_due_alerts_many(engine, by_partition)
-    stats = store.due_alert_key_stats_many(engine, list(by_partition))
-    duplicated = [str(d) for d, (rows, distinct) in stats.items() if rows != distinct]
-    rows = sum(r for r, _ in stats.values())
+    stored = store.stored_buckets_many(engine, list(by_partition))
+    diffs = [compare_buckets(str(day), stored[day], expected[day]) for day in by_partition]
+    wrong = [diff for diff in diffs if not diff.ok]
     for day, alerts in by_partition.items():
         per_threshold = count_by_threshold(alerts, thresholds)
         context.add_asset_metadata(
             {
-                "dagster/row_count": stats.get(day, (0, 0))[0],
+                "dagster/row_count": len(stored[day]),
                 **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
                 "preview": dg.MetadataValue.md(_alerts_markdown(alerts)),
             },
@@ -384,14 +462,28 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         )
     return dg.MaterializeResult(
         metadata={"partitions_in_run": len(by_partition)},
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="no_duplicate_dedup_keys",
-                passed=not duplicated,
-                metadata={"rows": rows, "partitions_with_duplicates": len(duplicated)},
-                description=_first_ids(duplicated),
-            )
-        ],
+        check_results=_logged(
+            context,
+            "due_alerts",
+            [
+                dg.AssetCheckResult(
+                    check_name="rows_match_bucket_rule",
+                    passed=not wrong,
+                    metadata={
+                        "rows": sum(len(rows) for rows in stored.values()),
+                        "partitions_wrong": len(wrong),
+                    },
+                    description=(
+                        "\n".join(diff.describe() for diff in wrong[:10])
+                        + "\nWhat to do: nothing reaches Slack for these days. Look for "
+                        "another writer of the due_alerts table or a change to alerts/due.py; "
+                        "re-run the days."
+                        if wrong
+                        else None
+                    ),
+                )
+            ],
+        ),
     )
 
 

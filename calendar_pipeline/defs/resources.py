@@ -51,6 +51,7 @@ class CalendarSettings(dg.ConfigurableResource):
     timezone: str = settings.DEFAULT_TIMEZONE
     max_failed_entities: str = "0"
     max_missing_entities: str = "50"
+    min_volume_ratio: str = "0.5"
     claim_timeout_minutes: str = "15"
     ledger_retention_days: str = "400"
     # HTTP sources (nager, ics, finnhub): politeness, faults, upstream addresses
@@ -73,6 +74,7 @@ class CalendarSettings(dg.ConfigurableResource):
         self.lookahead  # noqa: B018
         self.failed_budget  # noqa: B018
         self.missing_budget  # noqa: B018
+        self.volume_ratio  # noqa: B018
         settings.parse_timezone(self.timezone)
         self.claim_timeout  # noqa: B018
         self.retention  # noqa: B018
@@ -97,6 +99,10 @@ class CalendarSettings(dg.ConfigurableResource):
         return settings.parse_positive_int(
             self.max_missing_entities, "CALENDAR_MAX_MISSING_ENTITIES", allow_zero=True
         )
+
+    @property
+    def volume_ratio(self) -> float:
+        return settings.parse_ratio(self.min_volume_ratio, "CALENDAR_MIN_VOLUME_RATIO")
 
     @property
     def claim_timeout(self) -> dt.timedelta:
@@ -225,6 +231,7 @@ CALENDAR_ENV = {
     "timezone": "CALENDAR_TIMEZONE",
     "max_failed_entities": "CALENDAR_MAX_FAILED_ENTITIES",
     "max_missing_entities": "CALENDAR_MAX_MISSING_ENTITIES",
+    "min_volume_ratio": "CALENDAR_MIN_VOLUME_RATIO",
     "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
     "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
     "rate_limit": "CALENDAR_RATE_LIMIT",
