@@ -116,23 +116,29 @@ def test_upstream_sensor_starts_once_then_skips_unchanged(tmp_path, small_univer
     assert third.run_requests[0].run_key != first.run_requests[0].run_key
 
 
-def test_upstream_sensor_skips_when_a_source_is_unreachable(tmp_path, small_universe, instance):
-    from calendar_pipeline.sources.probe import probe_sources
+def test_a_source_that_cannot_be_probed_is_reported_not_fatal(tmp_path, small_universe):
+    from calendar_pipeline.sources.model import Window
+    from calendar_pipeline.sources.probe import ProbeState, probe_targets, probe_upstreams
     from calendar_pipeline.universe import load_universe
 
     class Down:
         name = "holidays"
 
         def version(self):
-            return "x"
-
-        def probe(self, entities):
             raise ConnectionError("connection refused")
 
     universe = load_universe(small_universe, {"holidays"})
-    report = probe_sources(universe.entities, {"holidays": Down()}, universe.sha256)
-    assert not report.reachable
-    assert report.unreachable == {"holidays": "ConnectionError: connection refused"}
+    window = Window.ahead(dt.date(2026, 3, 4), 60)
+    targets, broken = probe_targets(universe.entities, {"holidays": Down()}, window)
+    assert targets == [] and [(b.target.source, b.error) for b in broken] == [
+        ("holidays", "connection refused")
+    ]
+    report = probe_upstreams(targets, ProbeState(), universe.sha256, None, 5.0, broken)
+    assert report.unreachable and report.unreachable_sources == ["holidays"]
+    assert report.state.universe_sha256 is None  # kept for a tick that can start the run
+    assert "holidays: 1 probed: 1 failing; failing: holidays: connection refused" in (
+        report.summary()
+    )
 
 
 def test_schedule_runs_todays_partition_at_the_configured_hour(tmp_path, small_universe, instance):

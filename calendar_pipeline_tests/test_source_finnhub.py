@@ -164,14 +164,3 @@ def test_a_moved_earnings_date_keeps_its_id(upstream):
     assert before[0].event_id == after[0].event_id == "earnings-2025Q2"
     assert before[0].event_date == dt.date(2025, 4, 24)
     assert after[0].event_date == dt.date(2025, 5, 1)
-
-
-def test_probe_is_one_day_range_call(upstream):
-    source = source_for(upstream, [])
-    fingerprint = source.probe([ticker("AAPL")])
-    today = dt.date.today().isoformat()
-    [request] = upstream.requests
-    assert (request.query["from"], request.query["to"]) == (today, today)
-    assert fingerprint.startswith(f"finnhub {today} etag:")
-    with pytest.raises(FinnhubError, match="FINNHUB_TOKEN"):
-        FinnhubSource(HttpClient(fast()), upstream.url, None).probe([ticker("AAPL")])

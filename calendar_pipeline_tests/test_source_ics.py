@@ -305,26 +305,3 @@ def test_an_unchanged_feed_costs_a_304(upstream):
     second = source.fetch(entity, WINDOW)
     assert first == second and len(first) == 19
     assert [r.status for r in upstream.requests] == [200, 304]
-
-
-def test_probe_ignores_dtstamp_churn_but_sees_real_changes(upstream):
-    text = (CORPUS / "google_team_calendar.ics").read_text(encoding="utf-8")
-    entity = ics_entity("team", f"{upstream.url}/team.ics")
-    source = IcsSource(HttpClient(fast()))
-
-    def serve(content: str) -> None:
-        upstream.route(
-            "/team.ics", Reply(body=content.encode(), content_type="text/calendar", etag=False)
-        )
-
-    serve(text)
-    first = source.probe([entity])
-    serve(text.replace("DTSTAMP:20250228T101500Z", "DTSTAMP:20250301T060000Z"))
-    assert source.probe([entity]) == first
-    serve(text.replace("SUMMARY:Team offsite", "SUMMARY:Team offsite (cancelled?)"))
-    assert source.probe([entity]) != first
-    upstream.route(
-        "/team.ics", Reply(body=b"<html><title>Login</title></html>", content_type="text/html")
-    )
-    with pytest.raises(HttpFetchError, match="not an iCalendar feed"):
-        source.probe([entity])

@@ -175,18 +175,3 @@ def test_requests_to_one_host_are_spaced_by_the_rate_limit(upstream):
     arrivals = sorted(r.arrived_at for r in upstream.requests)
     assert len(arrivals) == 16
     assert arrivals[-1] - arrivals[0] >= 15 / 25 * 0.95
-
-
-def test_probe_fingerprint_changes_with_the_data_and_raises_when_down(upstream):
-    year = dt.date.today().year
-    path = f"/api/v3/PublicHolidays/{year}/DE"
-    upstream.route(path, Reply.json(nager_holidays(year, "DE")))
-    source = NagerSource(HttpClient(fast()), upstream.url)
-    first = source.probe([country("DE")])
-    assert first == source.probe([country("DE")])
-    assert first.startswith(f"nager DE {year} etag:")
-    upstream.route(path, Reply.json(nager_holidays(year, "DE")[:-1]))
-    assert source.probe([country("DE")]) != first
-    upstream.stop()
-    with pytest.raises(HttpFetchError, match=r"after 2 attempts"):
-        source.probe([country("DE")])

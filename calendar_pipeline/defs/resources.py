@@ -28,7 +28,7 @@ from calendar_pipeline.alerts.slack_client import (
     web_client,
 )
 from calendar_pipeline.sources import default_sources
-from calendar_pipeline.sources.http import HttpConfig, ProgressCallback
+from calendar_pipeline.sources.http import HttpConfig, ProgressCallback, parse_positive_float
 from calendar_pipeline.sources.http_cache import SqlHttpCache, create_http_cache_table
 from calendar_pipeline.sources.http_sources import build_http_sources
 from calendar_pipeline.sources.model import Source
@@ -61,6 +61,7 @@ class CalendarSettings(dg.ConfigurableResource):
     http_timeout: str = "20"
     max_response_bytes: str = str(10 * 1024 * 1024)
     proxy_file: str = ""
+    probe_budget_seconds: str = "45"
     nager_base_url: str = "https://date.nager.at"
     finnhub_base_url: str = "https://finnhub.io"
     finnhub_token: str = ""
@@ -75,6 +76,7 @@ class CalendarSettings(dg.ConfigurableResource):
         self.failed_budget  # noqa: B018
         self.missing_budget  # noqa: B018
         self.volume_ratio  # noqa: B018
+        self.probe_budget  # noqa: B018
         settings.parse_timezone(self.timezone)
         self.claim_timeout  # noqa: B018
         self.retention  # noqa: B018
@@ -103,6 +105,11 @@ class CalendarSettings(dg.ConfigurableResource):
     @property
     def volume_ratio(self) -> float:
         return settings.parse_ratio(self.min_volume_ratio, "CALENDAR_MIN_VOLUME_RATIO")
+
+    @property
+    def probe_budget(self) -> float:
+        """Seconds upstream_availability_sensor may probe per tick (a tick has 60)."""
+        return parse_positive_float(self.probe_budget_seconds, "CALENDAR_PROBE_BUDGET_SECONDS")
 
     @property
     def claim_timeout(self) -> dt.timedelta:
@@ -240,6 +247,7 @@ CALENDAR_ENV = {
     "http_timeout": "CALENDAR_HTTP_TIMEOUT",
     "max_response_bytes": "CALENDAR_MAX_RESPONSE_BYTES",
     "proxy_file": "CALENDAR_PROXY_FILE",
+    "probe_budget_seconds": "CALENDAR_PROBE_BUDGET_SECONDS",
     "nager_base_url": "NAGER_BASE_URL",
     "finnhub_base_url": "FINNHUB_BASE_URL",
     "finnhub_token": "FINNHUB_TOKEN",

@@ -1,8 +1,6 @@
 """Sensors: start ingest when upstreams changed; start Slack delivery after due_alerts;
 post to Slack when a run fails."""
 
-import json
-
 import dagster as dg
 
 from calendar_pipeline.alerts.intent import Reference, span
@@ -14,7 +12,9 @@ from calendar_pipeline.defs.jobs import (
     slack_alert_job,
 )
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
-from calendar_pipeline.sources.probe import probe_sources
+from calendar_pipeline.sources.http_sources import http_client
+from calendar_pipeline.sources.model import Window
+from calendar_pipeline.sources.probe import ProbeState, probe_targets, probe_upstreams
 
 DUE_ALERTS = dg.AssetKey("due_alerts")
 
@@ -22,35 +22,58 @@ DUE_ALERTS = dg.AssetKey("due_alerts")
 @dg.sensor(
     job=daily_calendar_job,
     minimum_interval_seconds=15 * 60,
-    description="Probes the sources; starts today's daily_calendar_job when they are "
-    "reachable and their data changed since the last run this sensor started.",
+    description="Probes every upstream politely (each iCalendar feed, each Nager.Date "
+    "country-year, one Finnhub range call; conditional GETs within the per-host rate limit "
+    "and a 45 s budget per tick, sources/probe.py). Starts today's daily_calendar_job when "
+    "an upstream's data or the universe changed; otherwise skips, saying per source what "
+    "it saw (changed, unchanged, failing, not probed yet).",
 )
 def upstream_availability_sensor(
     context: dg.SensorEvaluationContext, calendar: CalendarSettings
-) -> dg.SensorResult | dg.SkipReason:
+) -> dg.SensorResult:
     universe = calendar.load_universe()
-    report = probe_sources(universe.entities, calendar.sources(), universe.sha256)
-    if not report.reachable:
-        reasons = "; ".join(f"{name}: {why}" for name, why in report.unreachable.items())
-        return dg.SkipReason(f"upstream unreachable: {reasons}")
-    previous = json.loads(context.cursor) if context.cursor else {}
-    today = calendar.today().isoformat()
-    if previous.get("fingerprint") == report.fingerprint:
-        return dg.SkipReason(
-            f"upstream unchanged since the run for {previous.get('partition')} "
-            f"(fingerprint {report.fingerprint[:12]})"
-        )
-    cursor = json.dumps({"fingerprint": report.fingerprint, "partition": today})
+    sources = calendar.sources()
+    today = calendar.today()
+    targets, broken = probe_targets(
+        universe.entities, sources, Window.ahead(today, calendar.lookahead)
+    )
+    report = probe_upstreams(
+        targets,
+        ProbeState.from_cursor(context.cursor),
+        universe.sha256,
+        http_client(sources),
+        calendar.probe_budget,
+        broken,
+    )
+    cursor = report.state.to_cursor(partition=today.isoformat())
+    if report.unreachable or not report.should_run:
+        down = report.unreachable_sources
+        verdict = f"upstream unreachable ({', '.join(down)})" if down else "no upstream change"
+        return dg.SensorResult(skip_reason=f"{verdict}:\n{report.summary()}", cursor=cursor)
+    why = "the universe changed" if report.universe_changed else report.changed_labels()
+    context.log.info(f"upstream changed ({why}):\n{report.summary()}")
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                partition_key=today,
+                partition_key=today.isoformat(),
                 run_key=f"upstream-{today}-{report.fingerprint[:16]}",
-                tags={"calendar/trigger": "upstream_availability_sensor"},
+                tags={
+                    "calendar/trigger": "upstream_availability_sensor",
+                    "calendar/upstream_changed": why[:250],
+                    "calendar/upstream_report": _per_source_tag(report),
+                },
             )
         ],
         cursor=cursor,
     )
+
+
+def _per_source_tag(report) -> str:
+    """``ics 1 changed 299 unchanged; nager 220 unchanged``: a tag's worth of report."""
+    return "; ".join(
+        f"{source} " + " ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        for source, counts in sorted(report.per_source().items())
+    )[:250]
 
 
 PAGE_SIZE = 1000  # materializations read per query

@@ -41,10 +41,10 @@ from calendar_pipeline.sources.http import (
     describe_exception,
 )
 from calendar_pipeline.sources.model import Entity, Event, Window
+from calendar_pipeline.sources.probe import ProbeTarget
 
 DEFAULT_FINNHUB_BASE_URL = "https://finnhub.io"
 DEFAULT_PER_TICKER_MAX = 20
-PROBE_ATTEMPTS = 2
 HOUR_LABELS = {"bmo": "before market open", "amc": "after market close", "dmh": "during market"}
 
 
@@ -240,20 +240,18 @@ class FinnhubSource(HttpSource):
 
         return fetch_one
 
-    def probe(self, entities: Sequence[Entity]) -> str:
-        """Fingerprint of a one-day range call for today (one conditional request, at
-        most two attempts); raises when Finnhub cannot be reached or has no token."""
+    def probe_targets(self, entities: Sequence[Entity], window: Window) -> list[ProbeTarget]:
+        """The range call(s) of the run's range path over the window, whatever the number
+        of tickers (one unless FINNHUB caps ranges); raises without a token."""
         if self.token is None:
             raise FinnhubError("FINNHUB_TOKEN is not set: Finnhub needs an API token")
-        today = dt.date.today()
-
-        async def probe_once(session: HttpSession) -> str:
-            _, response = await session.fetch(
-                self.url(today, today),
-                parse_calendar,
+        return [
+            ProbeTarget(
+                self.name,
+                f"earnings {start}..{end}",
+                self.url(start, end),
+                check=parse_calendar,
                 headers=self._headers,
-                max_attempts=PROBE_ATTEMPTS,
             )
-            return f"finnhub {today} {response.fingerprint}"
-
-        return self.client.run(probe_once)
+            for start, end in self._chunks(window)
+        ]

@@ -95,14 +95,20 @@ def build_http_sources(
     }
 
 
+def http_client(sources: Mapping[str, Source]) -> HttpClient | None:
+    """The client the HTTP adapters among ``sources`` share (None when none is HTTP)."""
+    for source in sources.values():
+        client = getattr(source, "client", None)
+        if isinstance(client, HttpClient):
+            return client
+    return None
+
+
 def http_stats(sources: Mapping[str, Source]) -> HttpStats:
     """The running totals of the client behind ``sources`` (zeros when none is HTTP).
 
     Take one before and one after ``collect_events`` and subtract them for one run's
     figures: ``after - before``.
     """
-    for source in sources.values():
-        client = getattr(source, "client", None)
-        if isinstance(client, HttpClient):
-            return client.stats
-    return HttpStats()
+    client = http_client(sources)
+    return client.stats if client is not None else HttpStats()

@@ -53,10 +53,10 @@ from calendar_pipeline.sources.http import (
     Outcome,
 )
 from calendar_pipeline.sources.model import Entity, Event, Window
+from calendar_pipeline.sources.probe import ProbeTarget
 
 log = logging.getLogger(__name__)
 
-PROBE_ATTEMPTS = 2
 MAX_EVENT_ID = 400
 MAX_TITLE = 500
 # Properties without which an event cannot be placed in time.
@@ -410,7 +410,7 @@ def content_fingerprint(body: bytes) -> str:
     """sha256 of a feed without its ``DTSTAMP`` lines (many servers stamp every export
     with the current time, which would make every probe look like a change)."""
     stable = re.sub(rb"(?im)^DTSTAMP[:;].*\r?\n", b"", body)
-    return "sha256:" + hashlib.sha256(stable).hexdigest()
+    return hashlib.sha256(stable).hexdigest()[:16]
 
 
 class IcsSource(HttpSource):
@@ -457,22 +457,23 @@ class IcsSource(HttpSource):
 
         return iter(self.client.run_batch(self.name, entities, fetch_one))
 
-    def probe(self, entities: Sequence[Entity]) -> str:
-        """Fingerprint of the first feed (one conditional request, at most two
-        attempts): its ETag or Last-Modified, else a hash of its stable content."""
-        if not entities:
-            raise IcsError("no ics entity to probe")
-        url = feed_url(entities[0].key)
+    def probe_targets(self, entities: Sequence[Entity], window: Window) -> list[ProbeTarget]:
+        """One target per feed (sources/probe.py): an answer must be an iCalendar
+        document; its fingerprint ignores ``DTSTAMP`` churn."""
+        targets = []
+        for entity in entities:
+            try:
+                url = feed_url(entity.key)
+            except IcsError:
+                continue  # a bad key fails the entity in the run, with its own message
+            targets.append(
+                ProbeTarget(
+                    self.name, entity.entity_id, url, check=_is_calendar, stable=content_fingerprint
+                )
+            )
+        return targets
 
-        def check(response: HttpResponse) -> None:
-            text = response.text()
-            if not text.lstrip("\ufeff \t\r\n")[:15].upper().startswith("BEGIN:VCALENDAR"):
-                raise IcsError("not an iCalendar feed")
 
-        async def probe_once(session: HttpSession) -> str:
-            _, response = await session.fetch(url, check, max_attempts=PROBE_ATTEMPTS)
-            if response.etag or response.last_modified:
-                return f"ics {response.fingerprint}"
-            return f"ics {content_fingerprint(response.body)}"
-
-        return self.client.run(probe_once)
+def _is_calendar(response: HttpResponse) -> None:
+    if not response.text().lstrip("\ufeff \t\r\n")[:15].upper().startswith("BEGIN:VCALENDAR"):
+        raise IcsError("not an iCalendar feed")

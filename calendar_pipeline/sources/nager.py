@@ -38,9 +38,9 @@ from calendar_pipeline.sources.http import (
     Outcome,
 )
 from calendar_pipeline.sources.model import Entity, Event, Window
+from calendar_pipeline.sources.probe import ProbeTarget
 
 DEFAULT_NAGER_BASE_URL = "https://date.nager.at"
-PROBE_ATTEMPTS = 2
 
 # The countries the public Nager.Date API serves (its ``/api/v3/AvailableCountries``),
 # written down without network access: the list the v3 API has answered for years,
@@ -297,24 +297,20 @@ class NagerSource(HttpSource):
         )
         return holidays
 
-    def probe(self, entities: Sequence[Entity]) -> str:
-        """Fingerprint of the first valid entity's current-year answer (one conditional
-        request, at most two attempts); raises when the server cannot be reached or
-        answers something unusable."""
-        country = next((c for e in entities if (c := _country_or_none(e.key))), None)
-        if country is None:
-            raise NagerKeyError("no entity has a two-letter country code to probe with")
-        year = dt.date.today().year
-
-        async def probe_once(session: HttpSession) -> str:
-            _, response = await session.fetch(
+    def probe_targets(self, entities: Sequence[Entity], window: Window) -> list[ProbeTarget]:
+        """One target per country-year the window needs, the URLs ``fetch_many`` uses
+        (so a probe's answer is a cache hit for the run)."""
+        countries = sorted({c for e in entities if (c := _country_or_none(e.key))})
+        return [
+            ProbeTarget(
+                self.name,
+                f"{country} {year}",
                 self.url(year, country),
-                lambda r: parse_public_holidays(r, country),
-                max_attempts=PROBE_ATTEMPTS,
+                check=lambda response, country=country: parse_public_holidays(response, country),
             )
-            return f"nager {country} {year} {response.fingerprint}"
-
-        return self.client.run(probe_once)
+            for country in countries
+            for year in window.years
+        ]
 
 
 def _country_or_none(key: str) -> str | None:
