@@ -133,6 +133,11 @@ def posted(slack: FakeSlackServer) -> Counter[Key]:
     return seen
 
 
+def posted_partitions(slack: FakeSlackServer) -> set[dt.date]:
+    """The partitions whose digests reached Slack."""
+    return {_partition_of(message) for message in slack.messages}
+
+
 def due(calendar: CalendarSettings, day: dt.date) -> set[Key]:
     """What the pipeline computed as due on ``day`` (due_alerts rows)."""
     return {
