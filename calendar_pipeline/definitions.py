@@ -15,6 +15,7 @@ from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
 from calendar_pipeline.defs.resources import resources_from_env
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
 from calendar_pipeline.defs.sensors import (
+    raw_snapshot_freshness_sensor,
     slack_alert_sensor,
     slack_run_failure_sensor,
     upstream_availability_sensor,
@@ -26,7 +27,12 @@ def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -
         assets=[raw_snapshot, snapshot_index, due_alerts],
         jobs=[daily_calendar_job, slack_alert_job],
         schedules=[daily_calendar_schedule],
-        sensors=[upstream_availability_sensor, slack_alert_sensor, slack_run_failure_sensor],
+        sensors=[
+            upstream_availability_sensor,
+            slack_alert_sensor,
+            slack_run_failure_sensor,
+            raw_snapshot_freshness_sensor,
+        ],
         resources=dict(resources) if resources is not None else resources_from_env(),
         # One process per run, also for `dagster asset materialize` and UI launches: the
         # steps are small and a process per step would cost more than the work.

@@ -327,3 +327,28 @@ def render_run_failure(
         blocks=blocks,
         dedup_keys=(),
     )
+
+
+def render_stale(
+    *, channel: str, asset: str, partition: str | None, last: str, age_hours: float,
+    window_hours: float, asset_url: str,
+) -> SlackMessage:  # fmt: skip
+    """A staleness alert: which asset, how old its newest data is, and what to look at."""
+    title = f"{asset} is stale: no new data for {age_hours:.0f} h"
+    newest = f" (partition {escape_slack(partition, 40)})" if partition else ""
+    body = (
+        f"Its newest materialization{newest} is from {escape_slack(last, 40)}, "
+        f"{age_hours:.1f} h ago; it promises one every {window_hours:g} h. Check "
+        "`daily_calendar_schedule`, that `dagster-daemon` runs, and the latest runs."
+    )
+    link = f"<{asset_url}|Open {escape_slack(asset, 60)} in Dagster>"
+    return SlackMessage(
+        channel=channel,
+        text=escape_slack(f"{title}. {body}", 300),
+        blocks=[
+            {"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150)}},
+            _mrkdwn_section(body),
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": link}]},
+        ],
+        dedup_keys=(),
+    )

@@ -23,6 +23,7 @@ from calendar_pipeline.lake.snapshots import (
     read_snapshot,
     write_snapshot,
 )
+from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW
 from calendar_pipeline.quality.reconcile import (
     compare_buckets,
     expected_buckets,
@@ -62,7 +63,7 @@ INGEST_RETRY = dg.RetryPolicy(
     kinds={"python", "json"},
     pool="calendar_upstream",
     retry_policy=INGEST_RETRY,
-    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=26)),
+    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=FRESHNESS_WINDOW),
     check_specs=[
         dg.AssetCheckSpec(
             "has_events",
