@@ -10,7 +10,14 @@ The recipe (POSIX):
 
 A process killed at any instant leaves either the old target or the new one, plus at worst
 a stray temporary file; the target is never half written. Any exception raised while
-writing removes the temporary file and leaves the target untouched.
+writing removes the temporary file and leaves the target untouched. Writers that share a
+directory serialise on :func:`writer_lock`, which also sweeps the temporary files killed
+writers left behind (under the lock, no live writer has one open).
+
+A write that the file system refuses (a full disk, a read-only mount, a permission)
+raises :class:`StorageError`: an ``OSError`` with the same ``errno`` whose message names
+the file, e.g. ``cannot write /data/snapshots/2026-03-10/snapshot_….json: No space left
+on device [ENOSPC]``.
 
 ``mkstemp`` creates files readable by their owner only; the new file instead takes the
 mode of the file it replaces, or ``DEFAULT_FILE_MODE`` when there is none, so the data
@@ -20,6 +27,7 @@ stays readable by whoever could read it before.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -27,8 +35,78 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - exercised on Windows only
+    fcntl = None  # type: ignore[assignment]
+
 DEFAULT_FILE_MODE = 0o644
 TEMP_SUFFIX = ".tmp"
+
+
+class StorageError(OSError):
+    """The file system refused a write; the message names the file and the reason."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        code = errno.errorcode.get(cause.errno or 0, "")
+        reason = cause.strerror or str(cause)
+        super().__init__(
+            cause.errno, f"cannot write {path}: {reason}" + (f" [{code}]" if code else "")
+        )
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block into a :class:`StorageError` naming
+    ``path`` (a ``FileExistsError`` or another ``StorageError`` passes through)."""
+    try:
+        yield
+    except (StorageError, FileExistsError, FileNotFoundError):
+        raise
+    except OSError as exc:
+        raise StorageError(path, exc) from exc
+
+
+@contextlib.contextmanager
+def writer_lock(
+    directory: Path, lock_name: str, temp_prefixes: tuple[str, ...] = ("",)
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory/lock_name`` (across threads and
+    processes); on entry, delete the temporary files (``{prefix}…{TEMP_SUFFIX}``, names
+    starting with ``.``) that killed writers left in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with storage_errors(directory / lock_name), open(directory / lock_name, "ab") as lock_file:
+        if fcntl is not None:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            remove_temp_files(directory, temp_prefixes)
+        yield
+
+
+def temp_files(directory: Path, prefixes: tuple[str, ...] = ("",)) -> list[Path]:
+    """The temporary files of atomic writes in ``directory`` (not recursive)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [
+        directory / name
+        for name in sorted(names)
+        if name.startswith(".")
+        and name.endswith(TEMP_SUFFIX)
+        and any(name.startswith("." + p.lstrip(".")) for p in prefixes)
+    ]
+
+
+def remove_temp_files(directory: Path, prefixes: tuple[str, ...] = ("",)) -> list[Path]:
+    """Delete :func:`temp_files`; call it only under :func:`writer_lock`. Returns them."""
+    found = temp_files(directory, prefixes)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def temp_prefix(target: Path) -> str:
@@ -66,17 +144,19 @@ def _temp_file_beside(target: Path) -> Iterator[tuple[BinaryIO, Path]]:
     permission bits and closed; it stays under its temporary name for the caller to link
     or rename. When the block raises, the file is removed.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=temp_prefix(target), suffix=TEMP_SUFFIX
-    )
+    with storage_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=temp_prefix(target), suffix=TEMP_SUFFIX
+        )
     temp_path = Path(temp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle, temp_path
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_path, _mode_for(target))
+        with storage_errors(target):
+            with os.fdopen(fd, "wb") as handle:
+                yield handle, temp_path
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temp_path, _mode_for(target))
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
@@ -93,11 +173,13 @@ def atomic_replace(target: Path) -> Iterator[BinaryIO]:
     with _temp_file_beside(target) as (handle, temp_path):
         yield handle
     try:
-        os.replace(temp_path, target)
+        with storage_errors(target):
+            os.replace(temp_path, target)
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
-    fsync_dir(target.parent)
+    with storage_errors(target):
+        fsync_dir(target.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -123,7 +205,9 @@ def atomic_create_bytes(path: Path, data: bytes) -> None:
     with _temp_file_beside(path) as (handle, temp_path):
         handle.write(data)
     try:
-        os.link(temp_path, path)
+        with storage_errors(path):
+            os.link(temp_path, path)
     finally:
         temp_path.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    with storage_errors(path):
+        fsync_dir(path.parent)

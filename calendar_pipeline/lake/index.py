@@ -63,17 +63,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from calendar_pipeline.lake.atomic import (
-    TEMP_SUFFIX,
     atomic_replace,
     fsync_dir,
+    storage_errors,
+    temp_files,
     temp_prefix,
+    writer_lock,
 )
 from calendar_pipeline.lake.snapshots import is_valid_partition, sha256_file, validate_partition
-
-try:  # POSIX; on Windows writers are not serialised across processes
-    import fcntl
-except ImportError:  # pragma: no cover - exercised on Windows only
-    fcntl = None  # type: ignore[assignment]
 
 INDEX_DIR = "index"
 INDEX_FILE = "snapshots.jsonl"
@@ -561,11 +558,7 @@ class SnapshotIndex:
     def _writer_lock(self) -> Iterator[None]:
         """Serialise writers across threads and processes (released on close), and sweep
         the temporary files of rewrites that were killed before their rename."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "ab") as lock_file:
-            if fcntl is not None:
-                fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-                self._remove_stale_temp_files()
+        with writer_lock(self.path.parent, self.path.name + ".lock", (temp_prefix(self.path),)):
             yield
 
     def _partition_of(self, line: bytes, line_number: int) -> str:
@@ -624,21 +617,49 @@ class SnapshotIndex:
         Reads only the end of the file. A partial line left by an interrupted append is
         truncated away first.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        with open(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0) as handle:
-            last = self._last_line_span(handle)
-            if last is not None and partition <= self._partition_at(handle, *last):
-                return False
-            end = last[1] + 1 if last is not None else 0
-            if handle.seek(0, os.SEEK_END) != end:
-                handle.truncate(end)
-            handle.seek(end)
-            _write_all(handle, line)
-            os.fsync(handle.fileno())
-        if created:
-            fsync_dir(self.path.parent)
+        with storage_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            with open(fd, "r+b", buffering=0) as handle:
+                last = self._last_line_span(handle)
+                if last is not None and partition <= self._partition_at(handle, *last):
+                    return False
+                end = last[1] + 1 if last is not None else 0
+                if handle.seek(0, os.SEEK_END) != end:
+                    handle.truncate(end)
+                handle.seek(end)
+                try:
+                    _write_all(handle, line)
+                    os.fsync(handle.fileno())
+                except OSError:  # a full disk: leave no partial line behind if we can
+                    with contextlib.suppress(OSError):
+                        handle.truncate(end)
+                    raise
+            if created:
+                fsync_dir(self.path.parent)
         return True
+
+    def repair_tail(self) -> bool:
+        """Drop a trailing partial line (an append killed midway); True if there was one.
+        Readers already ignore it and the next upsert truncates it: this is for ``verify
+        --repair``."""
+        with self._writer_lock(), storage_errors(self.path):
+            if not self.path.exists():
+                return False
+            with open(self.path, "r+b", buffering=0) as handle:
+                last = self._last_line_span(handle)
+                end = last[1] + 1 if last is not None else 0
+                if handle.seek(0, os.SEEK_END) == end:
+                    return False
+                handle.truncate(end)
+                os.fsync(handle.fileno())
+        return True
+
+    def temp_files(self) -> list[Path]:
+        """Temporary files of rewrites killed before their rename (the next writer, or
+        ``verify --repair``, removes them)."""
+        return temp_files(self.path.parent, (temp_prefix(self.path),))
 
     def _rewrite(self, replacements: Mapping[str, bytes], remove: Iterable[str] = ()) -> bool:
         """Stream the index into a new file with ``replacements`` merged in and ``remove``
@@ -681,15 +702,3 @@ class SnapshotIndex:
         except _Unchanged:
             return False
         return True
-
-    def _remove_stale_temp_files(self) -> None:
-        """Delete temporary files left by rewrites that were killed before their rename.
-
-        Only writers create them and writers hold the lock, so under the lock any such
-        file is stale. Call it only while holding a real (``fcntl``) lock.
-        """
-        prefix = temp_prefix(self.path)
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(self.path.parent):
-                if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
-                    (self.path.parent / name).unlink(missing_ok=True)

@@ -7,7 +7,9 @@ Layout::
 ``partition`` is an ISO date (``YYYY-MM-DD``) and the timestamp is the run's UTC time to
 the microsecond, so names sort lexicographically in time order and the newest snapshot
 of a partition is simply the greatest name. A snapshot is created atomically (temp file,
-fsync, hard link) and an existing file is never overwritten.
+fsync, hard link) and an existing file is never overwritten. Writers of one partition
+serialise on ``{partition}/.write.lock``; entering it removes the temporary files
+(``.snapshot_….json.….tmp``) of writes that were killed.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import re
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from calendar_pipeline.lake.atomic import atomic_create_bytes
+from calendar_pipeline.lake.atomic import atomic_create_bytes, temp_files, writer_lock
 
 SNAPSHOTS_DIR = "snapshots"
+WRITE_LOCK = ".write.lock"
+SNAPSHOT_TEMP_PREFIX = ".snapshot_"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 SNAPSHOT_NAME_RE = re.compile(r"^snapshot_\d{8}T\d{12}Z\.json$")
 HASH_CHUNK_SIZE = 1024 * 1024
@@ -80,8 +84,30 @@ def write_snapshot(
     directory = snapshot_dir(data_dir, partition)
     path = directory / snapshot_name(now if now is not None else dt.datetime.now(dt.UTC))
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    atomic_create_bytes(path, text.encode("utf-8"))
+    with writer_lock(directory, WRITE_LOCK, (SNAPSHOT_TEMP_PREFIX,)):
+        atomic_create_bytes(path, text.encode("utf-8"))
     return path
+
+
+def snapshot_temp_files(data_dir: Path) -> list[Path]:
+    """Temporary files of snapshot writes that were killed (the next write of the same
+    partition, or ``verify --repair``, removes them)."""
+    root = Path(data_dir) / SNAPSHOTS_DIR
+    try:
+        partitions = sorted(name for name in os.listdir(root) if is_valid_partition(name))
+    except FileNotFoundError:
+        return []
+    return [p for name in partitions for p in temp_files(root / name, (SNAPSHOT_TEMP_PREFIX,))]
+
+
+def remove_snapshot_temp_files(data_dir: Path, partition: str) -> list[Path]:
+    """Remove ``partition``'s stray temporary files under its writer lock."""
+    directory = snapshot_dir(data_dir, partition)
+    found = temp_files(directory, (SNAPSHOT_TEMP_PREFIX,))
+    if found:
+        with writer_lock(directory, WRITE_LOCK, (SNAPSHOT_TEMP_PREFIX,)):
+            pass  # entering the lock swept them
+    return found
 
 
 def list_snapshots(data_dir: Path, partition: str) -> list[Path]:
