@@ -2,6 +2,7 @@
 
     calendar-pipeline run                 # today's partition, then Slack (dry-run without a token)
     calendar-pipeline run --date 2026-12-01 --mode dry_run
+    calendar-pipeline verify [--repair] [--json]   # audit the lake, the tables and the ledger
 
 It executes ``daily_calendar_job`` in-process for the partition, then ``slack_alert_job``
 for the same partition, and prints the digest it posted or would post. Runs are recorded
@@ -60,9 +61,11 @@ def run(date: str | None, mode: str) -> int:
             if not check.passed and check.description:
                 print("    " + check.description.replace("\n", "\n    "))
         if not result.success:
+            for cause in _root_causes(result):
+                print(f"  error: {cause}", file=sys.stderr)
             print(
-                f"daily_calendar_job failed for {partition}; the failed check above says "
-                "why and what to do (also in the log above)",
+                f"daily_calendar_job failed for {partition}; the failed check or the error "
+                "above says why and what to do (also in the log above)",
                 file=sys.stderr,
             )
             return 1
@@ -111,6 +114,47 @@ def run(date: str | None, mode: str) -> int:
     return 0
 
 
+def _root_causes(result) -> list[str]:
+    """The first line of the innermost error of each failure event of ``result``."""
+    causes: list[str] = []
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if not event.is_failure or error is None:
+            continue
+        while error.cause is not None:
+            error = error.cause
+        line = (error.message or "").strip().splitlines()[0] if error.message else ""
+        if line and line not in causes:
+            causes.append(line)
+    return causes
+
+
+def verify(repair: bool, as_json: bool) -> int:
+    from calendar_pipeline.alerts import store
+    from calendar_pipeline.defs.resources import calendar_settings_from_env
+    from calendar_pipeline.quality.judge import Budgets
+    from calendar_pipeline.verify import verify as audit
+
+    calendar = calendar_settings_from_env()
+    calendar.validate()
+    url = calendar.db_url or store.default_db_url(calendar.data_path)
+    try:
+        engine = store.check_database(url)
+    except store.DatabaseUnavailable as exc:
+        raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
+    budgets = Budgets(calendar.failed_budget, calendar.missing_budget, calendar.volume_ratio)
+    report = audit(
+        calendar.data_path,
+        engine,
+        calendar.threshold_days,
+        calendar.claim_timeout,
+        budgets,
+        repair=repair,
+    )
+    print(report.to_json() if as_json else report.to_text())
+    return 0 if report.ok else 1
+
+
 def _partition_date(text: str) -> str:
     try:
         return dt.date.fromisoformat(text).isoformat()
@@ -134,8 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="force an alert mode (default: from the settings)",
     )
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="audit snapshots, index, due_alerts, ledger and temporary files (exit 1 on an error)",
+    )
+    verify_cmd.add_argument(
+        "--repair",
+        action="store_true",
+        help="also remove stray temporary files, drop a partial index line, and index a "
+        "newest snapshot that passes the checks",
+    )
+    verify_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
+        if args.command == "verify":
+            return verify(args.repair, args.json)
         return run(args.date, args.mode)
     except SettingError as exc:
         print(f"calendar-pipeline: bad setting: {exc}", file=sys.stderr)

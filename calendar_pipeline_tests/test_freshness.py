@@ -115,7 +115,7 @@ def test_a_failed_post_is_retried_on_the_next_tick(setup, slack_server):
 
 def test_the_rule_matches_the_policy():
     last = T0
-    assert FRESHNESS_WINDOW == dt.timedelta(hours=26)
+    assert dt.timedelta(hours=26) == FRESHNESS_WINDOW
     assert not judge(last, "1", last + dt.timedelta(hours=25, minutes=59), None).stale
     assert judge(last, "1", last + FRESHNESS_WINDOW, None).alert
     assert not judge(last, "1", last + FRESHNESS_WINDOW, "1").alert

@@ -44,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from calendar_pipeline.alerts.model import DueAlert
 
@@ -98,8 +99,49 @@ def default_db_url(data_dir: str | Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'calendar.db'}"
 
 
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class DatabaseUnavailable(RuntimeError):
+    """CALENDAR_DB_URL cannot be used; the message names the URL without its password."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.reason = reason
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"
+
+
+def check_database(url: str) -> Engine:
+    """An engine for ``url`` whose database answered, with the tables created; raises
+    :class:`DatabaseUnavailable` within about ``CONNECT_TIMEOUT_SECONDS`` otherwise (a
+    missing driver, an unsupported scheme, a server that does not answer)."""
+    shown = shown_url(url)
+    try:
+        engine = make_engine(url)
+    except (ImportError, NoSuchModuleError, ArgumentError) as exc:
+        raise DatabaseUnavailable(
+            shown,
+            f"unsupported database URL ({type(exc).__name__}: {exc}); use "
+            "sqlite:///path or postgresql+psycopg://user:password@host/db",
+        ) from None
+    try:
+        create_tables(engine)
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise DatabaseUnavailable(shown, f"cannot use the database: {cause}") from None
+    return engine
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created;
+    other servers a connect timeout of ``CONNECT_TIMEOUT_SECONDS``."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -114,7 +156,12 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = (
+        {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if parsed.get_backend_name() == "postgresql"
+        else {}
+    )
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def create_tables(engine: Engine) -> None:

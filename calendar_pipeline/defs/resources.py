@@ -27,6 +27,8 @@ from calendar_pipeline.alerts.slack_client import (
     SlackWebhookPoster,
     web_client,
 )
+from calendar_pipeline.lake.atomic import check_writable
+from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources import default_sources
 from calendar_pipeline.sources.http import HttpConfig, ProgressCallback, parse_positive_float
 from calendar_pipeline.sources.http_cache import SqlHttpCache, create_http_cache_table
@@ -68,6 +70,21 @@ class CalendarSettings(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
+        self.check_storage()
+
+    def check_storage(self) -> None:
+        """Before any fetch: the data dir takes a write, an fsync and a lock, and the
+        database answers. Raises ``SettingError`` naming the variable within seconds (a
+        storage problem is not retried: a retry would fetch everything again)."""
+        try:
+            check_writable(self.data_path)
+        except OSError as exc:
+            raise SettingError("CALENDAR_DATA_DIR", str(self.data_path), str(exc)) from None
+        url = self.db_url or store.default_db_url(self.data_path)
+        try:
+            _engine_for(url)
+        except store.DatabaseUnavailable as exc:
+            raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
 
     def validate(self) -> None:
         """Parse every value once; raises ``SettingError`` naming the bad one."""
@@ -168,9 +185,9 @@ class CalendarSettings(dg.ConfigurableResource):
 
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
-    """One engine (one connection pool) per URL per process."""
-    engine = store.make_engine(url)
-    store.create_tables(engine)
+    """One engine (one connection pool) per URL per process, its tables created; raises
+    ``store.DatabaseUnavailable`` (not cached) when the database cannot be used."""
+    engine = store.check_database(url)
     create_http_cache_table(engine)
     return engine
 
@@ -266,6 +283,18 @@ SLACK_ENV = {
 def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
     fields = resource.model_fields
     return resource(**{field: setting(env, fields[field].default) for field, env in names.items()})
+
+
+def calendar_settings_from_env() -> CalendarSettings:
+    """``CalendarSettings`` with the environment's values themselves (not ``EnvVar``s),
+    for code that runs outside Dagster (``calendar-pipeline verify``)."""
+    fields = CalendarSettings.model_fields
+    return CalendarSettings(
+        **{
+            field: os.environ[env] if os.environ.get(env, "").strip() else fields[field].default
+            for field, env in CALENDAR_ENV.items()
+        }
+    )
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:

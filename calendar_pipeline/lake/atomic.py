@@ -211,3 +211,21 @@ def atomic_create_bytes(path: Path, data: bytes) -> None:
         temp_path.unlink(missing_ok=True)
     with storage_errors(path):
         fsync_dir(path.parent)
+
+
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` if needed and prove it takes what the lake needs: an atomic
+    write (temp file, fsync, hard link, rename) and an exclusive ``flock``. Raises
+    :class:`StorageError` naming the directory (read-only, full, no permission, or no
+    locking, as on some network mounts)."""
+    directory = Path(directory)
+    probe = directory / ".write_check"
+    with storage_errors(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write_bytes(probe, b"ok\n")
+        with writer_lock(directory, ".write_check.lock", (".write_check.",)):
+            pass
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()

@@ -1,0 +1,283 @@
+"""``calendar-pipeline verify``: audit everything the pipeline stores, and repair what is safe.
+
+What is checked, and how bad each finding is:
+
+- **snapshots** (error): every ``snapshots/D/snapshot_*.json`` parses, has the schema
+  ``due_alerts`` reads, and names its own partition.
+- **index** (error): every line parses, lines are sorted and unique, each ``sha256``
+  matches its file and its embedded text (``SnapshotIndex.problems``). A trailing partial
+  line (an append that was killed) is a warning: readers ignore it.
+- **newest snapshot** (warning): the index line of day D points at D's newest snapshot.
+  A newer one was either rejected by a blocking check (it stays on disk, never indexed)
+  or written by a run killed before ``snapshot_index``. ``--repair`` re-judges it with
+  the rules of the raw_snapshot checks (``quality/judge.py``) and, if it passes, indexes
+  it and recomputes D's ``due_alerts`` rows; a rejected one is only listed.
+- **due_alerts** (error): the rows of every indexed day equal the bucket rule applied to
+  its indexed snapshot (``quality/reconcile.py``). Fixed by re-running the day.
+- **ledger** (error for an unknown state; warning for a claim older than the claim
+  timeout, which the next Slack run of that day takes over).
+- **temporary files** (warning): ``.snapshot_*.tmp`` and ``.snapshots.jsonl.*.tmp`` left by
+  killed writes. ``--repair`` removes them under the writers' locks.
+
+The exit code is 1 when an error remains (after repairs), else 0. ``--json`` prints the
+same report as one JSON object for monitoring.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.due import compute_due_alerts
+from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
+from calendar_pipeline.lake.snapshots import (
+    SNAPSHOTS_DIR,
+    is_valid_partition,
+    list_snapshots,
+    remove_snapshot_temp_files,
+    snapshot_temp_files,
+)
+from calendar_pipeline.quality.judge import Budgets, judge_snapshot
+from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
+from calendar_pipeline.quality.volume import baseline_candidates
+from calendar_pipeline.sources.collect import parse_snapshot_text
+
+ERROR, WARNING = "error", "warning"
+KNOWN_STATES = ("claimed", "sent", "recorded", "failed")
+
+
+@dataclass
+class Finding:
+    area: str  # snapshots | index | newest_snapshot | due_alerts | ledger | temp_files
+    severity: str  # error | warning
+    problem: str
+    partition: str | None = None
+    repaired: str | None = None  # what --repair did about it
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    def add(self, area: str, severity: str, problem: str, partition: str | None = None):
+        finding = Finding(area, severity, problem, partition)
+        self.findings.append(finding)
+        return finding
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR and not f.repaired]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "ok": self.ok,
+                "errors": len(self.errors),
+                "warnings": sum(f.severity == WARNING and not f.repaired for f in self.findings),
+                "repaired": sum(bool(f.repaired) for f in self.findings),
+                "checked": self.checked,
+                "findings": [asdict(f) for f in self.findings],
+            },
+            indent=2,
+        )
+
+    def to_text(self) -> str:
+        checked = ", ".join(f"{n} {what}" for what, n in self.checked.items())
+        lines = [f"checked {checked}"]
+        for f in self.findings:
+            where = f" [{f.partition}]" if f.partition else ""
+            lines.append(f"{f.severity.upper():7} {f.area}{where}: {f.problem}")
+            if f.repaired:
+                lines.append(f"        repaired: {f.repaired}")
+        rerun = sorted({f.partition for f in self.errors if f.partition})
+        if rerun:
+            lines.append(
+                "re-run these days (the ledger keeps each alert to one post): "
+                + ", ".join(f"calendar-pipeline run --date {day}" for day in rerun[:10])
+            )
+        lines.append("OK" if self.ok else f"FAILED: {len(self.errors)} error(s)")
+        return "\n".join(lines)
+
+
+def verify(
+    data_dir: Path,
+    engine: Engine,
+    thresholds: Sequence[int],
+    claim_timeout: dt.timedelta,
+    budgets: Budgets,
+    *,
+    repair: bool = False,
+    now: dt.datetime | None = None,
+) -> Report:
+    """Audit ``data_dir`` and the tables behind ``engine``; repair what is safe."""
+    now = now or dt.datetime.now(dt.UTC)
+    report = Report()
+    index = SnapshotIndex(index_path(data_dir))
+    newest = _check_snapshots(data_dir, report)
+    _check_temp_files(data_dir, index, report, repair)
+    _check_index(index, report, repair)
+    _check_newest(index, newest, engine, thresholds, budgets, report, repair)
+    _check_due_alerts(index, engine, thresholds, report)
+    _check_ledger(engine, claim_timeout, now, report)
+    return report
+
+
+def _check_snapshots(data_dir: Path, report: Report) -> dict[str, Path]:
+    """Parse every snapshot; return each day's newest one."""
+    root = Path(data_dir) / SNAPSHOTS_DIR
+    names = [p.name for p in root.iterdir()] if root.exists() else []
+    days = sorted(name for name in names if is_valid_partition(name))
+    newest: dict[str, Path] = {}
+    files = 0
+    for day in days:
+        for path in list_snapshots(data_dir, day):
+            files += 1
+            try:
+                text = path.read_text(encoding="utf-8")
+                parse_snapshot_text(text)
+                if json.loads(text).get("partition") != day:
+                    raise ValueError(f"names partition {json.loads(text).get('partition')!r}")
+            except (OSError, ValueError) as exc:
+                report.add("snapshots", ERROR, f"{path}: {exc}", day)
+            newest[day] = path
+    report.checked["snapshot files"] = files
+    return newest
+
+
+def _check_temp_files(data_dir: Path, index: SnapshotIndex, report: Report, repair: bool):
+    strays = snapshot_temp_files(data_dir) + index.temp_files()
+    report.checked["temporary files"] = len(strays)
+    removed: set[Path] = set()
+    if repair:
+        for day in sorted({p.parent.name for p in strays if is_valid_partition(p.parent.name)}):
+            removed.update(remove_snapshot_temp_files(data_dir, day))
+        if index.temp_files():
+            with index._writer_lock():  # entering it sweeps the index's temporary files
+                pass
+            removed.update(p for p in strays if p.parent == index.path.parent)
+    for path in strays:
+        finding = report.add("temp_files", WARNING, f"stray temporary file {path}")
+        if path in removed:
+            finding.repaired = "removed"
+
+
+def _check_index(index: SnapshotIndex, report: Report, repair: bool) -> None:
+    problems = index.problems()
+    report.checked["index lines"] = len(index.partitions())
+    for partition, text in problems:
+        partial = "trailing partial line" in text
+        finding = report.add("index", WARNING if partial else ERROR, text, partition)
+        if partial and repair and index.repair_tail():
+            finding.repaired = "dropped the partial line"
+
+
+def _check_newest(
+    index: SnapshotIndex,
+    newest: dict[str, Path],
+    engine: Engine,
+    thresholds: Sequence[int],
+    budgets: Budgets,
+    report: Report,
+    repair: bool,
+) -> None:
+    for day, path in sorted(newest.items()):
+        entry = index.get(day)
+        if entry is not None and Path(entry["path"]).resolve() == path.resolve():
+            continue
+        what = "no index line" if entry is None else f"its index line points at {entry['path']}"
+        finding = report.add(
+            "newest_snapshot",
+            WARNING,
+            f"newest snapshot {path.name} is not indexed ({what}): rejected by a blocking "
+            "check, or its run was killed before snapshot_index",
+            day,
+        )
+        if not repair:
+            continue
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # reported as a corrupt snapshot already
+        reasons = judge_snapshot(document, _baseline(index, day), budgets)
+        if reasons:
+            finding.problem += f"; it fails the checks, left out: {'; '.join(reasons)}"
+            continue
+        counts = document.get("counts", {})
+        index.upsert(
+            build_entry(
+                day,
+                path,
+                row_count=len(document["events"]),
+                error_count=int(counts.get("entities_failed", 0)),
+            )
+        )
+        events, entities = parse_snapshot_text(path.read_text(encoding="utf-8"))
+        date = dt.date.fromisoformat(day)
+        store.replace_due_alerts_many(
+            engine, {date: compute_due_alerts(events, date, thresholds, entities)}
+        )
+        finding.repaired = (
+            "passes the checks: indexed, due_alerts recomputed; re-run the day to post it"
+        )
+
+
+def _baseline(index: SnapshotIndex, day: str) -> dict[str, Any] | None:
+    for candidate in baseline_candidates(day)[1:]:  # not the day itself: it is on trial
+        entry = index.get(candidate)
+        if entry is not None:
+            return json.loads(entry["content_text"])
+    return None
+
+
+def _check_due_alerts(
+    index: SnapshotIndex, engine: Engine, thresholds: Sequence[int], report: Report
+) -> None:
+    days = index.partitions()
+    stored = store.stored_buckets_many(engine, [dt.date.fromisoformat(d) for d in days])
+    report.checked["indexed days"] = len(days)
+    for day in days:
+        entry = index.get(day)
+        if entry is None:
+            continue
+        expected = expected_buckets(
+            json.loads(entry["content_text"]), dt.date.fromisoformat(day), thresholds
+        )
+        diff = compare_buckets(day, stored[dt.date.fromisoformat(day)], expected)
+        if not diff.ok:
+            report.add("due_alerts", ERROR, diff.describe(), day)
+
+
+def _check_ledger(
+    engine: Engine, claim_timeout: dt.timedelta, now: dt.datetime, report: Report
+) -> None:
+    rows = store.ledger_rows(engine)
+    report.checked["ledger rows"] = len(rows)
+    for row in rows:
+        day = str(row["partition_date"])
+        if row["state"] not in KNOWN_STATES:
+            report.add("ledger", ERROR, f"{row['dedup_key']}: unknown state {row['state']!r}", day)
+        elif row["state"] == "claimed" and row["claimed_at"] is not None:
+            claimed_at = row["claimed_at"]
+            if claimed_at.tzinfo is None:
+                claimed_at = claimed_at.replace(tzinfo=dt.UTC)
+            if now - claimed_at > claim_timeout:
+                when = claimed_at.strftime("%Y-%m-%d %H:%M UTC")
+                report.add(
+                    "ledger",
+                    WARNING,
+                    f"{row['dedup_key']}: claimed by run {row['run_id']} at {when}, older than "
+                    "the claim timeout (the next Slack run of the day settles it)",
+                    day,
+                )

@@ -1,0 +1,247 @@
+"""Dead runs with the shipped dagster.yaml: a run of daily_calendar_job killed with SIGKILL
+inside raw_snapshot (pool ``calendar_upstream``, one slot) is marked failed by the
+monitoring daemon, its slot is released, and a run of another day that was waiting for
+the slot then runs to success.
+
+Both runs are real processes on an instance whose DAGSTER_HOME holds a copy of the
+repository's ``dagster.yaml``: the killed one is ``dagster job execute``, the waiting one
+is ``calendar-pipeline run``. The daemon is Dagster's own code, run in-process once per
+pass (``MonitoringDaemon.run_iteration`` and ``execute_concurrency_slots_iteration``),
+with this process's clock moved past ``max_runtime_seconds`` and
+``free_slots_after_run_end_seconds`` instead of waiting for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import dagster as dg
+import pytest
+import time_machine
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+from dagster._daemon.daemon import MonitoringDaemon
+from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
+
+from calendar_pipeline_tests.flows import feed, write_universe
+from calendar_pipeline_tests.upstream_server import Reply, Request, UpstreamServer
+
+ROOT = Path(__file__).resolve().parents[1]
+POOL = "calendar_upstream"
+KILLED_DAY, NEXT_DAY = dt.date(2026, 3, 10), dt.date(2026, 3, 11)
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0) -> T:
+    """Poll ``probe`` until it returns something truthy (real time, not the test clock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+class Processes:
+    """Processes started by this test, each in its own session (so one ``killpg`` reaches
+    everything it started); whatever is still alive at the end is killed."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]):
+        self.cwd, self.env, self.started = cwd, env, []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.cwd / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop_all)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started.append((proc, log))
+        return proc
+
+    def output(self, proc: subprocess.Popen) -> str:
+        (log,) = [log for p, log in self.started if p is proc]
+        log.flush()
+        return Path(log.name).read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc, log in self.started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            log.close()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = None
+
+    def make(env: dict[str, str]) -> Processes:
+        nonlocal procs
+        procs = Processes(tmp_path, env)
+        return procs
+
+    yield make
+    if procs is not None:
+        procs.stop_all()
+
+
+def workspace(instance: dg.DagsterInstance, tmp_path: Path) -> WorkspaceProcessContext:
+    """The project's code location, loaded in this process, as the daemon would see it."""
+    target = InProcessWorkspaceLoadTarget(
+        InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(
+                executable_path=sys.executable,
+                module_name="calendar_pipeline.definitions",
+                attribute="defs",
+                working_directory=str(tmp_path),
+            ),
+            location_name="calendar_pipeline",
+        )
+    )
+    return WorkspaceProcessContext(instance, target)
+
+
+def pool(instance: dg.DagsterInstance):
+    return instance.event_log_storage.get_concurrency_info(POOL)
+
+
+def holders(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
+    return [(slot.run_id, slot.step_key) for slot in pool(instance).claimed_slots]
+
+
+def run_of(instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRun | None:
+    runs = instance.get_runs(
+        RunsFilter(job_name="daily_calendar_job", tags={PARTITION_NAME_TAG: day.isoformat()})
+    )
+    return runs[0] if runs else None
+
+
+def messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [
+        entry.dagster_event.message if entry.dagster_event else entry.user_message
+        for entry in instance.all_logs(run_id)
+    ]
+
+
+def test_a_killed_run_is_failed_by_the_monitoring_daemon_and_frees_its_pool_slot(
+    tmp_path, processes
+):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # verbatim, as shipped
+    fetching, release = threading.Event(), threading.Event()
+
+    def slow_feed(request: Request) -> Reply:  # the killed run dies while it waits here
+        fetching.set()
+        release.wait(60)
+        return Reply(body=feed(), content_type="text/calendar")
+
+    logger = logging.getLogger("dead_runs")
+    with (
+        UpstreamServer() as upstream,
+        dg.DagsterInstance.from_config(str(home)) as instance,
+        workspace(instance, tmp_path) as context,
+    ):
+        upstream.route("/team.ics", slow_feed)
+        universe = write_universe(tmp_path / "universe.csv", upstream)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
+        env.update(
+            DAGSTER_HOME=str(home),
+            CALENDAR_DATA_DIR=str(tmp_path / "data"),
+            CALENDAR_UNIVERSE=str(universe),
+            CALENDAR_START_DATE="2026-01-01",
+        )
+        procs = processes(env)
+        # what the shipped file turns on (and why a time limit is needed: see dagster.yaml)
+        assert "MONITORING" in instance.get_required_daemon_types()
+        assert not instance.run_launcher.supports_check_run_worker_health
+        max_runtime = instance.run_monitoring_max_runtime_seconds
+        free_after = instance.run_monitoring_settings["free_slots_after_run_end_seconds"]
+
+        # 1. A real run, killed with SIGKILL while raw_snapshot fetches (holding the slot).
+        tags = f'{{"{PARTITION_NAME_TAG}": "{KILLED_DAY.isoformat()}"}}'
+        killed = procs.start(
+            "killed", "-m", "dagster", "job", "execute", "-m", "calendar_pipeline.definitions",
+            "-j", "daily_calendar_job", "--tags", tags,
+        )  # fmt: skip
+        try:
+            assert fetching.wait(60), procs.output(killed)[-3000:]
+            dead = wait_for("the killed run", lambda: run_of(instance, KILLED_DAY))
+            assert holders(instance) == [(dead.run_id, "raw_snapshot")]
+            os.killpg(killed.pid, signal.SIGKILL)
+            assert killed.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            release.set()
+
+        # 2. Nobody is left to end it: STARTED, and the pool's only slot is still its own.
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.STARTED
+        assert pool(instance).slot_count == 1
+        assert holders(instance) == [(dead.run_id, "raw_snapshot")]
+        # The daemon cannot tell a dead run from a slow one before max_runtime_seconds.
+        list(MonitoringDaemon(interval_seconds=60).run_iteration(context))
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.STARTED
+
+        # 3. A daemon pass once the run is older than max_runtime_seconds: failed, and to be
+        # retried (a crash, not a step failure). The slot is not freed yet: ending a run
+        # does not free it, free_slots_after_run_end_seconds later does.
+        start = instance.get_run_record_by_id(dead.run_id).start_time
+        later = dt.datetime.fromtimestamp(start + max_runtime + 5, dt.UTC)
+        with time_machine.travel(later, tick=True):
+            list(MonitoringDaemon(interval_seconds=60).run_iteration(context))
+        failed = instance.get_run_record_by_id(dead.run_id)
+        assert failed.dagster_run.status == DagsterRunStatus.FAILURE
+        assert failed.dagster_run.tags[WILL_RETRY_TAG] == "true"
+        assert f"maximum runtime of {max_runtime} seconds" in "\n".join(
+            messages(instance, dead.run_id)
+        )
+        assert holders(instance) == [(dead.run_id, "raw_snapshot")]
+
+        # 4. The next day's run (the project's CLI, execute_in_process) waits for the slot.
+        waiting = procs.start(
+            "waiting", "-m", "calendar_pipeline.cli", "run", "--date", NEXT_DAY.isoformat(),
+            "--mode", "dry_run",
+        )  # fmt: skip
+        second = wait_for("the second run", lambda: run_of(instance, NEXT_DAY))
+        blocked = f"Step blocked by limit for pool {POOL}"
+        wait_for(blocked, lambda: blocked in messages(instance, second.run_id))
+        (pending,) = [s for s in pool(instance).pending_steps if s.run_id == second.run_id]
+        assert pending.step_key == "raw_snapshot" and pending.assigned_timestamp is None
+        time.sleep(2)  # still blocked: the slot is not released by anything but the daemon
+        assert waiting.poll() is None
+        assert holders(instance) == [(dead.run_id, "raw_snapshot")]
+
+        # 5. free_slots_after_run_end_seconds after the run's end, the daemon's slot pass
+        # frees the slot. (Only this half of the daemon's iteration: on this moved clock
+        # the live second run would look older than max_runtime_seconds too.)
+        freed_at = dt.datetime.fromtimestamp(failed.end_time + free_after + 5, dt.UTC)
+        with time_machine.travel(freed_at, tick=True):
+            list(execute_concurrency_slots_iteration(context, logger))
+        assert (dead.run_id, "raw_snapshot") not in holders(instance)
+
+        # 6. The waiting run gets the slot and succeeds; the pool is free again.
+        assert waiting.wait(timeout=60) == 0, procs.output(waiting)[-3000:]
+        assert instance.get_run_by_id(second.run_id).status == DagsterRunStatus.SUCCESS
+        assert holders(instance) == [] and pool(instance).pending_steps == []
+    data = tmp_path / "data" / "snapshots"
+    assert list((data / NEXT_DAY.isoformat()).glob("snapshot_*.json"))
+    assert not (data / KILLED_DAY.isoformat()).exists()  # killed before it wrote anything
