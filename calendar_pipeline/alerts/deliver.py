@@ -133,8 +133,11 @@ def deliver(
     outbox_dir: Path,
     poster: Poster | None = None,
     log: Callable[[str], None] = print,
+    is_dead: Callable[[str], bool] = lambda run_id: False,
 ) -> DeliveryReport:
-    """Deliver ``alerts`` (partition D's due_alerts rows) in ``mode``; see the module doc."""
+    """Deliver ``alerts`` (partition D's due_alerts rows) in ``mode``; see the module doc.
+    ``is_dead(run_id)`` says whether a run holding a claim has ended (killed, failed): its
+    claims are taken over at once instead of after ``claim_timeout``."""
     if mode not in MODES:
         raise ValueError(f"unknown alert mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "send" and poster is None:
@@ -166,7 +169,11 @@ def deliver(
         )
         return report
 
-    owned = store.claim(engine, pending, run_id, claim_timeout)
+    holders = store.claim_holders(engine, [a.dedup_key for a in pending]) - {run_id}
+    dead = {holder for holder in holders if is_dead(holder)}
+    if dead:
+        log(f"taking over the claims of ended run(s) {', '.join(sorted(d[:8] for d in dead))}")
+    owned = store.claim(engine, pending, run_id, claim_timeout, dead_runs=dead)
     report.claimed = len(owned)
     if len(owned) < len(pending):
         log(f"{len(pending) - len(owned)} alert(s) are claimed by another run; skipped")

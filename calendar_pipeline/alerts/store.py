@@ -20,7 +20,7 @@ looks the id up in the channel's history and marks the keys ``sent`` if Slack ha
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import (
@@ -295,12 +295,14 @@ def claim(
     run_id: str,
     claim_timeout: dt.timedelta,
     now: dt.datetime | None = None,
+    dead_runs: Collection[str] = (),
 ) -> list[DueAlert]:
     """Claim the alerts' keys for ``run_id``; returns the alerts this run now owns.
 
     A key another live run has claimed, or that is already sent/recorded, is not
-    returned. A ``failed`` key is claimed again; a claim older than ``claim_timeout`` is
-    taken over. Every claim adds one to the row's ``attempts``.
+    returned. A ``failed`` key is claimed again; a claim older than ``claim_timeout``, or
+    held by one of ``dead_runs`` (runs known to have ended: killed, failed), is taken
+    over. Every claim adds one to the row's ``attempts``.
     """
     if not alerts:
         return []
@@ -330,7 +332,10 @@ def claim(
             and_(
                 alert_deliveries.c.state == "claimed",
                 alert_deliveries.c.run_id != run_id,
-                alert_deliveries.c.claimed_at < now - claim_timeout,
+                or_(
+                    alert_deliveries.c.claimed_at < now - claim_timeout,
+                    alert_deliveries.c.run_id.in_(list(dead_runs)),
+                ),
             ),
         )
         conn.execute(
@@ -356,6 +361,22 @@ def claim(
             ).scalars()
         )
     return [alert for alert in alerts if alert.dedup_key in owned]
+
+
+def claim_holders(engine: Engine, keys: Iterable[str]) -> set[str]:
+    """The run ids holding a ``claimed`` row among ``keys``."""
+    keys = list(keys)
+    holders: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(keys), 500):
+            query = select(alert_deliveries.c.run_id).where(
+                and_(
+                    alert_deliveries.c.dedup_key.in_(keys[start : start + 500]),
+                    alert_deliveries.c.state == "claimed",
+                )
+            )
+            holders.update(r for r in conn.execute(query).scalars() if r)
+    return holders
 
 
 def _claimed_by(run_id: str, keys: Sequence[str]):

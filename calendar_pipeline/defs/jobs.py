@@ -133,6 +133,7 @@ def send_slack_alerts(
                 outbox_dir=calendar.data_path / "outbox" / partition_date.isoformat(),
                 poster=poster if mode == "send" else None,
                 log=context.log.info,
+                is_dead=lambda run_id: _run_ended(context.instance, run_id),
             )
         except SlackConfigError as exc:  # a wrong token or channel: retrying will not fix it
             raise dg.Failure(str(exc), allow_retries=False) from None
@@ -166,3 +167,11 @@ def send_slack_alerts(
 )
 def slack_alert_job():
     send_slack_alerts()
+
+
+def _run_ended(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether ``run_id`` is a run of this instance that has ended. A run the instance does
+    not know (another instance, a throwaway one) is not judged: its claims wait for
+    CALENDAR_CLAIM_TIMEOUT."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.is_finished
