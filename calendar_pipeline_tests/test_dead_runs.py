@@ -17,130 +17,33 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import dagster as dg
-import pytest
 import time_machine
-from dagster._core.remote_origin import InProcessCodeLocationOrigin
-from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.daemon import MonitoringDaemon
 from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
 
+from calendar_pipeline_tests import daemons
+from calendar_pipeline_tests.daemons import (
+    holders,
+    messages,
+    pool,
+    run_of,
+    wait_for,
+    workspace,
+)
 from calendar_pipeline_tests.flows import feed, write_universe
 from calendar_pipeline_tests.upstream_server import Reply, Request, UpstreamServer
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "calendar_upstream"
 KILLED_DAY, NEXT_DAY = dt.date(2026, 3, 10), dt.date(2026, 3, 11)
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy (real time, not the test clock)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-class Processes:
-    """Processes started by this test, each in its own session (so one ``killpg`` reaches
-    everything it started); whatever is still alive at the end is killed."""
-
-    def __init__(self, cwd: Path, env: dict[str, str]):
-        self.cwd, self.env, self.started = cwd, env, []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.cwd / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop_all)
-        proc = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.started.append((proc, log))
-        return proc
-
-    def output(self, proc: subprocess.Popen) -> str:
-        (log,) = [log for p, log in self.started if p is proc]
-        log.flush()
-        return Path(log.name).read_text(errors="replace")
-
-    def stop_all(self) -> None:
-        for proc, log in self.started:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            log.close()
-
-
-@pytest.fixture
-def processes(tmp_path):
-    procs = None
-
-    def make(env: dict[str, str]) -> Processes:
-        nonlocal procs
-        procs = Processes(tmp_path, env)
-        return procs
-
-    yield make
-    if procs is not None:
-        procs.stop_all()
-
-
-def workspace(instance: dg.DagsterInstance, tmp_path: Path) -> WorkspaceProcessContext:
-    """The project's code location, loaded in this process, as the daemon would see it."""
-    target = InProcessWorkspaceLoadTarget(
-        InProcessCodeLocationOrigin(
-            LoadableTargetOrigin(
-                executable_path=sys.executable,
-                module_name="calendar_pipeline.definitions",
-                attribute="defs",
-                working_directory=str(tmp_path),
-            ),
-            location_name="calendar_pipeline",
-        )
-    )
-    return WorkspaceProcessContext(instance, target)
-
-
-def pool(instance: dg.DagsterInstance):
-    return instance.event_log_storage.get_concurrency_info(POOL)
-
-
-def holders(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
-    return [(slot.run_id, slot.step_key) for slot in pool(instance).claimed_slots]
-
-
-def run_of(instance: dg.DagsterInstance, day: dt.date) -> dg.DagsterRun | None:
-    runs = instance.get_runs(
-        RunsFilter(job_name="daily_calendar_job", tags={PARTITION_NAME_TAG: day.isoformat()})
-    )
-    return runs[0] if runs else None
-
-
-def messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
-    return [
-        entry.dagster_event.message if entry.dagster_event else entry.user_message
-        for entry in instance.all_logs(run_id)
-    ]
+processes = daemons.processes  # the fixture
 
 
 def test_a_killed_run_is_failed_by_the_monitoring_daemon_and_frees_its_pool_slot(
