@@ -119,11 +119,14 @@ def _root_causes(result) -> list[str]:
     causes: list[str] = []
     for event in result.all_events:
         error = getattr(event.event_specific_data, "error", None)
-        if not event.is_failure or error is None:
+        if error is None:  # step failures, resource init failures, run failures
             continue
         while error.cause is not None:
             error = error.cause
         line = (error.message or "").strip().splitlines()[0] if error.message else ""
+        prefix, _, rest = line.partition(": ")
+        if error.cls_name and prefix.endswith(error.cls_name) and rest:
+            line = rest  # "pkg.module.SettingError: X=…" -> "X=…"
         if line and line not in causes:
             causes.append(line)
     return causes

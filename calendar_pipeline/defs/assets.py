@@ -9,6 +9,7 @@ import hashlib
 import json
 
 import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import compute_due_alerts, count_by_threshold
@@ -16,6 +17,7 @@ from calendar_pipeline.alerts.intent import span
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.lake.atomic import StorageError
 from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
 from calendar_pipeline.lake.snapshots import (
     latest_snapshot,
@@ -144,7 +146,10 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             entities=universe.entities,
             generated_at=generated_at.isoformat(),
         )
-        path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
+        try:
+            path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
+        except StorageError as exc:
+            raise _storage_failure(exc, "the snapshot") from None
         volumes.append(volume_report(payload, _baseline(index, partition), calendar.volume_ratio))
         # per-day figures go on each day's materialization (the UI plots them by partition)
         context.add_asset_metadata(
@@ -342,10 +347,13 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
             partition_key=partition,
         )
     index = SnapshotIndex(index_path(calendar.data_path))
-    if len(entries) == 1:
-        index.upsert(entries[0])  # the daily case: an O(1) append for a new day
-    else:
-        index.upsert_many(entries)
+    try:
+        if len(entries) == 1:
+            index.upsert(entries[0])  # the daily case: an O(1) append for a new day
+        else:
+            index.upsert_many(entries)
+    except StorageError as exc:
+        raise _storage_failure(exc, "the index") from None
 
     miscounted = [p for entry in entries if (p := index_row_count_problem(entry))]
     problems = index.problems(latest_snapshots(calendar.data_path))
@@ -447,7 +455,16 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         expected[day] = expected_buckets(json.loads(content), day, thresholds)
 
     engine = calendar.engine()
-    store.replace_due_alerts_many(engine, by_partition)
+    try:
+        store.replace_due_alerts_many(engine, by_partition)
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise dg.Failure(
+            f"could not replace the due_alerts rows of {span(context.partition_keys)} in "
+            f"{engine.url.render_as_string(hide_password=True)}: "
+            f"{cause}. Nothing was half replaced (one transaction): the previous rows are "
+            "kept. Re-run the day once the database answers."
+        ) from None
     stored = store.stored_buckets_many(engine, list(by_partition))
     diffs = [compare_buckets(str(day), stored[day], expected[day]) for day in by_partition]
     wrong = [diff for diff in diffs if not diff.ok]
@@ -485,6 +502,17 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                 )
             ],
         ),
+    )
+
+
+def _storage_failure(exc: StorageError, what: str) -> dg.Failure:
+    """A write the file system refused: name the file, keep what is stored, no retry (a
+    retry in seconds would fetch everything again onto the same full or read-only disk)."""
+    return dg.Failure(
+        f"{exc} while writing {what}. Nothing stored before is changed. Free space or make "
+        "CALENDAR_DATA_DIR writable, then re-run the day (`calendar-pipeline verify` lists "
+        "what is left over).",
+        allow_retries=False,
     )
 
 
