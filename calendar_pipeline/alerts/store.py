@@ -20,7 +20,7 @@ looks the id up in the channel's history and marks the keys ``sent`` if Slack ha
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sqlalchemy import (
@@ -190,40 +190,50 @@ def replace_due_alerts(engine: Engine, partition_date: dt.date, alerts: Sequence
 def replace_due_alerts_many(
     engine: Engine, alerts_by_partition: Mapping[dt.date, Sequence[DueAlert]]
 ) -> None:
-    """Replace the rows of every given partition in one transaction (a backfill range
-    is one delete and one bulk insert, all or nothing)."""
+    """Replace the rows of every given partition in one transaction (all or nothing)."""
+    replace_due_alerts_streamed(engine, alerts_by_partition.items())
+
+
+def replace_due_alerts_streamed(
+    engine: Engine,
+    batches: Iterable[tuple[dt.date, Sequence[DueAlert]]],
+    on_stored: Callable[[dt.date, dict[str, int]], None] | None = None,
+) -> None:
+    """Replace each partition's rows as its batch comes, all in one transaction (all or
+    nothing: an exception from ``batches`` or the database rolls every partition back).
+    ``on_stored(day, {dedup key: threshold})`` gets what the table holds for the day
+    inside the transaction, read back. Memory holds one partition's rows at a time."""
     now = _now()
-    rows = []
-    for partition_date, alerts in alerts_by_partition.items():
-        for alert in alerts:
-            if alert.partition_date != partition_date:
-                raise ValueError(f"every alert must belong to partition {partition_date}")
-            rows.append(
-                {
-                    "partition_date": partition_date,
-                    "dedup_key": alert.dedup_key,
-                    "entity_id": alert.entity_id,
-                    "entity_name": alert.entity_name,
-                    "source": alert.source,
-                    "event_id": alert.event_id,
-                    "event_date": alert.event_date,
-                    "title": alert.title,
-                    "days_until": alert.days_until,
-                    "threshold_days": alert.threshold_days,
-                    "channel": alert.channel,
-                    "computed_at": now,
-                }
-            )
-    partitions = sorted(alerts_by_partition)
     with engine.begin() as conn:
-        for start in range(0, len(partitions), 500):
-            conn.execute(
-                delete(due_alerts).where(
-                    due_alerts.c.partition_date.in_(partitions[start : start + 500])
+        for partition_date, alerts in batches:
+            rows = [_row(partition_date, alert, now) for alert in alerts]
+            conn.execute(delete(due_alerts).where(due_alerts.c.partition_date == partition_date))
+            if rows:
+                conn.execute(due_alerts.insert(), rows)
+            if on_stored is not None:
+                query = select(due_alerts.c.dedup_key, due_alerts.c.threshold_days).where(
+                    due_alerts.c.partition_date == partition_date
                 )
-            )
-        if rows:
-            conn.execute(due_alerts.insert(), rows)
+                on_stored(partition_date, {k: int(t) for k, t in conn.execute(query)})
+
+
+def _row(partition_date: dt.date, alert: DueAlert, now: dt.datetime) -> dict:
+    if alert.partition_date != partition_date:
+        raise ValueError(f"every alert must belong to partition {partition_date}")
+    return {
+        "partition_date": partition_date,
+        "dedup_key": alert.dedup_key,
+        "entity_id": alert.entity_id,
+        "entity_name": alert.entity_name,
+        "source": alert.source,
+        "event_id": alert.event_id,
+        "event_date": alert.event_date,
+        "title": alert.title,
+        "days_until": alert.days_until,
+        "threshold_days": alert.threshold_days,
+        "channel": alert.channel,
+        "computed_at": now,
+    }
 
 
 def read_due_alerts(engine: Engine, partition_date: dt.date) -> list[DueAlert]:

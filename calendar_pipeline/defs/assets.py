@@ -22,7 +22,6 @@ from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
 from calendar_pipeline.lake.snapshots import (
     latest_snapshot,
     latest_snapshots,
-    read_snapshot,
     write_snapshot,
 )
 from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW
@@ -322,49 +321,53 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
     """``{data_dir}/index/snapshots.jsonl``: one line per partition pointing at its newest
     snapshot, sorted by partition, so the newest partition is the last line.
     Re-materializing D replaces D's line; a range is one atomic rewrite."""
-    entries = []
-    for partition in context.partition_keys:
-        snapshot = latest_snapshot(calendar.data_path, partition)
-        if snapshot is None:
-            raise dg.Failure(
-                f"no snapshot for partition {partition} under "
-                f"{calendar.data_path / 'snapshots'}: materialize raw_snapshot for it first"
+    rows: list[int] = []
+    miscounted: list[str] = []
+
+    def entries():  # built one at a time: a long range never holds every snapshot at once
+        for partition in context.partition_keys:
+            snapshot = latest_snapshot(calendar.data_path, partition)
+            if snapshot is None:
+                raise dg.Failure(
+                    f"no snapshot for partition {partition} under "
+                    f"{calendar.data_path / 'snapshots'}: materialize raw_snapshot for it first"
+                )
+            entry = build_entry(partition, snapshot, row_count=0, error_count=0)
+            document = json.loads(entry["content_text"])
+            counts = document.get("counts", {})
+            entry["row_count"] = int(counts.get("events", 0))
+            entry["error_count"] = int(counts.get("entities_failed", 0))
+            if problem := index_row_count_problem(entry, document):
+                miscounted.append(problem)
+            rows.append(entry["row_count"])
+            context.add_asset_metadata(
+                {
+                    "dagster/row_count": entry["row_count"],
+                    "snapshot_sha256": entry["sha256"],
+                    "snapshot_path": dg.MetadataValue.path(entry["path"]),
+                },
+                partition_key=partition,
             )
-        counts = read_snapshot(snapshot).get("counts", {})
-        entry = build_entry(
-            partition,
-            snapshot,
-            row_count=int(counts.get("events", 0)),
-            error_count=int(counts.get("entities_failed", 0)),
-        )
-        entries.append(entry)
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": entry["row_count"],
-                "snapshot_sha256": entry["sha256"],
-                "snapshot_path": dg.MetadataValue.path(entry["path"]),
-            },
-            partition_key=partition,
-        )
+            yield entry
+
     index = SnapshotIndex(index_path(calendar.data_path))
     try:
-        if len(entries) == 1:
-            index.upsert(entries[0])  # the daily case: an O(1) append for a new day
+        if len(context.partition_keys) == 1:
+            index.upsert(next(entries()))  # the daily case: an O(1) append for a new day
         else:
-            index.upsert_many(entries)
+            index.upsert_sorted(entries())  # one streamed, atomic rewrite
     except StorageError as exc:
         raise _storage_failure(exc, "the index") from None
 
-    miscounted = [p for entry in entries if (p := index_row_count_problem(entry))]
-    problems = index.problems(latest_snapshots(calendar.data_path))
     written = set(context.partition_keys)
+    problems = index.problems(latest_snapshots(calendar.data_path), full_for=written)
     mine = [text for partition, text in problems if partition in written]
     drift = [(partition, text) for partition, text in problems if partition not in written]
     drifted = sorted({p for p, _ in drift if p is not None})
     partitions = index.partitions()
     return dg.MaterializeResult(
         metadata={
-            "partitions_in_run": len(entries),
+            "partitions_in_run": len(rows),
             "partitions_indexed": len(partitions),
             "index_bytes": index.path.stat().st_size,
             "index_path": dg.MetadataValue.path(str(index.path)),
@@ -384,7 +387,7 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
                 dg.AssetCheckResult(
                     check_name="row_count_matches_snapshot",
                     passed=not miscounted,
-                    metadata={"rows": sum(e["row_count"] for e in entries)},
+                    metadata={"rows": sum(rows)},
                     description=(
                         "\n".join(miscounted[:20]) + "\nWhat to do: the snapshot file was "
                         "changed or written by another program; re-run these days."
@@ -433,53 +436,70 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     transaction for all its partitions)."""
     index = SnapshotIndex(index_path(calendar.data_path))
     thresholds = calendar.threshold_days
-    by_partition = {}
-    expected = {}
-    for partition in context.partition_keys:
-        entry = index.get(partition)
-        if entry is None:
+    partitions = context.partition_keys
+    expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
+    counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per day: per bucket, preview
+    wrong: list = []
+    rows = 0
+
+    def batches():  # one partition at a time: a long range never holds every snapshot
+        seen = set()
+        lines = (
+            [index.get(partitions[0])] if len(partitions) == 1 else index.entries_for(partitions)
+        )
+        for entry in lines:
+            if entry is None:
+                break
+            partition, content = entry["partition"], entry["content_text"]
+            if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
+                raise dg.Failure(
+                    f"index line for {partition} in {index.path}: content does not match its sha256"
+                )
+            try:
+                events, entities = parse_snapshot_text(content)
+            except ValueError as exc:
+                raise dg.Failure(f"index line for {partition} in {index.path}: {exc}") from None
+            day = dt.date.fromisoformat(partition)
+            alerts = compute_due_alerts(events, day, thresholds, entities)
+            expected[day] = expected_buckets(json.loads(content), day, thresholds)
+            counts[day] = (count_by_threshold(alerts, thresholds), _alerts_markdown(alerts))
+            seen.add(partition)
+            yield day, alerts
+        missing = [p for p in partitions if p not in seen]
+        if missing:  # raised inside the transaction: nothing of the range is replaced
             raise dg.Failure(
-                f"partition {partition} is not in {index.path}: materialize snapshot_index"
+                f"partition {span(missing)} is not in {index.path}: materialize snapshot_index"
             )
-        content = entry["content_text"]
-        if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
-            raise dg.Failure(
-                f"index line for {partition} in {index.path}: content does not match its sha256"
-            )
-        try:
-            events, entities = parse_snapshot_text(content)
-        except ValueError as exc:
-            raise dg.Failure(f"index line for {partition} in {index.path}: {exc}") from None
-        day = dt.date.fromisoformat(partition)
-        by_partition[day] = compute_due_alerts(events, day, thresholds, entities)
-        expected[day] = expected_buckets(json.loads(content), day, thresholds)
+
+    def check(day: dt.date, stored: dict[str, int]) -> None:
+        nonlocal rows
+        rows += len(stored)
+        diff = compare_buckets(str(day), stored, expected.pop(day))
+        if not diff.ok:
+            wrong.append(diff)
+        per_threshold, preview = counts.pop(day)
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": len(stored),
+                **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
+                "preview": dg.MetadataValue.md(preview),
+            },
+            partition_key=day.isoformat(),
+        )
 
     engine = calendar.engine()
     try:
-        store.replace_due_alerts_many(engine, by_partition)
+        store.replace_due_alerts_streamed(engine, batches(), on_stored=check)
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         raise dg.Failure(
-            f"could not replace the due_alerts rows of {span(context.partition_keys)} in "
+            f"could not replace the due_alerts rows of {span(partitions)} in "
             f"{engine.url.render_as_string(hide_password=True)}: "
             f"{cause}. Nothing was half replaced (one transaction): the previous rows are "
             "kept. Re-run the day once the database answers."
         ) from None
-    stored = store.stored_buckets_many(engine, list(by_partition))
-    diffs = [compare_buckets(str(day), stored[day], expected[day]) for day in by_partition]
-    wrong = [diff for diff in diffs if not diff.ok]
-    for day, alerts in by_partition.items():
-        per_threshold = count_by_threshold(alerts, thresholds)
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": len(stored[day]),
-                **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
-                "preview": dg.MetadataValue.md(_alerts_markdown(alerts)),
-            },
-            partition_key=day.isoformat(),
-        )
     return dg.MaterializeResult(
-        metadata={"partitions_in_run": len(by_partition)},
+        metadata={"partitions_in_run": len(partitions)},
         check_results=_logged(
             context,
             "due_alerts",
@@ -488,7 +508,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                     check_name="rows_match_bucket_rule",
                     passed=not wrong,
                     metadata={
-                        "rows": sum(len(rows) for rows in stored.values()),
+                        "rows": rows,
                         "partitions_wrong": len(wrong),
                     },
                     description=(

@@ -205,6 +205,22 @@ def _prefix_partition(data: bytes) -> str | None:
     return None
 
 
+_PATH_RE = re.compile(rb'"path":"((?:[^"\\]|\\.)*)"')
+
+
+def _line_head(line: bytes) -> tuple[str, str] | None:
+    """``(partition, path)`` from a line's first bytes (the standard key order puts both
+    first), or ``None`` when they are not there."""
+    partition = _prefix_partition(line)
+    match = _PATH_RE.search(line, 0, 8192)
+    if partition is None or match is None:
+        return None
+    try:
+        return partition, json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return None
+
+
 def _line_partition(line: bytes) -> str:
     """A whole line's partition: from its prefix, else by parsing the line."""
     return _prefix_partition(line) or _parse_line(line)["partition"]
@@ -284,6 +300,31 @@ def _write_all(handle: BinaryIO, data: bytes) -> None:
         view = view[written:]
 
 
+class _Peekable:
+    """An iterator whose next item can be looked at without taking it."""
+
+    _EMPTY = object()
+
+    def __init__(self, items: Iterator[tuple[str, bytes]]) -> None:
+        self._items = iter(items)
+        self._head: Any = self._EMPTY
+
+    def peek(self) -> tuple[str, bytes] | None:
+        if self._head is self._EMPTY:
+            self._head = next(self._items, None)
+        return self._head
+
+    def __iter__(self) -> _Peekable:
+        return self
+
+    def __next__(self) -> tuple[str, bytes]:
+        head = self.peek()
+        if head is None:
+            raise StopIteration
+        self._head = self._EMPTY
+        return head
+
+
 class SnapshotIndex:
     """The JSONL snapshot index at ``path``; see the module docstring for the guarantees."""
 
@@ -347,6 +388,23 @@ class SnapshotIndex:
                     entry.pop("content_text", None)
                 yield entry
 
+    def entries_for(self, partitions: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """The entries (with ``content_text``) of ``partitions`` that the index has, oldest
+        first, in one pass over the file: a line is parsed only when its partition prefix
+        is wanted. For many partitions, far cheaper than one ``get`` each (a binary search
+        reads whole lines of several MB at every probe)."""
+        wanted = set(partitions)
+        with self._open_for_reading() as handle:
+            if handle is None:
+                return
+            for line_number, line in _iter_complete_lines(handle):
+                if self._partition_of(line, line_number) not in wanted:
+                    continue
+                try:
+                    yield _parse_line(line)
+                except _BadLine as exc:
+                    raise IndexCorruptError(self.path, line_number, str(exc)) from exc
+
     def partitions(self) -> list[str]:
         """The partitions in the index, in file order, read from the line prefixes."""
         with self._open_for_reading() as handle:
@@ -385,6 +443,28 @@ class SnapshotIndex:
             return
         with self._writer_lock():
             self._rewrite(lines)
+
+    def upsert_sorted(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Like ``upsert_many`` for entries given in ascending partition order, streamed:
+        each entry is encoded and written as it comes, so memory holds one line whatever
+        the batch's size (a three-year backfill of thousands of entities). Raises
+        ``ValueError`` (the index untouched) when the order is broken. Returns the count."""
+        count = 0
+
+        def lines() -> Iterator[tuple[str, bytes]]:
+            nonlocal count
+            previous = None
+            for entry in entries:
+                partition = entry["partition"]
+                if previous is not None and partition <= previous:
+                    raise ValueError(f"upsert_sorted: {partition} comes after {previous}")
+                previous = partition
+                count += 1
+                yield partition, encode_line(entry)
+
+        with self._writer_lock():
+            self._rewrite(lines())
+        return count
 
     def remove(self, partition: str) -> bool:
         """Drop the line of ``partition`` (atomic rewrite); ``False`` if there was none."""
@@ -428,24 +508,36 @@ class SnapshotIndex:
         return [problem for _partition, problem in self.problems(data_dir_files)]
 
     def problems(
-        self, data_dir_files: Mapping[str, Path] | None = None
+        self,
+        data_dir_files: Mapping[str, Path] | None = None,
+        full_for: Iterable[str] | None = None,
     ) -> list[tuple[str | None, str]]:
         """What ``verify`` reports, each with the partition it concerns (``None`` for a
         problem of the file itself, such as an unreadable line), so that a caller can
-        judge some partitions and only report the others."""
+        judge some partitions and only report the others.
+
+        ``full_for``: only these partitions' lines are parsed and hashed against their
+        files; the others get the cheap checks (order, duplicates, which file the line
+        points at, read from the line's first bytes). A daily run judges its own day in
+        full and the history in a time that does not grow with the snapshots' size."""
         problems: list[tuple[str | None, str]] = []
         indexed: dict[str, tuple[int, str]] = {}
+        full = None if full_for is None else set(full_for)
         with self._open_for_reading() as handle:
             if handle is not None:
-                problems.extend(self._verify_lines(handle, indexed))
+                problems.extend(self._verify_lines(handle, indexed, full))
         if data_dir_files is not None:
             problems.extend(self._verify_against_files(indexed, data_dir_files))
         return problems
 
     def _verify_lines(
-        self, handle: BinaryIO, indexed: dict[str, tuple[int, str]]
+        self,
+        handle: BinaryIO,
+        indexed: dict[str, tuple[int, str]],
+        full: set[str] | None = None,
     ) -> Iterator[tuple[str | None, str]]:
-        """Problems line by line; fills ``indexed`` with partition -> (line number, path)."""
+        """Problems line by line; fills ``indexed`` with partition -> (line number, path).
+        Lines of partitions outside ``full`` (when given) are checked from their head."""
         first_line_of: dict[str, int] = {}
         previous: str | None = None
         for line_number, line in enumerate(handle, start=1):
@@ -459,11 +551,15 @@ class SnapshotIndex:
                     ),
                 )
                 break
-            try:
-                entry = _parse_line(line)
-            except _BadLine as exc:
-                yield None, f"{where}: {exc}"
-                continue
+            head = _line_head(line) if full is not None else None
+            if head is not None and head[0] not in full and line.rstrip().endswith(b"}"):
+                entry = {"partition": head[0], "path": head[1]}
+            else:
+                try:
+                    entry = _parse_line(line)
+                except _BadLine as exc:
+                    yield None, f"{where}: {exc}"
+                    continue
             partition = entry["partition"]
             where = f"{where} ({partition})"
             if partition in first_line_of:
@@ -475,8 +571,9 @@ class SnapshotIndex:
                 yield partition, f"{where}: out of order, comes after {previous}"
             first_line_of.setdefault(partition, line_number)
             previous = partition
-            for problem in self._verify_entry(where, entry):
-                yield partition, problem
+            if "content_text" in entry:  # parsed in full
+                for problem in self._verify_entry(where, entry):
+                    yield partition, problem
             if isinstance(entry.get("path"), str):
                 indexed[partition] = (line_number, entry["path"])
 
@@ -661,21 +758,28 @@ class SnapshotIndex:
         ``verify --repair``, removes them)."""
         return temp_files(self.path.parent, (temp_prefix(self.path),))
 
-    def _rewrite(self, replacements: Mapping[str, bytes], remove: Iterable[str] = ()) -> bool:
-        """Stream the index into a new file with ``replacements`` merged in and ``remove``
-        left out, then atomically replace it. Returns whether anything changed.
+    def _rewrite(
+        self,
+        replacements: Mapping[str, bytes] | Iterator[tuple[str, bytes]],
+        remove: Iterable[str] = (),
+    ) -> bool:
+        """Stream the index into a new file with ``replacements`` (a mapping, or an
+        iterator of ``(partition, line)`` in ascending order, consumed as it goes) merged in
+        and ``remove`` left out, then atomically replace it. Returns whether anything
+        changed.
 
         Raises ``IndexCorruptError`` (leaving the index untouched) on a line that has no
         readable partition, is cut short, or breaks the sort order. A trailing partial
         line (an interrupted append) is dropped.
         """
-        pending = sorted(replacements.items())
+        if isinstance(replacements, Mapping):
+            replacements = iter(sorted(replacements.items()))
+        pending = _Peekable(replacements)
         to_remove = set(remove)
-        changed = bool(pending)
+        changed = pending.peek() is not None
         try:
             with self._open_for_reading() as old, atomic_replace(self.path) as out:
                 old_lines = _iter_complete_lines(old) if old is not None else iter(())
-                next_new = 0
                 previous: str | None = None
                 for line_number, line in old_lines:
                     partition = self._partition_of(line, line_number)
@@ -685,17 +789,15 @@ class SnapshotIndex:
                             self.path, line_number, f"{reason}: {partition} after {previous}"
                         )
                     previous = partition
-                    while next_new < len(pending) and pending[next_new][0] < partition:
-                        out.write(pending[next_new][1])
-                        next_new += 1
-                    if next_new < len(pending) and pending[next_new][0] == partition:
-                        out.write(pending[next_new][1])
-                        next_new += 1
+                    while (head := pending.peek()) is not None and head[0] < partition:
+                        out.write(next(pending)[1])
+                    if (head := pending.peek()) is not None and head[0] == partition:
+                        out.write(next(pending)[1])
                     elif partition in to_remove:
                         changed = True
                     else:
                         out.write(line)
-                for _, new_line in pending[next_new:]:
+                for _, new_line in pending:
                     out.write(new_line)
                 if not changed:
                     raise _Unchanged

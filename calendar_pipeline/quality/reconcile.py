@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def index_row_count_problem(entry: Mapping[str, Any]) -> str | None:
+def index_row_count_problem(
+    entry: Mapping[str, Any], snapshot: Mapping[str, Any] | None = None
+) -> str | None:
     """Whether an index line's ``row_count`` is the number of events in the snapshot it
-    embeds (and that the snapshot's own ``counts.events`` says the same)."""
+    embeds (and that the snapshot's own ``counts.events`` says the same). ``snapshot``:
+    that content already parsed, if the caller has it."""
     try:
-        snapshot = json.loads(entry["content_text"])
+        snapshot = snapshot if snapshot is not None else json.loads(entry["content_text"])
         events = len(snapshot["events"])
         claimed = snapshot.get("counts", {}).get("events")
     except (KeyError, TypeError, ValueError) as exc:
