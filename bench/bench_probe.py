@@ -70,7 +70,9 @@ def run_case(name: str, feeds: int, hosts: int, latency: float, rate: str) -> No
                 ticks += 1
             marks = [len(s.requests) for s in servers]
             unchanged = tick()
-            answers = [r.status for s, m in zip(servers, marks) for r in s.requests[m:]]
+            answers = [
+                r.status for s, m in zip(servers, marks, strict=True) for r in s.requests[m:]
+            ]
     finally:
         for server in servers:
             server.stop()
