@@ -25,18 +25,23 @@ same report as one JSON object for monitoring.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import compute_due_alerts
-from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
+from calendar_pipeline.lake.index import (
+    IndexCorruptError,
+    SnapshotIndex,
+    build_entry,
+    index_path,
+)
 from calendar_pipeline.lake.snapshots import (
     SNAPSHOTS_DIR,
     is_valid_partition,
@@ -46,7 +51,7 @@ from calendar_pipeline.lake.snapshots import (
 )
 from calendar_pipeline.quality.judge import Budgets, judge_snapshot
 from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
-from calendar_pipeline.quality.volume import baseline_candidates
+from calendar_pipeline.quality.volume import find_baseline
 from calendar_pipeline.sources.collect import parse_snapshot_text
 
 ERROR, WARNING = "error", "warning"
@@ -128,7 +133,9 @@ def verify(
     newest = _check_snapshots(data_dir, report)
     _check_temp_files(data_dir, index, report, repair)
     _check_index(index, report, repair)
-    _check_newest(index, newest, engine, thresholds, budgets, report, repair)
+    indexed = _indexed_paths(index)
+    report.checked["index lines"] = len(indexed)
+    _check_newest(index, indexed, newest, engine, thresholds, budgets, report, repair)
     _check_due_alerts(index, engine, thresholds, report)
     _check_ledger(engine, claim_timeout, now, report)
     return report
@@ -146,9 +153,10 @@ def _check_snapshots(data_dir: Path, report: Report) -> dict[str, Path]:
             files += 1
             try:
                 text = path.read_text(encoding="utf-8")
-                parse_snapshot_text(text)
-                if json.loads(text).get("partition") != day:
-                    raise ValueError(f"names partition {json.loads(text).get('partition')!r}")
+                parse_snapshot_text(text)  # the schema due_alerts reads
+                named = json.loads(text).get("partition")
+                if named != day:
+                    raise ValueError(f"names partition {named!r}")
             except (OSError, ValueError) as exc:
                 report.add("snapshots", ERROR, f"{path}: {exc}", day)
             newest[day] = path
@@ -163,10 +171,7 @@ def _check_temp_files(data_dir: Path, index: SnapshotIndex, report: Report, repa
     if repair:
         for day in sorted({p.parent.name for p in strays if is_valid_partition(p.parent.name)}):
             removed.update(remove_snapshot_temp_files(data_dir, day))
-        if index.temp_files():
-            with index._writer_lock():  # entering it sweeps the index's temporary files
-                pass
-            removed.update(p for p in strays if p.parent == index.path.parent)
+        removed.update(index.remove_temp_files())
     for path in strays:
         finding = report.add("temp_files", WARNING, f"stray temporary file {path}")
         if path in removed:
@@ -174,17 +179,25 @@ def _check_temp_files(data_dir: Path, index: SnapshotIndex, report: Report, repa
 
 
 def _check_index(index: SnapshotIndex, report: Report, repair: bool) -> None:
-    problems = index.problems()
-    report.checked["index lines"] = len(index.partitions())
-    for partition, text in problems:
+    for partition, text in index.problems():
         partial = "trailing partial line" in text
         finding = report.add("index", WARNING if partial else ERROR, text, partition)
         if partial and repair and index.repair_tail():
             finding.repaired = "dropped the partial line"
 
 
+def _indexed_paths(index: SnapshotIndex) -> dict[str, str]:
+    """Day -> the snapshot its line points at (empty when a line is unreadable: that is
+    an index error, reported by ``_check_index``)."""
+    try:
+        return {entry["partition"]: entry["path"] for entry in index.entries()}
+    except IndexCorruptError:
+        return {}
+
+
 def _check_newest(
     index: SnapshotIndex,
+    indexed: dict[str, str],
     newest: dict[str, Path],
     engine: Engine,
     thresholds: Sequence[int],
@@ -193,10 +206,10 @@ def _check_newest(
     repair: bool,
 ) -> None:
     for day, path in sorted(newest.items()):
-        entry = index.get(day)
-        if entry is not None and Path(entry["path"]).resolve() == path.resolve():
+        line_path = indexed.get(day)
+        if line_path is not None and Path(line_path).resolve() == path.resolve():
             continue
-        what = "no index line" if entry is None else f"its index line points at {entry['path']}"
+        what = "no index line" if line_path is None else f"its index line points at {line_path}"
         finding = report.add(
             "newest_snapshot",
             WARNING,
@@ -210,7 +223,9 @@ def _check_newest(
             document = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # reported as a corrupt snapshot already
-        reasons = judge_snapshot(document, _baseline(index, day), budgets)
+        reasons = judge_snapshot(
+            document, find_baseline(index.get, day, include_self=False), budgets
+        )
         if reasons:
             finding.problem += f"; it fails the checks, left out: {'; '.join(reasons)}"
             continue
@@ -233,30 +248,21 @@ def _check_newest(
         )
 
 
-def _baseline(index: SnapshotIndex, day: str) -> dict[str, Any] | None:
-    for candidate in baseline_candidates(day)[1:]:  # not the day itself: it is on trial
-        entry = index.get(candidate)
-        if entry is not None:
-            return json.loads(entry["content_text"])
-    return None
-
-
 def _check_due_alerts(
     index: SnapshotIndex, engine: Engine, thresholds: Sequence[int], report: Report
 ) -> None:
-    days = index.partitions()
-    stored = store.stored_buckets_many(engine, [dt.date.fromisoformat(d) for d in days])
-    report.checked["indexed days"] = len(days)
-    for day in days:
-        entry = index.get(day)
-        if entry is None:
-            continue
-        expected = expected_buckets(
-            json.loads(entry["content_text"]), dt.date.fromisoformat(day), thresholds
-        )
-        diff = compare_buckets(day, stored[dt.date.fromisoformat(day)], expected)
-        if not diff.ok:
-            report.add("due_alerts", ERROR, diff.describe(), day)
+    """Every indexed day's rows against the rule, in one pass over the index."""
+    days = 0
+    with contextlib.suppress(IndexCorruptError):  # an unreadable line: an index error
+        for entry in index.entries(include_content=True):
+            days += 1
+            day = dt.date.fromisoformat(entry["partition"])
+            expected = expected_buckets(json.loads(entry["content_text"]), day, thresholds)
+            stored = store.stored_buckets_many(engine, [day])[day]
+            diff = compare_buckets(entry["partition"], stored, expected)
+            if not diff.ok:
+                report.add("due_alerts", ERROR, diff.describe(), entry["partition"])
+    report.checked["indexed days"] = days
 
 
 def _check_ledger(

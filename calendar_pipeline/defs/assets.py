@@ -30,7 +30,7 @@ from calendar_pipeline.quality.reconcile import (
     expected_buckets,
     index_row_count_problem,
 )
-from calendar_pipeline.quality.volume import VolumeReport, baseline_candidates, volume_report
+from calendar_pipeline.quality.volume import VolumeReport, find_baseline, volume_report
 from calendar_pipeline.sources.collect import (
     collect_events,
     parse_snapshot_text,
@@ -149,7 +149,9 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
         except StorageError as exc:
             raise _storage_failure(exc, "the snapshot") from None
-        volumes.append(volume_report(payload, _baseline(index, partition), calendar.volume_ratio))
+        volumes.append(
+            volume_report(payload, find_baseline(index.get, partition), calendar.volume_ratio)
+        )
         # per-day figures go on each day's materialization (the UI plots them by partition)
         context.add_asset_metadata(
             {
@@ -256,19 +258,6 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             ],
         ),
     )
-
-
-def _baseline(index: SnapshotIndex, partition: str) -> dict | None:
-    """The newest snapshot accepted into the index for ``partition`` or the 7 days
-    before it (quality/volume.py), as its JSON document; None when there is none."""
-    for candidate in baseline_candidates(partition):
-        try:
-            entry = index.get(candidate)
-            if entry is not None:
-                return json.loads(entry["content_text"])
-        except ValueError:  # a damaged line is index_consistent's business
-            continue
-    return None
 
 
 def _logged(

@@ -753,6 +753,15 @@ class SnapshotIndex:
                 os.fsync(handle.fileno())
         return True
 
+    def remove_temp_files(self) -> list[Path]:
+        """Remove :meth:`temp_files` under the writers' lock (entering it sweeps them);
+        returns what was there."""
+        found = self.temp_files()
+        if found:
+            with self._writer_lock():
+                pass
+        return found
+
     def temp_files(self) -> list[Path]:
         """Temporary files of rewrites killed before their rename (the next writer, or
         ``verify --repair``, removes them)."""
