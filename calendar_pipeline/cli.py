@@ -133,25 +133,18 @@ def _root_causes(result) -> list[str]:
 
 
 def verify(repair: bool, as_json: bool) -> int:
-    from calendar_pipeline.alerts import store
     from calendar_pipeline.defs.resources import calendar_settings_from_env
-    from calendar_pipeline.quality.judge import Budgets
     from calendar_pipeline.verify import verify as audit
 
     calendar = calendar_settings_from_env()
     calendar.validate()
-    url = calendar.db_url or store.default_db_url(calendar.data_path)
-    try:
-        engine = store.check_database(url)
-    except store.DatabaseUnavailable as exc:
-        raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
-    budgets = Budgets(calendar.failed_budget, calendar.missing_budget, calendar.volume_ratio)
+    engine = calendar.engine()  # SettingError naming CALENDAR_DB_URL when unusable
     report = audit(
         calendar.data_path,
         engine,
         calendar.threshold_days,
         calendar.claim_timeout,
-        budgets,
+        calendar.budgets,
         repair=repair,
     )
     print(report.to_json() if as_json else report.to_text())

@@ -116,9 +116,10 @@ def run_requests(defs, instance, requests) -> list:
     return results
 
 
-def posted(slack: FakeSlackServer) -> Counter[Key]:
-    """Every alert line Slack received, with its bucket, counted (2 means a duplicate)."""
-    seen: Counter[Key] = Counter()
+def posted_lines(slack: FakeSlackServer) -> list[tuple[str, str, dt.date, int]]:
+    """Every alert line Slack received, as (entity name, title, event date, bucket), in
+    order; a line posted twice is there twice."""
+    lines = []
     for message in slack.messages:
         partition = _partition_of(message)
         for block in message.blocks or []:
@@ -129,8 +130,14 @@ def posted(slack: FakeSlackServer) -> Counter[Key]:
                     days = int(match["n"]) if days is None else days
                     if (date - partition).days != days:
                         raise ValueError(f"line {match[0]!r} disagrees with {partition}")
-                    seen[(match["title"], date, bucket_for(days, THRESHOLDS))] += 1
-    return seen
+                    bucket = bucket_for(days, THRESHOLDS)
+                    lines.append((match["name"], match["title"], date, bucket))
+    return lines
+
+
+def posted(slack: FakeSlackServer) -> Counter[Key]:
+    """Every alert line Slack received, with its bucket, counted (2 means a duplicate)."""
+    return Counter((title, date, bucket) for _, title, date, bucket in posted_lines(slack))
 
 
 def posted_partitions(slack: FakeSlackServer) -> set[dt.date]:

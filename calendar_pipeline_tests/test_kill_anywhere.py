@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import time
@@ -34,11 +33,10 @@ from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
-from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.verify import verify
 from calendar_pipeline_tests import daemons
 from calendar_pipeline_tests.daemons import end_dead_runs, workspace
-from calendar_pipeline_tests.flows import feed
+from calendar_pipeline_tests.flows import feed, posted_lines
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN, FakeSlackServer
 from calendar_pipeline_tests.upstream_server import Reply, UpstreamServer
 
@@ -59,33 +57,13 @@ def settings_for(data: Path, universe_csv: Path) -> CalendarSettings:
     return CalendarSettings(data_dir=str(data), universe=str(universe_csv))
 
 
-def alert_keys(calendar: CalendarSettings, day: dt.date) -> set[tuple[str, ...]]:
+def alert_keys(calendar: CalendarSettings, day: dt.date) -> set[tuple]:
     """(entity, title, event date, bucket) of each due_alerts row of ``day``: what Slack
-    shows of an alert."""
+    shows of an alert (``flows.posted_lines`` reads the same from the messages)."""
     return {
-        (a.entity_name, a.title, a.event_date.isoformat(), f"D-{a.threshold_days}")
+        (a.entity_name, a.title, a.event_date, a.threshold_days)
         for a in store.read_due_alerts(calendar.engine(), day)
     }
-
-
-def posted(slack: FakeSlackServer) -> list[tuple[str, ...]]:
-    """Every alert line Slack received (a key twice means it was posted twice)."""
-    lines = []
-    for message in slack.messages:
-        for block in message.blocks or []:
-            text = json.dumps(block, ensure_ascii=False)
-            for name, title, date, days in _LINE.findall(text):
-                n = {"today": 0, "tomorrow": 1}.get(days)
-                n = int(days.split()[1]) if n is None else n
-                bucket = min(t for t in (1, 3, 7, 15, 30) if t >= n)
-                lines.append((name, title, date, f"D-{bucket}"))
-    return lines
-
-
-_LINE = re.compile(
-    r"\*(Team team\d)\*: (Release \d{4}-\d{2}-\d{2}) · \w{3} (\d{4}-\d{2}-\d{2}) · "
-    r"(today|tomorrow|in \d+ days)"
-)
 
 
 def test_sigkill_at_random_moments_loses_nothing_and_blocks_nothing(tmp_path, processes):
@@ -131,7 +109,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_blocks_nothing(tmp_path, pr
                 calendar.engine(),
                 calendar.threshold_days,
                 calendar.claim_timeout,
-                Budgets(calendar.failed_budget, calendar.missing_budget, calendar.volume_ratio),
+                calendar.budgets,
             )
 
         # how long a whole run takes here, so the kills spread over all of it
@@ -182,7 +160,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_blocks_nothing(tmp_path, pr
         )
         assert indexed["events"] == reference_doc["events"]
 
-        lines = posted(slack)
+        lines = posted_lines(slack)
         assert set(lines) == expected  # every due alert reached Slack
         repeats = {key: n for key, n in Counter(lines).items() if n > 1}
         assert repeats == {}  # and none twice, kills during posting included

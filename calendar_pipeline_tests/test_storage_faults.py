@@ -32,7 +32,6 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake import atomic
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
-from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.verify import verify
 
 DAY1, DAY2 = "2025-12-18", "2025-12-19"
@@ -166,7 +165,7 @@ def intact(calendar: CalendarSettings) -> None:
         calendar.engine(),
         calendar.threshold_days,
         calendar.claim_timeout,
-        Budgets(calendar.failed_budget, calendar.missing_budget, calendar.volume_ratio),
+        calendar.budgets,
     )
     assert report.ok, report.to_text()
     assert SnapshotIndex(index_path(calendar.data_path)).get(DAY1) is not None

@@ -28,6 +28,7 @@ from calendar_pipeline.alerts.slack_client import (
     web_client,
 )
 from calendar_pipeline.lake.atomic import check_writable
+from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources import default_sources
 from calendar_pipeline.sources.http import HttpConfig, ProgressCallback, parse_positive_float
@@ -80,11 +81,7 @@ class CalendarSettings(dg.ConfigurableResource):
             check_writable(self.data_path)
         except OSError as exc:
             raise SettingError("CALENDAR_DATA_DIR", str(self.data_path), str(exc)) from None
-        url = self.db_url or store.default_db_url(self.data_path)
-        try:
-            _engine_for(url)
-        except store.DatabaseUnavailable as exc:
-            raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
+        self.engine()
 
     def validate(self) -> None:
         """Parse every value once; raises ``SettingError`` naming the bad one."""
@@ -179,8 +176,18 @@ class CalendarSettings(dg.ConfigurableResource):
         return load_universe(self.universe_path, known_sources=self.known_sources())
 
     def engine(self) -> Engine:
-        """The SQL engine for CALENDAR_DB_URL (tables created on first use)."""
-        return _engine_for(self.db_url or store.default_db_url(self.data_path))
+        """The SQL engine for CALENDAR_DB_URL (tables created on first use); raises
+        ``SettingError`` naming the URL (password hidden) when the database cannot be used."""
+        url = self.db_url or store.default_db_url(self.data_path)
+        try:
+            return _engine_for(url)
+        except store.DatabaseUnavailable as exc:
+            raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
+
+    @property
+    def budgets(self) -> Budgets:
+        """What raw_snapshot's checks allow (``verify --repair`` judges by the same)."""
+        return Budgets(self.failed_budget, self.missing_budget, self.volume_ratio)
 
 
 @lru_cache(maxsize=8)
