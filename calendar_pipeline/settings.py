@@ -19,6 +19,8 @@ DEFAULT_TIMEZONE = "UTC"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_SCHEDULE_HOUR = 6
 ALERT_MODES = ("send", "dry_run", "record_only")
+DEPLOYMENTS = ("auto", "local", "shared")
+DEFAULT_DATA_DIR = "./data"
 BUNDLED_UNIVERSE_DIR = Path(__file__).parent / "universe"
 DEFAULT_UNIVERSE = BUNDLED_UNIVERSE_DIR / "countries_and_markets.csv"
 
@@ -97,6 +99,42 @@ def parse_alert_mode(value: str | None, has_token: bool, name: str = "CALENDAR_A
     if mode not in ALERT_MODES:
         raise SettingError(name, value, f"expected one of {', '.join(ALERT_MODES)}")
     return mode
+
+
+def parse_deployment(value: str | None, name: str = "CALENDAR_DEPLOYMENT") -> str:
+    """``auto`` (the default: judged from the Dagster instance), ``local`` or ``shared``."""
+    mode = str(value or "auto").strip().lower() or "auto"
+    if mode not in DEPLOYMENTS:
+        raise SettingError(name, value, f"expected one of {', '.join(DEPLOYMENTS)}")
+    return mode
+
+
+def shared_storage_problem(data_dir: str, db_url: str) -> str | None:
+    """Why ``CALENDAR_DATA_DIR`` and ``CALENDAR_DB_URL`` cannot serve a deployment whose
+    runs execute on several machines, or ``None`` when they can.
+
+    Their defaults (``./data`` and a SQLite file in it) resolve on each machine to a
+    directory and a file of its own: every worker would write a lake and a ledger nobody
+    else reads, and alerts would be posted once per machine instead of once.
+    """
+    unset = [n for n, v in (("CALENDAR_DATA_DIR", data_dir), ("CALENDAR_DB_URL", db_url)) if not v]
+    if unset:
+        return (
+            f"{' and '.join(unset)} must be set explicitly when runs execute on several "
+            "machines: the defaults (./data and a SQLite file in it) would give every "
+            "worker a lake and an alert ledger of its own"
+        )
+    if not Path(data_dir).expanduser().is_absolute():
+        return (
+            f"CALENDAR_DATA_DIR={data_dir!r} is relative: each process would resolve it "
+            "against its own working directory; use the absolute path of the shared mount"
+        )
+    if db_url.strip().lower().startswith("sqlite"):
+        return (
+            "CALENDAR_DB_URL is a SQLite file: other machines cannot share it (SQLite's "
+            "locking does not work over network file systems); use PostgreSQL"
+        )
+    return None
 
 
 def env(name: str, default: str, environ: Mapping[str, str] | None = None) -> str:

@@ -46,8 +46,9 @@ def setting(name: str, default: str) -> str | dg.EnvVar:
 class CalendarSettings(dg.ConfigurableResource):
     """Where data lives and what the calendar pipeline watches."""
 
-    data_dir: str = "./data"
-    db_url: str = ""
+    data_dir: str = ""  # "" = ./data
+    db_url: str = ""  # "" = a SQLite file in the data dir
+    deployment: str = "auto"
     universe: str = ""
     lookahead_days: str = str(settings.DEFAULT_LOOKAHEAD_DAYS)
     thresholds: str = "30,15,7,3,1"
@@ -71,7 +72,33 @@ class CalendarSettings(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
+        self.check_deployment(context.instance)
         self.check_storage()
+
+    def check_deployment(self, instance: dg.DagsterInstance | None) -> None:
+        """On a deployment whose runs may execute on other machines, refuse the per-machine
+        defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (``SettingError`` saying why)."""
+        mode = settings.parse_deployment(self.deployment)
+        shared = (
+            mode == "shared"
+            if mode != "auto"
+            else instance is not None and not runs_on_this_machine(instance)
+        )
+        if not shared:
+            return
+        problem = settings.shared_storage_problem(self.data_dir.strip(), self.db_url.strip())
+        if problem:
+            why = (
+                "CALENDAR_DEPLOYMENT=shared"
+                if mode == "shared"
+                else f"this Dagster instance uses {describe_instance(instance)}"
+            )
+            raise SettingError(
+                "CALENDAR_DEPLOYMENT",
+                self.deployment,
+                f"{problem} ({why}; CALENDAR_DEPLOYMENT=local if every process runs on "
+                "this one machine)",
+            )
 
     def check_storage(self) -> None:
         """Before any fetch: the data dir takes a write, an fsync and a lock, and the
@@ -92,6 +119,7 @@ class CalendarSettings(dg.ConfigurableResource):
         self.volume_ratio  # noqa: B018
         self.probe_budget  # noqa: B018
         settings.parse_timezone(self.timezone)
+        settings.parse_deployment(self.deployment)
         self.claim_timeout  # noqa: B018
         self.retention  # noqa: B018
         self.http_config()
@@ -139,7 +167,7 @@ class CalendarSettings(dg.ConfigurableResource):
 
     @property
     def data_path(self) -> Path:
-        return Path(self.data_dir).expanduser()
+        return Path(self.data_dir.strip() or settings.DEFAULT_DATA_DIR).expanduser()
 
     @property
     def universe_path(self) -> Path:
@@ -188,6 +216,25 @@ class CalendarSettings(dg.ConfigurableResource):
     def budgets(self) -> Budgets:
         """What raw_snapshot's checks allow (``verify --repair`` judges by the same)."""
         return Budgets(self.failed_budget, self.missing_budget, self.volume_ratio)
+
+
+# What `dagster dev` and a bare DAGSTER_HOME use: everything in this machine's processes.
+LOCAL_RUN_STORAGES = {"SqliteRunStorage", "InMemoryRunStorage"}
+LOCAL_RUN_LAUNCHERS = {"DefaultRunLauncher", "SyncInMemoryRunLauncher"}
+
+
+def runs_on_this_machine(instance: dg.DagsterInstance) -> bool:
+    """True for the single-machine default: runs stored in SQLite (or memory) and
+    launched as local processes. PostgreSQL storage or another launcher (Celery,
+    Kubernetes, Docker) means runs may execute on other machines."""
+    return (
+        type(instance.run_storage).__name__ in LOCAL_RUN_STORAGES
+        and type(instance.run_launcher).__name__ in LOCAL_RUN_LAUNCHERS
+    )
+
+
+def describe_instance(instance: dg.DagsterInstance) -> str:
+    return f"{type(instance.run_storage).__name__} and {type(instance.run_launcher).__name__}"
 
 
 @lru_cache(maxsize=8)
@@ -256,6 +303,7 @@ class SlackSettings(SlackResource):
 CALENDAR_ENV = {
     "data_dir": "CALENDAR_DATA_DIR",
     "db_url": "CALENDAR_DB_URL",
+    "deployment": "CALENDAR_DEPLOYMENT",
     "universe": "CALENDAR_UNIVERSE",
     "lookahead_days": "CALENDAR_LOOKAHEAD_DAYS",
     "thresholds": "CALENDAR_THRESHOLDS",

@@ -30,6 +30,8 @@ import contextlib
 import errno
 import os
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,19 +215,94 @@ def atomic_create_bytes(path: Path, data: bytes) -> None:
         fsync_dir(path.parent)
 
 
+# Run in another process while this one holds the lock: exit 0 when the lock keeps it out.
+# (On NFS, Linux emulates flock with POSIX record locks, which exclude other processes
+# and other machines but not a second descriptor in the same process: hence a process.)
+_LOCK_PROBE = """
+import fcntl, sys
+with open(sys.argv[1], "ab") as handle:
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(0)
+sys.exit(3)
+"""
+
+
 def check_writable(directory: Path) -> None:
-    """Create ``directory`` if needed and prove it takes what the lake needs: an atomic
-    write (temp file, fsync, hard link, rename) and an exclusive ``flock``. Raises
-    :class:`StorageError` naming the directory (read-only, full, no permission, or no
-    locking, as on some network mounts)."""
+    """Create ``directory`` if needed and prove it takes what the lake needs, as a
+    shared mount must too (NFS, EFS, a ReadWriteMany volume):
+
+    - an atomic create: a temporary file, ``fsync``, a hard link to the final name;
+    - an atomic replace: ``os.replace`` onto an existing file, then a directory ``fsync``;
+    - an ``flock`` that really excludes: while this process holds it, another process
+      cannot take it (some FUSE mounts of object stores accept ``flock`` and ignore it).
+
+    Raises :class:`StorageError` naming the directory, the failed step and the file
+    system type (read-only, full, no permission, no hard links, no locking)."""
     directory = Path(directory)
     probe = directory / ".write_check"
     with storage_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
     try:
-        atomic_write_bytes(probe, b"ok\n")
+        with contextlib.suppress(FileNotFoundError):
+            probe.unlink()
+        try:
+            atomic_create_bytes(probe, b"created\n")
+            atomic_write_bytes(probe, b"replaced\n")
+        except StorageError as exc:
+            raise StorageError(
+                directory, _with_fs(exc, directory, "atomic create or replace")
+            ) from exc
         with writer_lock(directory, ".write_check.lock", (".write_check.",)):
-            pass
+            if fcntl is not None:
+                _check_lock_excludes(directory / ".write_check.lock")
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
+
+
+def _check_lock_excludes(lock_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", _LOCK_PROBE, str(lock_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode == 0:
+        return
+    detail = (
+        "another process took the same flock while this one held it: locking is a no-op"
+        if result.returncode == 3
+        else (result.stderr.strip().splitlines() or ["the lock probe failed"])[-1]
+    )
+    raise StorageError(
+        lock_path.parent,
+        OSError(errno.ENOLCK, f"{detail} (file system {filesystem_type(lock_path.parent)})"),
+    )
+
+
+def _with_fs(exc: OSError, directory: Path, step: str) -> OSError:
+    return OSError(
+        exc.errno, f"{step} failed: {exc.strerror} (file system {filesystem_type(directory)})"
+    )
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system holding ``path`` (``ext4``, ``nfs4``, ``fuse.s3fs``),
+    from ``/proc/self/mountinfo``; ``unknown`` where that file does not exist."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    target = os.path.realpath(path)
+    best, kind = "", "unknown"
+    for line in lines:
+        fields = line.split(" - ", 1)
+        if len(fields) != 2:
+            continue
+        mount_point = fields[0].split()[4].replace("\\040", " ")
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, fields[1].split()[0]
+    return kind
