@@ -10,6 +10,7 @@ guide or to ``deploy/`` that breaks the deployment breaks this test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -159,44 +160,16 @@ class Deployment:
         pwfile.write_text(self.superuser_password + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
-        subprocess.run(
-            as_postgres_user(
-                [
-                    str(PG_BIN / "initdb"),
-                    "-D",
-                    str(pg_root / "data"),
-                    "-U",
-                    "postgres",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    f"--pwfile={pwfile}",
-                    "--no-sync",
-                ]
-            ),  # fmt: skip
-            check=True,
-            capture_output=True,
-        )
+        initdb = [str(PG_BIN / "initdb"), "-D", str(pg_root / "data"), "-U", "postgres"]
+        initdb += ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
+        subprocess.run(as_postgres_user([*initdb, "--no-sync"]), check=True, capture_output=True)
         options = (
             f"-p {self.ports['postgres']} -k {pg_root} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c max_connections=200"
         )
-        subprocess.run(
-            as_postgres_user(
-                [
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(pg_root / "data"),
-                    "-o",
-                    options,
-                    "-l",
-                    str(pg_root / "log"),
-                    "-w",
-                    "start",
-                ]
-            ),  # fmt: skip
-            check=True,
-            capture_output=True,
-        )
+        pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(pg_root / "data"), "-o", options]
+        pg_ctl += ["-l", str(pg_root / "log"), "-w", "start"]
+        subprocess.run(as_postgres_user(pg_ctl), check=True, capture_output=True)
 
     # -- the guide's steps -------------------------------------------------------------------
 
@@ -260,29 +233,17 @@ class Deployment:
         """Every process group this deployment started, then PostgreSQL."""
         for _, proc in reversed(self.started):
             if proc.poll() is None:
-                with _suppress_lookup():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for _, proc in self.started:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            with _suppress_lookup():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
-        subprocess.run(
-            as_postgres_user(
-                [
-                    str(PG_BIN / "pg_ctl"),
-                    "-D",
-                    str(self.root / "postgres" / "data"),
-                    "-m",
-                    "immediate",
-                    "stop",
-                ]
-            ),  # fmt: skip
-            capture_output=True,
-        )
+        data = str(self.root / "postgres" / "data")
+        pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", data, "-m", "immediate", "stop"]
+        subprocess.run(as_postgres_user(pg_ctl), capture_output=True)
 
     # -- talking to it -----------------------------------------------------------------------
 
@@ -306,14 +267,6 @@ class Deployment:
                 return True
         except (urllib.error.URLError, OSError):
             return False
-
-
-class _suppress_lookup:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, value, tb) -> bool:
-        return kind is not None and issubclass(kind, ProcessLookupError | PermissionError)
 
 
 def new_root() -> Path:
