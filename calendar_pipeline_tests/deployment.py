@@ -91,6 +91,7 @@ class Deployment:
 
     root: Path
     slack_url: str
+    fsync: bool = False  # PostgreSQL's fsync (the benchmark turns it on, as in production)
     ports: dict[str, int] = field(default_factory=dict)
     started: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
@@ -115,6 +116,7 @@ class Deployment:
             "DAGSTER_PG_PORT": str(p["pgbouncer"]),
             "PGBOUNCER_PORT": str(p["pgbouncer"]),
             "PGBOUNCER_DIR": str(self.root / "pgbouncer"),
+            "PGBOUNCER_SOCKET_DIR": str(self.root / "pgbouncer" / "socket"),
             "REDIS_PORT": str(p["redis"]),
             "REDIS_DIR": str(self.root / "redis"),
             "DAGSTER_CELERY_BROKER_URL": f"{redis}/0",
@@ -165,11 +167,22 @@ class Deployment:
         subprocess.run(as_postgres_user([*initdb, "--no-sync"]), check=True, capture_output=True)
         options = (
             f"-p {self.ports['postgres']} -k {pg_root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c max_connections=200"
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
         )
         pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(pg_root / "data"), "-o", options]
         pg_ctl += ["-l", str(pg_root / "log"), "-w", "start"]
         subprocess.run(as_postgres_user(pg_ctl), check=True, capture_output=True)
+
+    def psql(self, sql: str) -> str:
+        """Run SQL as the PostgreSQL superuser, over TCP with its password."""
+        cmd = ["psql", "-h", "127.0.0.1", "-p", str(self.ports["postgres"]), "-U", "postgres"]
+        return subprocess.run(
+            [*cmd, "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+            env={**self.base_env(), "PGPASSWORD": self.superuser_password},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     # -- the guide's steps -------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
@@ -271,8 +271,10 @@ def test_today_and_a_30_day_backfill_run_on_the_celery_workers(deployment, tmp_p
     assert not [p for p in home.rglob("*.db")], list(home.rglob("*"))
 
     # The data: what one machine computes for the same days.
+    # (the workers reach PgBouncer's socket through PGHOST; this process says it in the URL)
+    db_url = make_url(settings["CALENDAR_DB_URL"]).update_query_dict({"host": settings["PGHOST"]})
     calendar = CalendarSettings(
-        data_dir=settings["CALENDAR_DATA_DIR"], db_url=settings["CALENDAR_DB_URL"]
+        data_dir=settings["CALENDAR_DATA_DIR"], db_url=db_url.render_as_string(False)
     )
     assert calendar.engine().dialect.name == "postgresql"
     expected_due, expected_events = single_machine_due(tmp_path)
