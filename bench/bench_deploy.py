@@ -105,13 +105,35 @@ def measure(name: str, env: dict[str, str], days: int, how: str) -> tuple[float,
     return single, ranged
 
 
+def connect_costs(d: Deployment, settings: dict[str, str], count: int = 300) -> None:
+    """Milliseconds per new connection (connect, then close), as dagster-postgres pays
+    for nearly every event it stores."""
+    import psycopg2  # dagster-postgres' driver, from the [deploy] extra
+
+    login = {"user": settings["DAGSTER_PG_USERNAME"], "dbname": settings["DAGSTER_PG_DB"]}
+    password = settings["DAGSTER_PG_PASSWORD"]
+    ways = {
+        "PostgreSQL over TCP, SCRAM": {"host": "127.0.0.1", "port": d.ports["postgres"]},
+        "PgBouncer over TCP, SCRAM": {"host": "127.0.0.1", "port": d.ports["pgbouncer"]},
+        "PgBouncer's Unix socket (deploy/)": {
+            "host": settings["PGHOST"],
+            "port": d.ports["pgbouncer"],
+        },
+    }
+    for name, where in ways.items():
+        start = time.perf_counter()
+        for _ in range(count):
+            psycopg2.connect(**login, **where, password=password).close()
+        print(f"[connect] {name}: {(time.perf_counter() - start) / count * 1000:.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument(
         "--how",
         choices=["cli", "in-process"],
-        nargs="+",
+        nargs="*",
         default=["cli", "in-process"],
         help="cli: `dagster asset materialize` in a fresh process per run (as a user runs "
         "it, the issue's measure); in-process: what a Celery worker executes for a run",
@@ -128,6 +150,7 @@ def main() -> None:
         d.start_step("pgbouncer", as_postgres=True)
         wait_until("pgbouncer", lambda: port_open(d.ports["pgbouncer"]), 30, diagnose=d.logs)
         deployed = d.settings()
+        connect_costs(d, deployed)
         base = {"CALENDAR_ALERT_MODE": "dry_run", "SLACK_BOT_TOKEN": ""}
 
         sqlite_home = root / "sqlite_home"
