@@ -19,6 +19,10 @@ import datetime as dt
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -289,3 +293,91 @@ def test_today_and_a_30_day_backfill_run_on_the_celery_workers(deployment, tmp_p
         (a.entity_name, a.title, a.event_date, a.threshold_days) for a in due_today
     }
     assert set(lines.values()) == {1} and len(lines) == len(due_today) > 0
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_run_whose_worker_process_dies_is_failed_and_retried_on_a_worker(deployment):
+    """The process executing a run is killed (as by the OOM killer) in the middle of it:
+    Celery records the task as failed (WorkerLostError), run monitoring marks the run
+    failed, run_retries starts it again, a worker runs the retry, and the lake and tables
+    are consistent afterwards (``calendar-pipeline verify``)."""
+    d, slack = deployment
+    posts_before = len(slack.messages)
+    first, last = TODAY - dt.timedelta(days=400), TODAY - dt.timedelta(days=201)
+    params = {
+        "selector": {
+            "repositoryLocationName": "calendar_pipeline",
+            "repositoryName": "__repository__",
+            "jobName": "daily_calendar_job",
+        },
+        "executionMetadata": {
+            "tags": [
+                {"key": "dagster/asset_partition_range_start", "value": first.isoformat()},
+                {"key": "dagster/asset_partition_range_end", "value": last.isoformat()},
+            ]
+        },
+    }
+    launched = d.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def running_on() -> tuple[str, str] | None:
+        run = next(r for r in runs(d) if r["runId"] == run_id)
+        task = run["tags"].get(TASK_TAG)
+        if run["status"] != "STARTED" or not task:
+            return None
+        for label in ("worker-1", "worker-2"):
+            if f"execute_job[{task}] received" in d.log(label, lines=100_000):
+                return label, task
+        return None
+
+    label, task = wait_until("the 200-day run to start on a worker", running_on, 60)
+    time.sleep(2)  # inside the run's steps
+    (worker,) = [proc for lbl, proc in d.started if lbl == label]
+    (celery_main,) = children(worker.pid)
+    pool = children(celery_main)
+    assert pool, "no Celery pool process"
+    for pid in pool:  # the one running the task, and its idle sibling
+        os.kill(pid, signal.SIGKILL)
+
+    def retried() -> dict | None:
+        found = runs(d)
+        original = next(r for r in found if r["runId"] == run_id)
+        retry = [r for r in found if r["tags"].get("dagster/parent_run_id") == run_id]
+        if original["status"] == "FAILURE" and retry and retry[0]["status"] == "SUCCESS":
+            return retry[0]
+        return None
+
+    retry = wait_until("the run to fail and its retry to succeed", retried, 150,
+                       diagnose=lambda: f"{runs(d)}\n{d.logs()}")  # fmt: skip
+    assert re.search(
+        rf"execute_job\[{task}\] raised unexpected: WorkerLostError", d.log(label, 100_000)
+    )
+    assert tasks_succeeded(d, [retry]), d.logs()
+    assert retry["tags"]["dagster/retry_number"] == "1" and retry["tags"][TASK_TAG] != task
+
+    settings = d.settings()
+    verify = subprocess.run(
+        [str(Path(sys.executable).parent / "calendar-pipeline"), "verify"],
+        env={**d.base_env(), **settings},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert len(slack.messages) == posts_before  # history days: nothing posted
