@@ -162,6 +162,6 @@ def test_a_file_system_without_hard_links_fails_clearly(tmp_path, monkeypatch):
     with pytest.raises(atomic.StorageError) as raised:
         atomic.check_writable(tmp_path / "lake")
     message = str(raised.value)
-    assert "atomic create or replace failed" in message and "Operation not permitted" in message
+    assert "atomic create or rename failed" in message and "Operation not permitted" in message
     assert "file system" in message and str(tmp_path / "lake") in message
     assert [p.name for p in Path(tmp_path / "lake").iterdir() if p.name.endswith(".tmp")] == []

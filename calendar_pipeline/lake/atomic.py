@@ -234,32 +234,36 @@ def check_writable(directory: Path) -> None:
     shared mount must too (NFS, EFS, a ReadWriteMany volume):
 
     - an atomic create: a temporary file, ``fsync``, a hard link to the final name;
-    - an atomic replace: ``os.replace`` onto an existing file, then a directory ``fsync``;
+    - an atomic rename (``os.replace``), then a directory ``fsync``;
     - an ``flock`` that really excludes: while this process holds it, another process
       cannot take it (some FUSE mounts of object stores accept ``flock`` and ignore it).
 
     Raises :class:`StorageError` naming the directory, the failed step and the file
     system type (read-only, full, no permission, no hard links, no locking)."""
     directory = Path(directory)
-    probe = directory / ".write_check"
+    probe, moved = directory / ".write_check", directory / ".write_check.moved"
     with storage_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
+    for leftover in (probe, moved):  # from a check that was killed
+        with contextlib.suppress(OSError):
+            leftover.unlink()
     try:
-        with contextlib.suppress(FileNotFoundError):
-            probe.unlink()
         try:
             atomic_create_bytes(probe, b"created\n")
-            atomic_write_bytes(probe, b"replaced\n")
+            with storage_errors(moved):
+                os.replace(probe, moved)  # the rename the index rewrite relies on
+                fsync_dir(directory)
         except StorageError as exc:
             raise StorageError(
-                directory, _with_fs(exc, directory, "atomic create or replace")
+                directory, _with_fs(exc, directory, "atomic create or rename")
             ) from exc
         with writer_lock(directory, ".write_check.lock", (".write_check.",)):
             if fcntl is not None:
                 _check_lock_excludes(directory / ".write_check.lock")
     finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
+        for path in (probe, moved):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _check_lock_excludes(lock_path: Path) -> None:
