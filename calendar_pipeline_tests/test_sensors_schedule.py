@@ -163,3 +163,15 @@ def test_jobs_are_partitioned_and_in_process(tmp_path, small_universe):
         dg.AssetKey(k) for k in ("raw_snapshot", "snapshot_index", "due_alerts")
     }
     assert list(slack.graph.node_names()) == ["send_slack_alerts"]
+
+
+def test_every_schedule_and_sensor_says_what_it_does(tmp_path):
+    """The UI shows these descriptions beside each schedule and sensor."""
+    defs = build_defs(
+        {"calendar": CalendarSettings(data_dir=str(tmp_path)), "slack": SlackSettings()}
+    )
+    repo = defs.get_repository_def()
+    described = {s.name: s.description for s in [*repo.schedule_defs, *repo.sensor_defs]}
+    assert set(described) >= {"daily_calendar_schedule", "slack_alert_sensor"}
+    assert all(text and len(text) > 40 for text in described.values()), described
+    assert "CALENDAR_SCHEDULE_HOUR" in described["daily_calendar_schedule"]

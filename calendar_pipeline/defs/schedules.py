@@ -11,6 +11,9 @@ from calendar_pipeline.defs.partitions import SCHEDULE_HOUR
 daily_calendar_schedule = dg.build_schedule_from_partitioned_job(
     daily_calendar_job,
     name="daily_calendar_schedule",
+    description="Runs daily_calendar_job for today's partition every day at "
+    "CALENDAR_SCHEDULE_HOUR:00 in CALENDAR_TIMEZONE (fetch and snapshot, index, due_alerts); "
+    "slack_alert_sensor then posts the day's alerts.",
     hour_of_day=SCHEDULE_HOUR,
     minute_of_hour=0,
 )
