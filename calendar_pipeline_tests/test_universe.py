@@ -1,4 +1,5 @@
 import csv
+import re
 
 import holidays
 import pytest
@@ -89,3 +90,27 @@ def test_channel_blank_is_none_and_bom_tolerated(tmp_path):
     assert [e.channel for e in entities] == [None, "#us"]
     with path.open(newline="") as handle:
         assert len(list(csv.reader(handle))) == 3
+
+
+def test_market_names_follow_the_holidays_class_names():
+    """Every market's name comes from its class in the installed holidays package: the
+    class's words, its acronyms kept (no "Ny Stock Exchange", "Sifma", "Ice Futures")."""
+    from holidays.registry import FINANCIAL
+
+    from calendar_pipeline.universe.build import market_name
+
+    rows = {r["key"]: r["name"] for r in universe_rows(with_subdivisions=False)}
+    for entry in FINANCIAL.values():
+        class_name, code = entry[0], entry[1]
+        name = rows[f"financial:{code}"]
+        assert name == market_name(entry)
+        # every acronym of the class name survives, every word of it is there
+        for acronym in re.findall(r"[A-Z]{2,}(?=[A-Z][a-z]|$)", class_name):
+            assert acronym in name.split(), (class_name, name)
+        assert name.replace(" ", "").lower() in {n.lower() for n in entry if n[0].isupper()}
+    assert rows["financial:XNYS"] == "New York Stock Exchange"
+    assert rows["financial:XSIF"] == "SIFMA"
+    assert rows["financial:IFEU"] == "ICE Futures Europe"
+    assert rows["financial:XSWX"] == "SIX Swiss Exchange"
+    assert rows["financial:XETR"] == "Germany Stock Exchange"
+    assert rows["financial:XBUE"] == "Bolsas y Mercados Argentinos"

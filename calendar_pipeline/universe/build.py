@@ -33,9 +33,33 @@ def _names(registry: dict[str, tuple[str, ...]]) -> dict[str, str]:
     return {codes[1]: _readable(module) for module, codes in registry.items()}
 
 
+# One word of a CamelCase class name: an acronym (ICE in ICEFuturesEurope, SIX, NASDAQ),
+# a capitalised word, or a lone capital before one (the Y of BolsasYMercados).
+_CAMEL_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z][a-z]+|[A-Z]+|[a-z]+|\d+")
+
+
+def market_name(class_names: tuple[str, ...]) -> str:
+    """A market's display name from the ``holidays`` registry entry (its class name and
+    aliases): the CamelCase name that keeps the most capitals (``ICEFuturesEurope`` over
+    ``IceFuturesEurope``), split into words, acronyms kept, connecting words in lower
+    case. ``("NewYorkStockExchange", "XNYS", "NYSE")`` -> ``New York Stock Exchange``.
+    (The module names the registry is keyed by are abbreviated: ``ny_stock_exchange``.)"""
+    camel = [name for name in class_names if any(c.islower() for c in name)]
+    best = max(camel, key=lambda name: sum(c.isupper() for c in name)) if camel else class_names[0]
+    words = _CAMEL_WORD.findall(best)
+    return " ".join(
+        word.lower() if i and word.lower() in SMALL_WORDS else word for i, word in enumerate(words)
+    )
+
+
+def _market_names() -> dict[str, str]:
+    """Market name by every code of the market (``XNYS`` and ``NYSE`` alike)."""
+    return {code: market_name(entry) for entry in FINANCIAL.values() for code in entry[1:]}
+
+
 def universe_rows(with_subdivisions: bool) -> list[dict[str, str]]:
     country_names = _names(COUNTRIES)
-    market_names = _names(FINANCIAL)
+    market_names = _market_names()
     rows: list[dict[str, str]] = []
     countries = holidays.list_supported_countries(include_aliases=False)
     for code in sorted(countries):
