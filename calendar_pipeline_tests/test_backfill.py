@@ -70,6 +70,10 @@ def test_range_run_equals_day_by_day(tmp_path, small_universe):
             rows = len(store.read_due_alerts(cal_b.engine(), day))
             assert mat.metadata["dagster/row_count"].value == rows
             assert mat.metadata["partitions_in_run"].value == len(DAYS)
+            # the per-threshold counts sort (and plot) in day order, and add up
+            due_keys = [key for key in mat.metadata if key.startswith("due_d")]
+            assert sorted(due_keys) == ["due_d01", "due_d03", "due_d07", "due_d15", "due_d30"]
+            assert sum(mat.metadata[key].value for key in due_keys) == rows
         if mat.asset_key.to_user_string() == "raw_snapshot":
             snapshot = json.loads(latest_snapshot(cal_b.data_path, mat.partition).read_text())
             assert mat.metadata["dagster/row_count"].value == len(snapshot["events"])

@@ -132,10 +132,10 @@ def open_asset_graph(page: Page) -> Locator:
 
 def open_due_alerts_partition(page: Page, partition: str) -> None:
     """Open ``due_alerts`` at ``partition`` and wait for the right pane: the partition's
-    status, then its metadata table with ``dagster/row_count`` and ``due_d1``. (The
+    status, then its metadata table with ``dagster/row_count`` and ``due_d01``. (The
     first-run dialog is left alone: the text stays visible under it.)"""
     page.goto(due_alerts_url(partition))
     expect(page.get_by_text("Materialized", exact=True)).to_be_visible()
     expect(page.get_by_text("Metadata", exact=True)).to_be_visible()
-    for key in ("dagster/row_count", "due_d1"):
+    for key in ("dagster/row_count", "due_d01"):
         expect(page.get_by_text(key, exact=True)).to_be_visible()

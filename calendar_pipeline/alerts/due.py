@@ -66,6 +66,14 @@ def compute_due_alerts(
     return sorted(due.values(), key=lambda a: (a.event_date, a.entity_id, a.event_id))
 
 
+def threshold_metadata_keys(thresholds: Sequence[int]) -> dict[int, str]:
+    """``{1: "due_d01", ..., 30: "due_d30"}``: zero-padded to the widest threshold, so the
+    UI, which sorts metadata keys as text, lists and plots them in day order (``due_d1,
+    due_d15, due_d3`` otherwise)."""
+    width = max(2, len(str(max(thresholds))))
+    return {threshold: f"due_d{threshold:0{width}d}" for threshold in thresholds}
+
+
 def count_by_threshold(alerts: Iterable[DueAlert], thresholds: Sequence[int]) -> dict[int, int]:
     counts = dict.fromkeys(thresholds, 0)
     for alert in alerts:

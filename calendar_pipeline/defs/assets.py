@@ -12,7 +12,11 @@ import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from calendar_pipeline.alerts import store
-from calendar_pipeline.alerts.due import compute_due_alerts, count_by_threshold
+from calendar_pipeline.alerts.due import (
+    compute_due_alerts,
+    count_by_threshold,
+    threshold_metadata_keys,
+)
 from calendar_pipeline.alerts.intent import span
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.partitions import daily_partitions
@@ -460,6 +464,8 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                 f"partition {span(missing)} is not in {index.path}: materialize snapshot_index"
             )
 
+    keys = threshold_metadata_keys(thresholds)
+
     def check(day: dt.date, stored: dict[str, int]) -> None:
         nonlocal rows
         rows += len(stored)
@@ -470,7 +476,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         context.add_asset_metadata(
             {
                 "dagster/row_count": len(stored),
-                **{f"due_d{threshold}": count for threshold, count in per_threshold.items()},
+                **{keys[threshold]: count for threshold, count in per_threshold.items()},
                 "preview": dg.MetadataValue.md(preview),
             },
             partition_key=day.isoformat(),
