@@ -40,12 +40,13 @@ import dagster as dg  # noqa: E402
 
 from calendar_pipeline.definitions import build_defs  # noqa: E402
 from calendar_pipeline.defs.resources import resources_from_env  # noqa: E402
+from calendar_pipeline_tests.daemons import wait_for  # noqa: E402
 from calendar_pipeline_tests.deployment import (  # noqa: E402
     Deployment,
     new_root,
     port_open,
-    wait_until,
 )
+from calendar_pipeline_tests.flows import range_tags  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 LAST = dt.date(2026, 11, 1)
@@ -55,12 +56,7 @@ def run(partition: str | None = None, first: dt.date | None = None) -> float:
     """Wall seconds of one in-process run on the instance of $DAGSTER_HOME."""
     defs = build_defs(resources_from_env())
     job = defs.resolve_job_def("daily_calendar_job")
-    tags = None
-    if first is not None:
-        tags = {
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": LAST.isoformat(),
-        }
+    tags = range_tags(first, LAST) if first is not None else None
     with dg.DagsterInstance.get() as instance:
         start = time.perf_counter()
         result = job.execute_in_process(
@@ -148,7 +144,7 @@ def main() -> None:
         d.prepare()
         d.run_step("database", extra_env={"PGPASSWORD": d.superuser_password})
         d.start_step("pgbouncer", as_postgres=True)
-        wait_until("pgbouncer", lambda: port_open(d.ports["pgbouncer"]), 30, diagnose=d.logs)
+        wait_for("pgbouncer", lambda: port_open(d.ports["pgbouncer"]), 30, diagnose=d.logs)
         deployed = d.settings()
         connect_costs(d, deployed)
         base = {"CALENDAR_ALERT_MODE": "dry_run", "SLACK_BOT_TOKEN": ""}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,36 +12,16 @@ from pathlib import Path
 import pytest
 
 from calendar_pipeline.alerts import store
+from calendar_pipeline_tests.dagster_dev import free_port
+from calendar_pipeline_tests.postgres import as_postgres_user, pg_bin
 
 pytest_plugins = ("calendar_pipeline_tests.slack_server",)  # the `slack_server` fixture
-
-PG_BIN_DIRS = [Path("/usr/lib/postgresql/15/bin"), Path("/usr/lib/postgresql/16/bin")]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pg_bin(name: str) -> str | None:
-    for directory in PG_BIN_DIRS:
-        if (directory / name).exists():
-            return str(directory / name)
-    return shutil.which(name)
-
-
-def _as_postgres_user(cmd: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root: drop to the ``postgres`` user when we are root."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return cmd
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     """Start a throwaway PostgreSQL on a free loopback port for this test session."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL binaries (initdb, pg_ctl) not found; .ci/run installs them")
@@ -51,15 +30,15 @@ def postgres_url():
     data = root / "data"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     subprocess.run(
-        _as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
+        as_postgres_user([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
         check=True,
         capture_output=True,
     )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
-        _as_postgres_user(
+        as_postgres_user(
             [pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
         ),
         check=True,
@@ -79,7 +58,7 @@ def postgres_url():
         yield url
     finally:
         subprocess.run(
-            _as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
+            as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)

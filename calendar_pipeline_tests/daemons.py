@@ -32,15 +32,23 @@ POOL = "calendar_upstream"
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 30.0) -> T:
-    """Poll ``probe`` until it returns something truthy (real time, not the test clock)."""
+def wait_for(
+    what: str,
+    probe: Callable[[], T],
+    timeout: float = 30.0,
+    *,
+    diagnose: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``probe`` until it returns something truthy (real time, not the test clock);
+    on time-out, the error carries ``diagnose()`` (e.g. the processes' logs)."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            extra = f"\n{diagnose()}" if diagnose else ""
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
         time.sleep(0.1)
 
 

@@ -98,15 +98,36 @@ def scrubbed_env(dagster_home: Path, data_dir: Path) -> dict[str, str]:
     return env
 
 
+def graphql(base_url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST ``{base_url}/graphql``; the ``data`` member, or GraphQLError on any reported
+    error."""
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/graphql",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise GraphQLError(f"HTTP {exc.code}: {exc.read()[:2000]!r}") from None
+    if payload.get("errors"):
+        raise GraphQLError(json.dumps(payload["errors"], indent=1)[:4000])
+    return payload["data"]
+
+
 def _default_signal_handlers() -> None:
     # Runs in the child between fork and exec (see the module docstring, "Signals").
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _process_group_members(pgid: int) -> list[int]:
-    """PIDs whose process group is ``pgid`` (Linux /proc; empty elsewhere)."""
-    members = []
+def _live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process that is not a zombie (Linux
+    /proc; empty elsewhere)."""
+    found = []
     for entry in _proc_dirs():
         try:
             stat = (entry / "stat").read_text()
@@ -114,9 +135,19 @@ def _process_group_members(pgid: int) -> list[int]:
             continue
         # pid (comm) state ppid pgrp ...; comm may contain spaces and parentheses.
         fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+        if len(fields) > 2 and fields[0] != "Z":
+            found.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return found
+
+
+def _process_group_members(pgid: int) -> list[int]:
+    """PIDs whose process group is ``pgid``."""
+    return [pid for pid, _, group in _live_processes() if group == pgid]
+
+
+def child_processes(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid``."""
+    return [child for child, parent, _ in _live_processes() if parent == pid]
 
 
 def _processes_with_environ(entry: bytes) -> list[int]:
@@ -292,22 +323,7 @@ class DagsterDev:
     # -- talking to it -----------------------------------------------------------------------
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        """POST /graphql; the ``data`` member, or GraphQLError on any reported error."""
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.base_url}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise GraphQLError(f"HTTP {exc.code}: {exc.read()[:2000]!r}") from None
-        if payload.get("errors"):
-            raise GraphQLError(json.dumps(payload["errors"], indent=1)[:4000])
-        return payload["data"]
+        return graphql(self.base_url, query, variables)
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -11,7 +11,6 @@ guide or to ``deploy/`` that breaks the deployment breaks this test.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -28,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calendar_pipeline_tests.dagster_dev import REPO_ROOT, free_port, scrubbed_env
+from calendar_pipeline_tests.dagster_dev import REPO_ROOT, free_port, graphql, scrubbed_env
+from calendar_pipeline_tests.postgres import as_postgres_user, pg_bin
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 SCALING = REPO_ROOT / "docs" / "SCALING.md"
 ENV_EXAMPLE = REPO_ROOT / "deploy" / ".env.example"
 STEP = re.compile(r"```bash\n# step: ([a-z-]+)[^\n]*\n(.*?)```", re.DOTALL)
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def scaling_steps(text: str | None = None) -> dict[str, str]:
@@ -62,27 +61,10 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def as_postgres_user(cmd: list[str]) -> list[str]:
-    """PostgreSQL and PgBouncer refuse to run as root: drop to ``postgres`` when root."""
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_until(what: str, probe, timeout: float, *, diagnose=None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\n{diagnose()}" if diagnose else ""
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
-        time.sleep(0.25)
 
 
 @dataclass
@@ -162,14 +144,14 @@ class Deployment:
         pwfile.write_text(self.superuser_password + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
-        initdb = [str(PG_BIN / "initdb"), "-D", str(pg_root / "data"), "-U", "postgres"]
+        initdb = [str(pg_bin("initdb")), "-D", str(pg_root / "data"), "-U", "postgres"]
         initdb += ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
         subprocess.run(as_postgres_user([*initdb, "--no-sync"]), check=True, capture_output=True)
         options = (
             f"-p {self.ports['postgres']} -k {pg_root} -c listen_addresses=127.0.0.1 "
             f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
         )
-        pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", str(pg_root / "data"), "-o", options]
+        pg_ctl = [str(pg_bin("pg_ctl")), "-D", str(pg_root / "data"), "-o", options]
         pg_ctl += ["-l", str(pg_root / "log"), "-w", "start"]
         subprocess.run(as_postgres_user(pg_ctl), check=True, capture_output=True)
 
@@ -255,23 +237,13 @@ class Deployment:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
         data = str(self.root / "postgres" / "data")
-        pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", data, "-m", "immediate", "stop"]
+        pg_ctl = [str(pg_bin("pg_ctl")), "-D", data, "-m", "immediate", "stop"]
         subprocess.run(as_postgres_user(pg_ctl), capture_output=True)
 
     # -- talking to it -----------------------------------------------------------------------
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports['webserver']}/graphql",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = json.loads(response.read())
-        if payload.get("errors"):
-            raise RuntimeError(json.dumps(payload["errors"])[:3000])
-        return payload["data"]
+        return graphql(f"http://127.0.0.1:{self.ports['webserver']}", query, variables)
 
     def webserver_up(self) -> bool:
         try:

@@ -36,15 +36,11 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import latest_snapshots, read_snapshot
-from calendar_pipeline_tests.dagster_dev import _process_group_members
-from calendar_pipeline_tests.deployment import (
-    PG_BIN,
-    Deployment,
-    new_root,
-    port_open,
-    wait_until,
-)
+from calendar_pipeline_tests.daemons import wait_for
+from calendar_pipeline_tests.dagster_dev import _process_group_members, child_processes
+from calendar_pipeline_tests.deployment import Deployment, new_root, port_open
 from calendar_pipeline_tests.flows import posted_lines, run_range
+from calendar_pipeline_tests.postgres import pg_bin
 from calendar_pipeline_tests.slack_server import FakeSlackServer
 
 NEEDED = ("redis-server", "pgbouncer", "envsubst", "psql")
@@ -56,7 +52,7 @@ TASK_TAG = "dagster-celery/task_id"
 
 def _missing() -> list[str]:
     missing = [name for name in NEEDED if shutil.which(name) is None]
-    return missing + ([] if (PG_BIN / "initdb").exists() else ["postgresql-15"])
+    return missing + ([] if pg_bin("initdb") else ["postgresql-15"])
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +71,17 @@ def deployment():
         d.start_step("pgbouncer", as_postgres=True)
         d.start_step("redis")
         for name in ("pgbouncer", "redis"):
-            wait_until(name, lambda n=name: port_open(d.ports[n]), 30, diagnose=d.logs)
+            wait_for(name, lambda n=name: port_open(d.ports[n]), 30, diagnose=d.logs)
         d.start_step("code-server")
         d.start_step("worker", label="worker-1", CELERY_WORKER_NAME="calendar-1")
         d.start_step("worker", label="worker-2", CELERY_WORKER_NAME="calendar-2")
-        wait_until("code server", lambda: port_open(d.ports["code_server"]), 90, diagnose=d.logs)
+        wait_for("code server", lambda: port_open(d.ports["code_server"]), 90, diagnose=d.logs)
         d.start_step("daemon")
         d.start_step("webserver")
-        wait_until("webserver", d.webserver_up, 90, diagnose=d.logs)
+        wait_for("webserver", d.webserver_up, 90, diagnose=d.logs)
         d.start_step("turn-on")  # ends by itself; overlaps the first runs
         for label in ("worker-1", "worker-2"):
-            wait_until(
-                f"{label} ready", lambda lb=label: " ready." in d.log(lb), 60, diagnose=d.logs
-            )
+            wait_for(f"{label} ready", lambda lb=label: " ready." in d.log(lb), 60, diagnose=d.logs)
         yield d, slack
     finally:
         groups = [proc.pid for _, proc in d.started]
@@ -224,7 +218,7 @@ def events_by_day(data_dir: Path) -> dict[str, list]:
 def test_today_and_a_30_day_backfill_run_on_the_celery_workers(deployment, tmp_path):
     d, slack = deployment
     run_id, backfill_id = launch(d)
-    found = wait_until("the runs and the Slack runs", lambda: settled(d, backfill_id), 150,
+    found = wait_for("the runs and the Slack runs", lambda: settled(d, backfill_id), 150,
                        diagnose=lambda: f"{runs(d)}\n{d.logs()}")  # fmt: skip
 
     turn_on = next(proc for label, proc in d.started if label == "turn-on")
@@ -236,7 +230,7 @@ def test_today_and_a_30_day_backfill_run_on_the_celery_workers(deployment, tmp_p
     # (an asset backfill runs the implicit asset job, not daily_calendar_job)
     assert jobs == {"daily_calendar_job": 1, "__ASSET_JOB": 1, "slack_alert_job": 2}, jobs
     # (the task returns a moment after Dagster records the run's end)
-    ran_on = wait_until(
+    ran_on = wait_for(
         "every task's end in a worker log", lambda: tasks_succeeded(d, found), 30, diagnose=d.logs
     )
     assert all(len(workers) == 1 for workers in ran_on.values()), ran_on
@@ -296,22 +290,6 @@ def test_today_and_a_30_day_backfill_run_on_the_celery_workers(deployment, tmp_p
     assert set(lines.values()) == {1} and len(lines) == len(due_today) > 0
 
 
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def test_a_run_whose_worker_process_dies_is_failed_and_retried_on_a_worker(deployment):
     """The process executing a run is killed (as by the OOM killer) in the middle of it:
     Celery records the task as failed (WorkerLostError), run monitoring marks the run
@@ -347,11 +325,11 @@ def test_a_run_whose_worker_process_dies_is_failed_and_retried_on_a_worker(deplo
                 return label, task
         return None
 
-    label, task = wait_until("the 200-day run to start on a worker", running_on, 60)
+    label, task = wait_for("the 200-day run to start on a worker", running_on, 60)
     time.sleep(2)  # inside the run's steps
     (worker,) = [proc for lbl, proc in d.started if lbl == label]
-    (celery_main,) = children(worker.pid)
-    pool = children(celery_main)
+    (celery_main,) = child_processes(worker.pid)
+    pool = child_processes(celery_main)
     assert pool, "no Celery pool process"
     for pid in pool:  # the one running the task, and its idle sibling
         os.kill(pid, signal.SIGKILL)
@@ -364,7 +342,7 @@ def test_a_run_whose_worker_process_dies_is_failed_and_retried_on_a_worker(deplo
             return retry[0]
         return None
 
-    retry = wait_until("the run to fail and its retry to succeed", retried, 150,
+    retry = wait_for("the run to fail and its retry to succeed", retried, 150,
                        diagnose=lambda: f"{runs(d)}\n{d.logs()}")  # fmt: skip
     # Celery saw the process die
     assert "WorkerLostError: Worker exited prematurely: signal 9" in d.log(label, 100_000)
@@ -387,6 +365,6 @@ def test_a_run_whose_worker_process_dies_is_failed_and_retried_on_a_worker(deplo
         new = slack.messages[posts_before:]
         return [m for m in new if run_id[:8] in json.dumps(m.blocks or m.text)]
 
-    wait_until("the run-failure alert", failure_alerts, 60)
+    wait_for("the run-failure alert", failure_alerts, 60)
     new = slack.messages[posts_before:]
     assert len(failure_alerts()) == 1 and len(new) == 1, [m.text for m in new]
