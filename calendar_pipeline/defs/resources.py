@@ -79,11 +79,10 @@ class CalendarSettings(dg.ConfigurableResource):
         """On a deployment whose runs may execute on other machines, refuse the per-machine
         defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (``SettingError`` saying why)."""
         mode = settings.parse_deployment(self.deployment)
-        shared = (
-            mode == "shared"
-            if mode != "auto"
-            else instance is not None and not runs_on_this_machine(instance)
-        )
+        if mode == "auto":
+            shared = instance is not None and not runs_on_this_machine(instance)
+        else:
+            shared = mode == "shared"
         if not shared:
             return
         problem = settings.shared_storage_problem(self.data_dir.strip(), self.db_url.strip())
