@@ -31,15 +31,11 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from calendar_pipeline.sources.http import (
-    FetchOne,
-    HttpClient,
-    HttpResponse,
-    HttpSession,
-    HttpSource,
-    Outcome,
-    describe_exception,
-)
+from calendar_pipeline.sources.http.client import FetchOne, HttpClient, Outcome
+from calendar_pipeline.sources.http.errors import describe_exception
+from calendar_pipeline.sources.http.response import HttpResponse
+from calendar_pipeline.sources.http.session import HttpSession
+from calendar_pipeline.sources.http.source import HttpSource
 from calendar_pipeline.sources.model import Entity, Event, Window
 from calendar_pipeline.sources.probe import ProbeTarget
 

@@ -27,14 +27,10 @@ import httpx
 
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.finnhub import DEFAULT_FINNHUB_BASE_URL, FinnhubSource
-from calendar_pipeline.sources.http import (
-    BatchProgress,
-    HttpClient,
-    HttpConfig,
-    HttpStats,
-    ProgressCallback,
-    redact,
-)
+from calendar_pipeline.sources.http.client import HttpClient
+from calendar_pipeline.sources.http.config import HttpConfig
+from calendar_pipeline.sources.http.redaction import redact
+from calendar_pipeline.sources.http.stats import BatchProgress, HttpStats, ProgressCallback
 from calendar_pipeline.sources.http_cache import HttpCache
 from calendar_pipeline.sources.ics import DEFAULT_LIMITS, IcsLimits, IcsSource
 from calendar_pipeline.sources.model import Source

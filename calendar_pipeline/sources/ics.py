@@ -45,13 +45,10 @@ from importlib.metadata import version as package_version
 import icalendar
 import recurring_ical_events
 
-from calendar_pipeline.sources.http import (
-    HttpClient,
-    HttpResponse,
-    HttpSession,
-    HttpSource,
-    Outcome,
-)
+from calendar_pipeline.sources.http.client import HttpClient, Outcome
+from calendar_pipeline.sources.http.response import HttpResponse
+from calendar_pipeline.sources.http.session import HttpSession
+from calendar_pipeline.sources.http.source import HttpSource
 from calendar_pipeline.sources.model import Entity, Event, Window
 from calendar_pipeline.sources.probe import ProbeTarget
 

@@ -30,13 +30,10 @@ from collections.abc import Iterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from calendar_pipeline.sources.holidays_source import slugify
-from calendar_pipeline.sources.http import (
-    HttpClient,
-    HttpResponse,
-    HttpSession,
-    HttpSource,
-    Outcome,
-)
+from calendar_pipeline.sources.http.client import HttpClient, Outcome
+from calendar_pipeline.sources.http.response import HttpResponse
+from calendar_pipeline.sources.http.session import HttpSession
+from calendar_pipeline.sources.http.source import HttpSource
 from calendar_pipeline.sources.model import Entity, Event, Window
 from calendar_pipeline.sources.probe import ProbeTarget
 

@@ -40,7 +40,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from calendar_pipeline.sources.http import HttpClient, HttpResponse, HttpSession, describe_exception
+from calendar_pipeline.sources.http.client import HttpClient
+from calendar_pipeline.sources.http.errors import describe_exception
+from calendar_pipeline.sources.http.response import HttpResponse
+from calendar_pipeline.sources.http.session import HttpSession
 from calendar_pipeline.sources.model import Entity, Source, Window
 
 PROBE_ATTEMPTS = 2  # per target and tick: a second chance for a dropped connection

@@ -1,0 +1,141 @@
+"""HTTP settings: :class:`HttpConfig` (from code or the environment), the proxy file
+and the ``User-Agent`` the client sends."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from calendar_pipeline import __version__
+from calendar_pipeline.settings import SettingError, env, parse_positive_int
+from calendar_pipeline.sources.http.redaction import redact
+
+# Names the project and its version. A fork that talks to other people's servers should
+# add a contact, e.g. f"calendar_pipeline/{__version__} (+mailto:ops@example.org)".
+USER_AGENT = f"calendar_pipeline/{__version__} (Dagster calendar pipeline; httpx)"
+MIB = 1024 * 1024
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """How politely and how patiently the client talks to upstreams.
+
+    The environment variables (see :meth:`from_env`) cover the first six fields; the
+    backoff fields exist so tests can make retries fast.
+    """
+
+    rate_limit: float = 2.0  # requests per second, per host
+    max_concurrency: int = 4  # requests in flight, per host
+    max_attempts: int = 5  # attempts per request, the first included
+    timeout: float = 20.0  # seconds per attempt (whole answer) and per connect/read
+    max_response_bytes: int = 10 * MIB  # decoded body size at which a download is abandoned
+    proxy_file: Path | None = None  # one proxy URL a line, used in rotation
+    progress_every: int = 50  # log a progress line every N entities
+    backoff_base: float = 0.5  # full-jitter backoff: random(0, base * 2**retry), capped
+    backoff_max: float = 30.0  # longest backoff between two attempts
+    max_retry_after: float = 120.0  # a longer Retry-After is not waited for
+
+    def __post_init__(self) -> None:
+        for name in ("rate_limit", "timeout", "backoff_max", "max_retry_after"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"HttpConfig.{name} must be positive, not {getattr(self, name)}")
+        if self.backoff_base < 0:
+            raise ValueError(f"HttpConfig.backoff_base must be >= 0, not {self.backoff_base}")
+        for name in ("max_concurrency", "max_attempts", "max_response_bytes", "progress_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"HttpConfig.{name} must be a positive integer, not {value!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpConfig:
+        """Read ``CALENDAR_RATE_LIMIT``, ``CALENDAR_MAX_CONCURRENCY``,
+        ``CALENDAR_HTTP_MAX_ATTEMPTS``, ``CALENDAR_HTTP_TIMEOUT``,
+        ``CALENDAR_MAX_RESPONSE_BYTES`` and ``CALENDAR_PROXY_FILE``; unset or blank means
+        the default. Raises :class:`SettingError` naming the variable and the value.
+        """
+        default = cls()
+        proxy_file_text = env("CALENDAR_PROXY_FILE", "", environ).strip()
+        proxy_file = Path(proxy_file_text).expanduser() if proxy_file_text else None
+        if proxy_file is not None:
+            try:
+                load_proxy_file(proxy_file)
+            except ValueError as exc:
+                raise SettingError("CALENDAR_PROXY_FILE", proxy_file_text, str(exc)) from None
+        return cls(
+            rate_limit=parse_positive_float(
+                env("CALENDAR_RATE_LIMIT", str(default.rate_limit), environ),
+                "CALENDAR_RATE_LIMIT",
+            ),
+            max_concurrency=parse_positive_int(
+                env("CALENDAR_MAX_CONCURRENCY", str(default.max_concurrency), environ),
+                "CALENDAR_MAX_CONCURRENCY",
+            ),
+            max_attempts=parse_positive_int(
+                env("CALENDAR_HTTP_MAX_ATTEMPTS", str(default.max_attempts), environ),
+                "CALENDAR_HTTP_MAX_ATTEMPTS",
+            ),
+            timeout=parse_positive_float(
+                env("CALENDAR_HTTP_TIMEOUT", str(default.timeout), environ),
+                "CALENDAR_HTTP_TIMEOUT",
+            ),
+            max_response_bytes=parse_positive_int(
+                env("CALENDAR_MAX_RESPONSE_BYTES", str(default.max_response_bytes), environ),
+                "CALENDAR_MAX_RESPONSE_BYTES",
+            ),
+            proxy_file=proxy_file,
+        )
+
+
+def parse_positive_float(value: str | float, name: str) -> float:
+    """``"2.5"`` -> ``2.5``; raises :class:`SettingError` unless a finite number > 0."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise SettingError(name, value, "expected a positive number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise SettingError(name, value, "expected a positive number")
+    return number
+
+
+def load_proxy_file(path: Path) -> tuple[str, ...]:
+    """The proxy URLs of ``path``: one a line, blank lines and ``#`` comments skipped.
+
+    Raises ValueError naming the line (never its credentials) when a line is not a
+    proxy URL this installation can use.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ValueError(f"cannot read the proxy file ({reason})") from None
+    proxies: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            url = httpx.URL(line)
+        except httpx.InvalidURL:
+            raise ValueError(f"line {number}: not a URL ({redact(line)!r})") from None
+        if url.scheme not in PROXY_SCHEMES or not url.host:
+            raise ValueError(
+                f"line {number}: {redact(line)!r} is not a proxy URL "
+                f"(expected {', '.join(PROXY_SCHEMES)}://[user:password@]host:port)"
+            )
+        if url.scheme.startswith("socks"):
+            try:
+                import socksio  # noqa: F401 - httpx needs it for SOCKS proxies
+            except ImportError:
+                raise ValueError(
+                    f"line {number}: SOCKS proxies need the 'socksio' package "
+                    "(pip install 'httpx[socks]')"
+                ) from None
+        proxies.append(line)
+    if not proxies:
+        raise ValueError("the proxy file lists no proxy")
+    return tuple(proxies)
