@@ -18,8 +18,9 @@ from calendar_pipeline.alerts.intent import (
     reference_for,
 )
 from calendar_pipeline.alerts.model import DueAlert
-from calendar_pipeline.defs.assets import _alerts_markdown, _errors_markdown
+from calendar_pipeline.defs.due_alerts import _alerts_markdown
 from calendar_pipeline.defs.markdown import md_code_block, md_text
+from calendar_pipeline.defs.raw_snapshot import _errors_markdown
 from calendar_pipeline.sources.model import EntityError
 
 UTC = dt.UTC

@@ -16,7 +16,7 @@ import time_machine
 
 from calendar_pipeline.alerts.due import compute_due_alerts
 from calendar_pipeline.definitions import build_defs
-from calendar_pipeline.defs import assets as assets_module
+from calendar_pipeline.defs import due_alerts as due_alerts_module
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.snapshots import latest_snapshot, write_snapshot
 from calendar_pipeline.quality.volume import volume_report
@@ -169,7 +169,7 @@ def test_rows_that_break_the_bucket_rule_block_the_day(world, monkeypatch, slack
     def off_by_one(events, day, thresholds, entities):  # a regression in alerts/due.py
         return [a for a in compute_due_alerts(events, day, thresholds, entities) if a.days_until]
 
-    monkeypatch.setattr(assets_module, "compute_due_alerts", off_by_one)
+    monkeypatch.setattr(due_alerts_module, "compute_due_alerts", off_by_one)
     days = Days(defs, instance)
     check = days.run(D)["rows_match_bucket_rule"]
     assert not check.passed

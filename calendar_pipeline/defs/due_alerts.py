@@ -1,0 +1,153 @@
+"""``due_alerts``: the rows of the SQL table ``due_alerts`` for each day, computed from
+the day's indexed snapshot by the bucket rule (alerts/due.py); with its blocking check
+rows_match_bucket_rule. slack_alert_sensor reads these rows after a successful run.
+"""
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+from sqlalchemy.exc import SQLAlchemyError
+
+from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.due import (
+    compute_due_alerts,
+    count_by_threshold,
+    threshold_metadata_keys,
+)
+from calendar_pipeline.alerts.intent import span
+from calendar_pipeline.defs.asset_common import DAILY, logged
+from calendar_pipeline.defs.markdown import md_table, md_text
+from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.defs.snapshot_index import snapshot_index
+from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
+from calendar_pipeline.sources.collect import parse_snapshot_text
+
+
+@dg.asset(
+    **DAILY,
+    kinds={"python", "sql"},
+    deps=[snapshot_index],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "rows_match_bucket_rule",
+            asset="due_alerts",
+            blocking=True,
+            description="The stored rows of each partition of the run are exactly the "
+            "events of its indexed snapshot that the bucket rule puts in a threshold, "
+            "re-derived inside the check (quality/reconcile.py): none missing, none extra.",
+        ),
+    ],
+)
+def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
+    """Rows of the SQL table ``due_alerts`` for partition D: every event whose days-until
+    falls in a threshold bucket (the smallest threshold >= days until). A pure function
+    of D's indexed snapshot, replaced per partition in one transaction (a range: one
+    transaction for all its partitions)."""
+    index = SnapshotIndex(index_path(calendar.data_path))
+    thresholds = calendar.threshold_days
+    partitions = context.partition_keys
+    expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
+    counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per day: per bucket, preview
+    wrong: list = []
+    rows = 0
+
+    def batches():  # one partition at a time: a long range never holds every snapshot
+        seen = set()
+        lines = (
+            [index.get(partitions[0])] if len(partitions) == 1 else index.entries_for(partitions)
+        )
+        for entry in lines:
+            if entry is None:
+                break
+            partition, content = entry["partition"], entry["content_text"]
+            if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
+                raise dg.Failure(
+                    f"index line for {partition} in {index.path}: content does not match its sha256"
+                )
+            try:
+                events, entities = parse_snapshot_text(content)
+            except ValueError as exc:
+                raise dg.Failure(f"index line for {partition} in {index.path}: {exc}") from None
+            day = dt.date.fromisoformat(partition)
+            alerts = compute_due_alerts(events, day, thresholds, entities)
+            expected[day] = expected_buckets(json.loads(content), day, thresholds)
+            counts[day] = (count_by_threshold(alerts, thresholds), _alerts_markdown(alerts))
+            seen.add(partition)
+            yield day, alerts
+        missing = [p for p in partitions if p not in seen]
+        if missing:  # raised inside the transaction: nothing of the range is replaced
+            raise dg.Failure(
+                f"partition {span(missing)} is not in {index.path}: materialize snapshot_index"
+            )
+
+    keys = threshold_metadata_keys(thresholds)
+
+    def check(day: dt.date, stored: dict[str, int]) -> None:
+        nonlocal rows
+        rows += len(stored)
+        diff = compare_buckets(str(day), stored, expected.pop(day))
+        if not diff.ok:
+            wrong.append(diff)
+        per_threshold, preview = counts.pop(day)
+        context.add_asset_metadata(
+            {
+                "dagster/row_count": len(stored),
+                **{keys[threshold]: count for threshold, count in per_threshold.items()},
+                "preview": dg.MetadataValue.md(preview),
+            },
+            partition_key=day.isoformat(),
+        )
+
+    engine = calendar.engine()
+    try:
+        store.replace_due_alerts_streamed(engine, batches(), on_stored=check)
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        raise dg.Failure(
+            f"could not replace the due_alerts rows of {span(partitions)} in "
+            f"{engine.url.render_as_string(hide_password=True)}: "
+            f"{cause}. Nothing was half replaced (one transaction): the previous rows are "
+            "kept. Re-run the day once the database answers."
+        ) from None
+    return dg.MaterializeResult(
+        metadata={"partitions_in_run": len(partitions)},
+        check_results=logged(
+            context,
+            "due_alerts",
+            [
+                dg.AssetCheckResult(
+                    check_name="rows_match_bucket_rule",
+                    passed=not wrong,
+                    metadata={
+                        "rows": rows,
+                        "partitions_wrong": len(wrong),
+                    },
+                    description=(
+                        "\n".join(diff.describe() for diff in wrong[:10])
+                        + "\nWhat to do: nothing reaches Slack for these days. Look for "
+                        "another writer of the due_alerts table or a change to alerts/due.py; "
+                        "re-run the days."
+                        if wrong
+                        else None
+                    ),
+                )
+            ],
+        ),
+    )
+
+
+def _alerts_markdown(alerts, limit: int = 30) -> str:
+    if not alerts:
+        return "Nothing due."
+    ordered = sorted(alerts, key=lambda a: (a.days_until, a.entity_name))[:limit]
+    rows = [
+        (f"D\\-{a.threshold_days}", a.event_date, a.days_until, md_text(a.entity_name, 100),
+         md_text(a.title, 200))
+        for a in ordered
+    ]  # fmt: skip
+    return md_table(
+        ("bucket", "date", "days", "entity", "event"), rows, more=len(alerts) - len(rows)
+    )
