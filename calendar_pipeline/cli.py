@@ -8,6 +8,10 @@ It executes ``daily_calendar_job`` in-process for the partition, then ``slack_al
 for the same partition, and prints the digest it posted or would post. Runs are recorded
 in the Dagster instance at DAGSTER_HOME when it is set (so ``dagster dev`` shows them),
 else in a throwaway instance.
+
+Like ``dagster dev``, it first reads ``.env`` in the working directory (its values win
+over the environment's) and says so. Then every setting is checked before anything runs:
+a bad value, option or date is one line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ import contextlib
 import datetime as dt
 import os
 import sys
+from pathlib import Path
 
 import dagster as dg
+from dotenv import dotenv_values
 
 from calendar_pipeline.alerts.intent import HISTORY, intent_for
-from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings
+from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings, today_in
+from calendar_pipeline.universe import UniverseError
 
 # Dagster's console logger at INFO: progress and warnings, not every engine event.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -33,23 +40,40 @@ def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
     return dg.DagsterInstance.ephemeral()
 
 
-def run(date: str | None, mode: str) -> int:
+class OptionError(ValueError):
+    """A command-line option the pipeline cannot use; the message says why."""
+
+
+def read_dotenv(directory: Path) -> tuple[Path, list[str]] | None:
+    """Load ``directory/.env`` into the environment the way ``dagster dev`` does (the
+    file's values win); return its path and the names it set, or None without a file."""
+    path = directory / ".env"
+    if not path.is_file():
+        return None
+    values = {name: value for name, value in dotenv_values(path).items() if value is not None}
+    os.environ.update(values)
+    return path, sorted(values)
+
+
+def partition_to_run(date: str | None) -> str:
+    """``--date`` (default today in CALENDAR_TIMEZONE), checked against the daily
+    partitions; ``OptionError`` with the valid range otherwise."""
+    timezone, start, _ = load_time_settings()
+    today = today_in(timezone).isoformat()
+    partition = date or today
+    if not start.isoformat() <= partition <= today:
+        raise OptionError(
+            f"--date {partition} is outside the daily partitions {start.isoformat()}..{today} "
+            f"(CALENDAR_START_DATE to today in CALENDAR_TIMEZONE={timezone})"
+        )
+    return partition
+
+
+def run(partition: str, mode: str) -> int:
     from calendar_pipeline.definitions import defs
     from calendar_pipeline.defs.jobs import DUE_ALERTS_RUN_TAG, reference_for_run
-    from calendar_pipeline.defs.partitions import daily_partitions
+    from calendar_pipeline.defs.partitions import TIMEZONE
 
-    partition = date or daily_partitions.get_last_partition_key()
-    first, last = (
-        daily_partitions.get_first_partition_key(),
-        daily_partitions.get_last_partition_key(),
-    )
-    if not first <= partition <= last:
-        print(
-            f"calendar-pipeline: --date {partition} is outside the daily partitions "
-            f"{first}..{last} (CALENDAR_START_DATE to today in CALENDAR_TIMEZONE)",
-            file=sys.stderr,
-        )
-        return 2
     with _instance() as instance:
         print(f"calendar_pipeline: daily_calendar_job for partition {partition}", flush=True)
         result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
@@ -82,9 +106,8 @@ def run(date: str | None, mode: str) -> int:
             run_config["ops"] = {"send_slack_alerts": {"config": {"mode": mode}}}
         # The Slack run judges "daily or history" by the daily run's reference day (the day
         # this command started it), not by the clock when Slack runs (alerts/intent.py).
-        timezone = load_time_settings()[0]
         daily_run = instance.get_run_by_id(result.run_id)
-        reference = reference_for_run(instance, daily_run, timezone)
+        reference = reference_for_run(instance, daily_run, TIMEZONE)
         tags = {DUE_ALERTS_RUN_TAG: result.run_id, **reference.as_tags()}
         intent = intent_for(dt.date.fromisoformat(partition), reference)
         print(
@@ -133,15 +156,13 @@ def _root_causes(result) -> list[str]:
 
 
 def verify(repair: bool, as_json: bool) -> int:
-    from calendar_pipeline.defs.resources import calendar_settings_from_env
+    from calendar_pipeline.defs.resources import check_environment
     from calendar_pipeline.verify import verify as audit
 
-    calendar = calendar_settings_from_env()
-    calendar.validate()
-    engine = calendar.engine()  # SettingError naming CALENDAR_DB_URL when unusable
+    calendar, _ = check_environment()
     report = audit(
         calendar.data_path,
-        engine,
+        calendar.engine(),
         calendar.threshold_days,
         calendar.claim_timeout,
         calendar.budgets,
@@ -158,9 +179,16 @@ def _partition_date(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad option reported in one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (--help lists the options)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="calendar-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="calendar-pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run_cmd = commands.add_parser("run", help="run one partition of the daily job, then Slack")
     run_cmd.add_argument(
         "--date",
@@ -186,12 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     verify_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
+    env_file = read_dotenv(Path.cwd())
+    if env_file is not None:
+        path, names = env_file
+        print(f"calendar-pipeline: read {path}: {', '.join(names) or 'nothing'}", file=sys.stderr)
     try:
         if args.command == "verify":
             return verify(args.repair, args.json)
-        return run(args.date, args.mode)
-    except SettingError as exc:
-        print(f"calendar-pipeline: bad setting: {exc}", file=sys.stderr)
+        from calendar_pipeline.defs.resources import check_environment
+
+        partition = partition_to_run(args.date)
+        check_environment()
+        return run(partition, args.mode)
+    except (SettingError, UniverseError, OptionError) as exc:
+        print(f"calendar-pipeline: {exc}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,7 @@ The Dagster resources in ``calendar_pipeline.defs.resources`` call these; so doe
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import os
 import zoneinfo
 from collections.abc import Mapping
@@ -18,8 +19,26 @@ DEFAULT_LOOKAHEAD_DAYS = 60
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_START_DATE = "2025-01-01"
 DEFAULT_SCHEDULE_HOUR = 6
-ALERT_MODES = ("send", "dry_run", "record_only")
-DEPLOYMENTS = ("auto", "local", "shared")
+
+
+class AlertMode(enum.StrEnum):
+    """What ``send_slack_alerts`` does with the day's new alerts (``CALENDAR_ALERT_MODE``)."""
+
+    SEND = "send"  # post to Slack, record each key with its message ts
+    DRY_RUN = "dry_run"  # write the digest to the outbox and the log; record nothing
+    RECORD_ONLY = "record_only"  # record the keys as delivered without posting
+
+
+class Deployment(enum.StrEnum):
+    """Where runs execute (``CALENDAR_DEPLOYMENT``), which decides what storage may be."""
+
+    AUTO = "auto"  # judged from the Dagster instance (storage and run launcher)
+    LOCAL = "local"  # every process on this machine: ./data and SQLite are fine
+    SHARED = "shared"  # runs may execute on other machines: shared lake and database
+
+
+ALERT_MODES = tuple(mode.value for mode in AlertMode)
+DEPLOYMENTS = tuple(mode.value for mode in Deployment)
 DEFAULT_DATA_DIR = "./data"
 BUNDLED_UNIVERSE_DIR = Path(__file__).parent / "universe"
 DEFAULT_UNIVERSE = BUNDLED_UNIVERSE_DIR / "countries_and_markets.csv"
@@ -29,7 +48,7 @@ class SettingError(ValueError):
     """A setting has a value we cannot use. The message names both."""
 
     def __init__(self, name: str, value: object, problem: str) -> None:
-        super().__init__(f"{name}={value!r}: {problem}")
+        super().__init__(f"{name}={str(value)!r}: {problem}")
         self.setting = name
 
 
@@ -91,22 +110,38 @@ def parse_hour(value: str | int, name: str = "CALENDAR_SCHEDULE_HOUR") -> int:
     return hour
 
 
-def parse_alert_mode(value: str | None, has_token: bool, name: str = "CALENDAR_ALERT_MODE") -> str:
+def parse_alert_mode(
+    value: str | None, has_token: bool, name: str = "CALENDAR_ALERT_MODE"
+) -> AlertMode:
     """Explicit mode if given, else ``send`` with a Slack token and ``dry_run`` without."""
     if value is None or not str(value).strip():
-        return "send" if has_token else "dry_run"
-    mode = str(value).strip().lower().replace("-", "_")
-    if mode not in ALERT_MODES:
-        raise SettingError(name, value, f"expected one of {', '.join(ALERT_MODES)}")
-    return mode
+        return AlertMode.SEND if has_token else AlertMode.DRY_RUN
+    try:
+        return AlertMode(str(value).strip().lower().replace("-", "_"))
+    except ValueError:
+        raise SettingError(name, value, f"expected one of {', '.join(ALERT_MODES)}") from None
 
 
-def parse_deployment(value: str | None, name: str = "CALENDAR_DEPLOYMENT") -> str:
+def parse_deployment(value: str | None, name: str = "CALENDAR_DEPLOYMENT") -> Deployment:
     """``auto`` (the default: judged from the Dagster instance), ``local`` or ``shared``."""
-    mode = str(value or "auto").strip().lower() or "auto"
-    if mode not in DEPLOYMENTS:
-        raise SettingError(name, value, f"expected one of {', '.join(DEPLOYMENTS)}")
-    return mode
+    try:
+        return Deployment(str(value or "auto").strip().lower() or "auto")
+    except ValueError:
+        raise SettingError(name, value, f"expected one of {', '.join(DEPLOYMENTS)}") from None
+
+
+def check_thresholds_within_lookahead(thresholds: tuple[int, ...], lookahead: int) -> None:
+    """Refuse a threshold beyond the lookahead: the snapshots hold events at most
+    ``lookahead`` days ahead, so a longer alert could never be posted that early."""
+    beyond = [days for days in thresholds if days > lookahead]
+    if beyond:
+        raise SettingError(
+            "CALENDAR_THRESHOLDS",
+            ",".join(str(days) for days in sorted(thresholds, reverse=True)),
+            f"{beyond[-1]} days is beyond CALENDAR_LOOKAHEAD_DAYS={lookahead} (each snapshot "
+            f"holds events up to {lookahead} days ahead); raise CALENDAR_LOOKAHEAD_DAYS to at "
+            f"least {beyond[-1]} or drop that threshold",
+        )
 
 
 def shared_storage_problem(data_dir: str, db_url: str) -> str | None:
@@ -144,8 +179,17 @@ def env(name: str, default: str, environ: Mapping[str, str] | None = None) -> st
 
 
 def load_time_settings(environ: Mapping[str, str] | None = None) -> tuple[str, dt.date, int]:
-    """Settings Dagster needs when it loads the definitions: (timezone, start date, hour)."""
+    """Settings Dagster needs when it loads the definitions: (timezone, start date, hour).
+
+    This is the only place ``CALENDAR_TIMEZONE`` is read: the partitions, the schedule,
+    the resources and the CLI all take the time zone of ``defs.partitions``.
+    """
     timezone = parse_timezone(env("CALENDAR_TIMEZONE", DEFAULT_TIMEZONE, environ))
     start = parse_date(env("CALENDAR_START_DATE", DEFAULT_START_DATE, environ))
     hour = parse_hour(env("CALENDAR_SCHEDULE_HOUR", str(DEFAULT_SCHEDULE_HOUR), environ))
     return timezone, start, hour
+
+
+def today_in(timezone: str, now: dt.datetime | None = None) -> dt.date:
+    """The date it is in ``timezone`` (at ``now``, default the clock): today's partition."""
+    return (now or dt.datetime.now(dt.UTC)).astimezone(zoneinfo.ZoneInfo(timezone)).date()

@@ -1,9 +1,12 @@
 """The README's first command path: ``calendar-pipeline run`` in a fresh process, offline."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -59,14 +62,96 @@ def test_bad_dates_are_refused_by_name_without_a_traceback(tmp_path):
     assert not (tmp_path / "data" / "snapshots").exists()
 
 
-def test_bad_settings_fail_with_the_setting_named(tmp_path):
-    done = run_cli(tmp_path, CALENDAR_TIMEZONE="Mars/Base")
-    assert done.returncode == 2
-    assert "CALENDAR_TIMEZONE='Mars/Base'" in done.stderr
-    done = run_cli(tmp_path, CALENDAR_THRESHOLDS="30,x")
-    assert done.returncode == 1
-    assert "CALENDAR_THRESHOLDS='30,x'" in done.stdout + done.stderr
+# Every setting and option, fed a bad value: (variable or option, value, what the one
+# line must say). Nothing may run: exit 2, one line on stderr, nothing on stdout.
+BAD_INPUTS = [
+    ("CALENDAR_THRESHOLDS", "30,abc", "CALENDAR_THRESHOLDS='30,abc': 'abc' is not a positive"),
+    ("CALENDAR_THRESHOLDS", "90,30", "90 days is beyond CALENDAR_LOOKAHEAD_DAYS=60"),
+    ("CALENDAR_LOOKAHEAD_DAYS", "abc", "CALENDAR_LOOKAHEAD_DAYS='abc': expected a positive"),
+    ("CALENDAR_LOOKAHEAD_DAYS", "0", "CALENDAR_LOOKAHEAD_DAYS='0': expected a positive"),
+    ("CALENDAR_TIMEZONE", "Mars/Base", "CALENDAR_TIMEZONE='Mars/Base': unknown time zone"),
+    ("CALENDAR_START_DATE", "2026-02-30", "CALENDAR_START_DATE='2026-02-30': expected a date"),
+    ("CALENDAR_SCHEDULE_HOUR", "25", "CALENDAR_SCHEDULE_HOUR='25': expected an hour 0-23"),
+    ("CALENDAR_ALERT_MODE", "sned", "CALENDAR_ALERT_MODE='sned': expected one of send, dry_run"),
+    ("CALENDAR_DEPLOYMENT", "cloud", "CALENDAR_DEPLOYMENT='cloud': expected one of auto"),
+    ("CALENDAR_MAX_FAILED_ENTITIES", "-1", "CALENDAR_MAX_FAILED_ENTITIES='-1': expected a non"),
+    ("CALENDAR_MAX_MISSING_ENTITIES", "x", "CALENDAR_MAX_MISSING_ENTITIES='x': expected a non"),
+    ("CALENDAR_MIN_VOLUME_RATIO", "2", "CALENDAR_MIN_VOLUME_RATIO='2': expected a number from 0"),
+    ("CALENDAR_CLAIM_TIMEOUT", "-3", "CALENDAR_CLAIM_TIMEOUT='-3': expected a positive"),
+    ("CALENDAR_LEDGER_RETENTION_DAYS", "1e3", "CALENDAR_LEDGER_RETENTION_DAYS='1e3': expected"),
+    ("CALENDAR_RATE_LIMIT", "-1", "CALENDAR_RATE_LIMIT='-1': expected a positive number"),
+    ("CALENDAR_MAX_CONCURRENCY", "0", "CALENDAR_MAX_CONCURRENCY='0': expected a positive"),
+    ("CALENDAR_HTTP_MAX_ATTEMPTS", "many", "CALENDAR_HTTP_MAX_ATTEMPTS='many': expected a pos"),
+    ("CALENDAR_HTTP_TIMEOUT", "inf", "CALENDAR_HTTP_TIMEOUT='inf': expected a positive number"),
+    ("CALENDAR_MAX_RESPONSE_BYTES", "1.5", "CALENDAR_MAX_RESPONSE_BYTES='1.5': expected a pos"),
+    ("CALENDAR_PROXY_FILE", "/nonexistent", "CALENDAR_PROXY_FILE='/nonexistent': cannot read"),
+    ("CALENDAR_PROBE_BUDGET_SECONDS", "x", "CALENDAR_PROBE_BUDGET_SECONDS='x': expected a pos"),
+    ("NAGER_BASE_URL", "ftp://x", "NAGER_BASE_URL='ftp://x': expected an http:// or https://"),
+    ("FINNHUB_BASE_URL", "finnhub", "FINNHUB_BASE_URL='finnhub': expected an http:// or"),
+    ("SLACK_API_URL", "slack", "SLACK_API_URL='slack': expected an http:// or https://"),
+    ("SLACK_WEBHOOK_URL", "hooks-secret-1", "SLACK_WEBHOOK_URL='***': expected an https://"),
+    ("CALENDAR_UNIVERSE", "/nonexistent.csv", "universe /nonexistent.csv: cannot read"),
+    ("CALENDAR_DATA_DIR", "/proc/nonexistent", "CALENDAR_DATA_DIR='/proc/nonexistent': "),
+    ("CALENDAR_DB_URL", "mysql://u:pw@h/db", "CALENDAR_DB_URL='mysql://u:***@h/db': unsupported"),
+    ("CALENDAR_DB_URL", "postgresql+psycopg://u:pw@127.0.0.1:1/db", "cannot use the database"),
+    ("--date", "2026-13-01", "argument --date: '2026-13-01' is not a date (YYYY-MM-DD)"),
+    ("--date", "2099-01-01", "--date 2099-01-01 is outside the daily partitions 2025-01-01.."),
+    ("--date", "2001-01-01", "--date 2001-01-01 is outside the daily partitions"),
+    ("--mode", "sned", "argument --mode: invalid choice: 'sned'"),
+    ("--bogus", "", "unrecognized arguments: --bogus"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_INPUTS, ids=lambda v: str(v)[:30])
+def test_a_bad_setting_or_option_is_one_line_and_exit_2(tmp_path, name, value, expected):
+    if name.startswith("--"):
+        done = run_cli(tmp_path, *[a for a in (name, value) if a])
+    else:
+        done = run_cli(tmp_path, **{name: value})
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+    for secret in ("pw", "hooks-secret-1"):
+        assert secret not in done.stderr
     assert not (tmp_path / "data" / "snapshots").exists()
+
+
+def test_every_setting_has_a_bad_input_case():
+    from calendar_pipeline.defs.resources import CALENDAR_ENV, SLACK_ENV
+
+    free_text = {"SLACK_BOT_TOKEN", "FINNHUB_TOKEN", "SLACK_CHANNEL", "SLACK_ALERTS_CHANNEL",
+                 "CALENDAR_WEBSERVER_URL"}  # fmt: skip
+    covered = {name for name, _, _ in BAD_INPUTS}
+    every = {*CALENDAR_ENV.values(), *SLACK_ENV.values(), "CALENDAR_TIMEZONE",
+             "CALENDAR_START_DATE", "CALENDAR_SCHEDULE_HOUR"}  # fmt: skip
+    assert every - free_text - covered == set()
+
+
+def test_dotenv_in_the_working_directory_is_read_and_named(tmp_path, small_universe):
+    (tmp_path / ".env").write_text(
+        f"CALENDAR_UNIVERSE={small_universe}\nSLACK_CHANNEL='#from-dotenv'\n", encoding="utf-8"
+    )
+    done = run_cli(tmp_path, "--date", "2025-12-20", "--mode", "dry_run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.splitlines()[0] == (
+        f"calendar-pipeline: read {tmp_path / '.env'}: CALENDAR_UNIVERSE, SLACK_CHANNEL"
+    )
+    assert "=== #from-dotenv" in done.stdout
+    snapshot = next((tmp_path / "data" / "snapshots" / "2025-12-20").glob("snapshot_*.json"))
+    expected = {line.split(",")[0] for line in small_universe.read_text().splitlines()[1:]}
+    assert {e["entity_id"] for e in json.loads(snapshot.read_text())["entities"]} == expected
+    # a bad value in .env is refused like one in the environment, naming it
+    (tmp_path / ".env").write_text("CALENDAR_THRESHOLDS=30,abc\n", encoding="utf-8")
+    done = run_cli(tmp_path)
+    assert done.returncode == 2
+    assert "CALENDAR_THRESHOLDS='30,abc'" in done.stderr.splitlines()[1]
+
+
+def test_no_warning_or_traceback_in_a_good_run(tmp_path):
+    done = run_cli(tmp_path, "--date", "2025-12-20", "--mode", "dry_run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Warning" not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def test_the_slack_token_never_reaches_the_output(tmp_path):

@@ -151,8 +151,9 @@ def test_failed_entities_over_budget_block_downstream(tmp_path, instance):
     ("override", "needle"),
     [
         ({"thresholds": "30,x"}, "CALENDAR_THRESHOLDS='30,x'"),
-        ({"timezone": "Mars/Base"}, "CALENDAR_TIMEZONE='Mars/Base'"),
-        ({"lookahead_days": "-1"}, "CALENDAR_LOOKAHEAD_DAYS='-1'"),
+        ({"min_volume_ratio": "2"}, "CALENDAR_MIN_VOLUME_RATIO='2'"),
+        ({"lookahead_days": -1}, "CALENDAR_LOOKAHEAD_DAYS='-1'"),
+        ({"lookahead_days": 20}, "CALENDAR_THRESHOLDS='30,15,7,3,1': 30 days is beyond"),
     ],
 )
 def test_bad_setting_fails_at_run_start_and_keeps_stored_data(

@@ -1,16 +1,16 @@
 """Dagster resources: every setting of the pipeline, read from the environment.
 
-A setting present in the environment is passed as ``EnvVar`` so the UI shows which
-variable it came from (and never a secret's value); an absent one takes its default.
-Values are validated by ``calendar_pipeline.settings`` when a run starts, so a bad one
-fails with a message naming the variable and the value.
+A setting present in the environment is passed as ``EnvVar`` (``EnvVar.int`` for whole
+numbers) so the UI shows which variable it came from (and never a secret's value); an
+absent one takes its default. Values are validated by ``calendar_pipeline.settings`` when
+a run starts, so a bad one fails with one line naming the variable and the value.
+``CALENDAR_ENV`` and ``SLACK_ENV`` map each field to its variable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import zoneinfo
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,43 +27,51 @@ from calendar_pipeline.alerts.slack_client import (
     SlackWebhookPoster,
     web_client,
 )
+from calendar_pipeline.defs.partitions import TIMEZONE
 from calendar_pipeline.lake.atomic import check_writable
 from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.settings import SettingError
-from calendar_pipeline.sources import default_sources
-from calendar_pipeline.sources.http import HttpConfig, ProgressCallback, parse_positive_float
+from calendar_pipeline.sources import SOURCE_NAMES, default_sources
+from calendar_pipeline.sources.http.config import (
+    HttpConfig,
+    load_proxy_file,
+    parse_positive_float,
+)
+from calendar_pipeline.sources.http.stats import ProgressCallback
 from calendar_pipeline.sources.http_cache import SqlHttpCache, create_http_cache_table
-from calendar_pipeline.sources.http_sources import build_http_sources
+from calendar_pipeline.sources.http_sources import build_http_sources, parse_base_url
 from calendar_pipeline.sources.model import Source
 from calendar_pipeline.universe import Universe, load_universe
 
 
-def setting(name: str, default: str) -> str | dg.EnvVar:
-    """``EnvVar(name)`` when the variable is set and not blank, else ``default``."""
-    return dg.EnvVar(name) if os.environ.get(name, "").strip() else default
-
-
 class CalendarSettings(dg.ConfigurableResource):
-    """Where data lives and what the calendar pipeline watches."""
+    """Where data lives and what the calendar pipeline watches.
+
+    Whole numbers are ``int`` fields (``EnvVar.int`` when set in the environment). Dagster
+    reads an environment variable only into a ``str`` or ``int`` field, so the fractional
+    numbers, the threshold list and the deployment mode are ``str`` here and parsed into
+    their types (``float``, ``tuple[int, ...]``, :class:`~calendar_pipeline.settings.Deployment`)
+    by the properties below. :meth:`validate` parses and range-checks everything once, when
+    a run starts; each error is one line naming the variable, the value and what is allowed.
+    """
 
     data_dir: str = ""  # "" = ./data
     db_url: str = ""  # "" = a SQLite file in the data dir
-    deployment: str = "auto"
+    deployment: str = settings.Deployment.AUTO.value
     universe: str = ""
-    lookahead_days: str = str(settings.DEFAULT_LOOKAHEAD_DAYS)
-    thresholds: str = "30,15,7,3,1"
-    timezone: str = settings.DEFAULT_TIMEZONE
-    max_failed_entities: str = "0"
-    max_missing_entities: str = "50"
+    lookahead_days: int = settings.DEFAULT_LOOKAHEAD_DAYS
+    thresholds: str = ",".join(str(days) for days in reversed(settings.DEFAULT_THRESHOLDS))
+    max_failed_entities: int = 0
+    max_missing_entities: int = 50
     min_volume_ratio: str = "0.5"
-    claim_timeout_minutes: str = "15"
-    ledger_retention_days: str = "400"
+    claim_timeout_minutes: int = 15
+    ledger_retention_days: int = 400
     # HTTP sources (nager, ics, finnhub): politeness, faults, upstream addresses
     rate_limit: str = "2"
-    max_concurrency: str = "4"
-    http_max_attempts: str = "5"
+    max_concurrency: int = 4
+    http_max_attempts: int = 5
     http_timeout: str = "20"
-    max_response_bytes: str = str(10 * 1024 * 1024)
+    max_response_bytes: int = 10 * 1024 * 1024
     proxy_file: str = ""
     probe_budget_seconds: str = "45"
     nager_base_url: str = "https://date.nager.at"
@@ -79,17 +87,17 @@ class CalendarSettings(dg.ConfigurableResource):
         """On a deployment whose runs may execute on other machines, refuse the per-machine
         defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (``SettingError`` saying why)."""
         mode = settings.parse_deployment(self.deployment)
-        if mode == "auto":
+        if mode is settings.Deployment.AUTO:
             shared = instance is not None and not runs_on_this_machine(instance)
         else:
-            shared = mode == "shared"
+            shared = mode is settings.Deployment.SHARED
         if not shared:
             return
         problem = settings.shared_storage_problem(self.data_dir.strip(), self.db_url.strip())
         if problem:
             why = (
                 "CALENDAR_DEPLOYMENT=shared"
-                if mode == "shared"
+                if mode is settings.Deployment.SHARED
                 else f"this Dagster instance uses {describe_instance(instance)}"
             )
             raise SettingError(
@@ -110,18 +118,20 @@ class CalendarSettings(dg.ConfigurableResource):
         self.engine()
 
     def validate(self) -> None:
-        """Parse every value once; raises ``SettingError`` naming the bad one."""
-        self.threshold_days  # noqa: B018 - parsing is the check
-        self.lookahead  # noqa: B018
-        self.failed_budget  # noqa: B018
-        self.missing_budget  # noqa: B018
-        self.volume_ratio  # noqa: B018
+        """Parse and range-check every value once; raises ``SettingError`` naming the bad
+        one. The threshold list must fit in the lookahead."""
+        for field, minimum in INT_MINIMUMS.items():
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                kind = "a non-negative integer" if minimum == 0 else "a positive integer"
+                raise SettingError(CALENDAR_ENV[field], value, f"expected {kind}")
+        settings.check_thresholds_within_lookahead(self.threshold_days, self.lookahead)
+        self.volume_ratio  # noqa: B018 - parsing is the check
         self.probe_budget  # noqa: B018
-        settings.parse_timezone(self.timezone)
         settings.parse_deployment(self.deployment)
-        self.claim_timeout  # noqa: B018
-        self.retention  # noqa: B018
         self.http_config()
+        parse_base_url(self.nager_base_url, "NAGER_BASE_URL")
+        parse_base_url(self.finnhub_base_url, "FINNHUB_BASE_URL")
 
     @property
     def threshold_days(self) -> tuple[int, ...]:
@@ -129,19 +139,15 @@ class CalendarSettings(dg.ConfigurableResource):
 
     @property
     def lookahead(self) -> int:
-        return settings.parse_positive_int(self.lookahead_days, "CALENDAR_LOOKAHEAD_DAYS")
+        return self.lookahead_days
 
     @property
     def failed_budget(self) -> int:
-        return settings.parse_positive_int(
-            self.max_failed_entities, "CALENDAR_MAX_FAILED_ENTITIES", allow_zero=True
-        )
+        return self.max_failed_entities
 
     @property
     def missing_budget(self) -> int:
-        return settings.parse_positive_int(
-            self.max_missing_entities, "CALENDAR_MAX_MISSING_ENTITIES", allow_zero=True
-        )
+        return self.max_missing_entities
 
     @property
     def volume_ratio(self) -> float:
@@ -154,15 +160,16 @@ class CalendarSettings(dg.ConfigurableResource):
 
     @property
     def claim_timeout(self) -> dt.timedelta:
-        minutes = settings.parse_positive_int(self.claim_timeout_minutes, "CALENDAR_CLAIM_TIMEOUT")
-        return dt.timedelta(minutes=minutes)
+        return dt.timedelta(minutes=self.claim_timeout_minutes)
 
     @property
     def retention(self) -> dt.timedelta:
-        days = settings.parse_positive_int(
-            self.ledger_retention_days, "CALENDAR_LEDGER_RETENTION_DAYS"
-        )
-        return dt.timedelta(days=days)
+        return dt.timedelta(days=self.ledger_retention_days)
+
+    @property
+    def timezone(self) -> str:
+        """CALENDAR_TIMEZONE, as the daily partitions read it when the code loaded."""
+        return TIMEZONE
 
     @property
     def data_path(self) -> Path:
@@ -173,17 +180,28 @@ class CalendarSettings(dg.ConfigurableResource):
         return Path(self.universe).expanduser() if self.universe else settings.DEFAULT_UNIVERSE
 
     def today(self) -> dt.date:
-        return dt.datetime.now(zoneinfo.ZoneInfo(settings.parse_timezone(self.timezone))).date()
+        return settings.today_in(self.timezone)
 
     def http_config(self) -> HttpConfig:
         """The polite client's settings, validated (errors name the variable)."""
-        fields = ("rate_limit", "max_concurrency", "http_max_attempts", "http_timeout",
-                  "max_response_bytes", "proxy_file")  # fmt: skip
-        return HttpConfig.from_env({CALENDAR_ENV[field]: getattr(self, field) for field in fields})
+        proxy_file = Path(self.proxy_file.strip()).expanduser() if self.proxy_file.strip() else None
+        if proxy_file is not None:
+            try:
+                load_proxy_file(proxy_file)
+            except ValueError as exc:
+                raise SettingError("CALENDAR_PROXY_FILE", self.proxy_file, str(exc)) from None
+        return HttpConfig(
+            rate_limit=parse_positive_float(self.rate_limit, "CALENDAR_RATE_LIMIT"),
+            max_concurrency=self.max_concurrency,
+            max_attempts=self.http_max_attempts,
+            timeout=parse_positive_float(self.http_timeout, "CALENDAR_HTTP_TIMEOUT"),
+            max_response_bytes=self.max_response_bytes,
+            proxy_file=proxy_file,
+        )
 
     def sources(self, on_progress: ProgressCallback | None = None) -> dict[str, Source]:
-        """Every adapter by its universe name: the embedded ``holidays`` source and the
-        HTTP ones (``nager``, ``ics``, ``finnhub``) sharing one polite client whose
+        """Every adapter by its universe name (``SOURCE_NAMES``): the embedded
+        ``holidays`` source and the HTTP ones sharing one polite client whose
         conditional-GET cache lives in the SQL database."""
         http = build_http_sources(
             self.http_config(),
@@ -191,16 +209,13 @@ class CalendarSettings(dg.ConfigurableResource):
             nager_base_url=self.nager_base_url,
             finnhub_base_url=self.finnhub_base_url,
             finnhub_token=self.finnhub_token.strip() or None,
-            ics_timezone=settings.parse_timezone(self.timezone),
+            ics_timezone=self.timezone,
             on_progress=on_progress,
         )
         return {**default_sources(), **http}
 
-    def known_sources(self) -> set[str]:
-        return {"holidays", "nager", "ics", "finnhub"}
-
     def load_universe(self) -> Universe:
-        return load_universe(self.universe_path, known_sources=self.known_sources())
+        return load_universe(self.universe_path, known_sources=SOURCE_NAMES)
 
     def engine(self) -> Engine:
         """The SQL engine for CALENDAR_DB_URL (tables created on first use); raises
@@ -215,6 +230,19 @@ class CalendarSettings(dg.ConfigurableResource):
     def budgets(self) -> Budgets:
         """What raw_snapshot's checks allow (``verify --repair`` judges by the same)."""
         return Budgets(self.failed_budget, self.missing_budget, self.volume_ratio)
+
+
+# The smallest value each whole-number setting takes (0: the rule it sets may be "none").
+INT_MINIMUMS = {
+    "lookahead_days": 1,
+    "max_failed_entities": 0,
+    "max_missing_entities": 0,
+    "claim_timeout_minutes": 1,
+    "ledger_retention_days": 1,
+    "max_concurrency": 1,
+    "http_max_attempts": 1,
+    "max_response_bytes": 1,
+}
 
 
 # What `dagster dev` and a bare DAGSTER_HOME use: everything in this machine's processes.
@@ -259,7 +287,19 @@ class SlackSettings(SlackResource):
     webserver_url: str = "http://127.0.0.1:3000"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """The mode parses and the URLs are http(s) URLs; ``SettingError`` otherwise."""
         self.mode  # noqa: B018 - parsing is the check
+        parse_base_url(self.api_url, "SLACK_API_URL")
+        if self.webhook_url.strip():
+            try:  # the webhook URL is a secret: never shown, even in this error
+                parse_base_url(self.webhook_url.strip(), "SLACK_WEBHOOK_URL")
+            except SettingError:
+                raise SettingError(
+                    "SLACK_WEBHOOK_URL", "***", "expected an https:// incoming-webhook URL"
+                ) from None
 
     def get_client(self) -> WebClient:
         """A ``slack_sdk.WebClient`` for SLACK_API_URL with this project's retry handlers
@@ -271,7 +311,10 @@ class SlackSettings(SlackResource):
         return bool(self.token.strip() or self.webhook_url.strip())
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> settings.AlertMode:
+        """CALENDAR_ALERT_MODE as an ``AlertMode`` (a ``str`` field, as Dagster reads an
+        environment variable only into ``str`` and ``int``); blank: ``send`` with a token
+        or webhook, else ``dry_run``."""
         return settings.parse_alert_mode(self.alert_mode, has_token=self.can_post)
 
     @property
@@ -306,7 +349,6 @@ CALENDAR_ENV = {
     "universe": "CALENDAR_UNIVERSE",
     "lookahead_days": "CALENDAR_LOOKAHEAD_DAYS",
     "thresholds": "CALENDAR_THRESHOLDS",
-    "timezone": "CALENDAR_TIMEZONE",
     "max_failed_entities": "CALENDAR_MAX_FAILED_ENTITIES",
     "max_missing_entities": "CALENDAR_MAX_MISSING_ENTITIES",
     "min_volume_ratio": "CALENDAR_MIN_VOLUME_RATIO",
@@ -334,21 +376,57 @@ SLACK_ENV = {
 }
 
 
+def _is_set(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())
+
+
 def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
-    fields = resource.model_fields
-    return resource(**{field: setting(env, fields[field].default) for field, env in names.items()})
+    """``resource`` with ``EnvVar(name)`` (``EnvVar.int`` for an ``int`` field) for each
+    variable set and not blank, so the UI shows where each value came from and never a
+    secret's value; an unset variable leaves the field's default. Values are resolved and
+    validated when a run starts."""
+    values = {}
+    for field, name in names.items():
+        if _is_set(name):
+            is_int = resource.model_fields[field].annotation in (int, "int")
+            values[field] = dg.EnvVar.int(name) if is_int else dg.EnvVar(name)
+    return resource(**values)
+
+
+def _plain_from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
+    """``resource`` with the environment's values themselves (not ``EnvVar``s), each
+    ``int`` parsed here so a bad one raises ``SettingError`` naming the variable: for code
+    that runs outside Dagster (``calendar-pipeline``)."""
+    values: dict[str, object] = {}
+    for field, name in names.items():
+        if not _is_set(name):
+            continue
+        text = os.environ[name].strip()
+        if resource.model_fields[field].annotation in (int, "int"):
+            allow_zero = INT_MINIMUMS.get(field, 1) == 0
+            values[field] = settings.parse_positive_int(text, name, allow_zero=allow_zero)
+        else:
+            values[field] = text
+    return resource(**values)
 
 
 def calendar_settings_from_env() -> CalendarSettings:
-    """``CalendarSettings`` with the environment's values themselves (not ``EnvVar``s),
-    for code that runs outside Dagster (``calendar-pipeline verify``)."""
-    fields = CalendarSettings.model_fields
-    return CalendarSettings(
-        **{
-            field: os.environ[env] if os.environ.get(env, "").strip() else fields[field].default
-            for field, env in CALENDAR_ENV.items()
-        }
-    )
+    return _plain_from_env(CalendarSettings, CALENDAR_ENV)
+
+
+def check_environment() -> tuple[CalendarSettings, SlackSettings]:
+    """Every setting of the environment parsed and checked, before anything runs: the
+    values, the universe file and the database (which answers within seconds or is named
+    unusable). Raises ``SettingError`` or ``UniverseError`` with a one-line message.
+    ``calendar-pipeline`` calls this first; Dagster runs check the same at run start."""
+    settings.load_time_settings()
+    calendar = calendar_settings_from_env()
+    slack = _plain_from_env(SlackSettings, SLACK_ENV)
+    calendar.validate()
+    slack.validate()
+    calendar.load_universe()
+    calendar.check_storage()
+    return calendar, slack
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
