@@ -14,6 +14,7 @@ import time
 import pytest
 
 from calendar_pipeline import __version__
+from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.http import (
     USER_AGENT,
@@ -388,20 +389,22 @@ def test_proxy_file_errors_name_the_line_not_the_credentials(tmp_path):
 # --- configuration ------------------------------------------------------------------------
 
 
-def test_config_from_env_defaults_and_values(tmp_path):
-    assert HttpConfig.from_env({}) == HttpConfig()
+def test_config_from_the_settings_defaults_and_values(tmp_path, monkeypatch):
+    from calendar_pipeline.defs.resources import calendar_settings_from_env
+
+    assert CalendarSettings().http_config() == HttpConfig()
     proxies = tmp_path / "proxies"
     proxies.write_text("http://127.0.0.1:3128\n", encoding="utf-8")
-    config = HttpConfig.from_env(
-        {
-            "CALENDAR_RATE_LIMIT": "0.5",
-            "CALENDAR_MAX_CONCURRENCY": "8",
-            "CALENDAR_HTTP_MAX_ATTEMPTS": "2",
-            "CALENDAR_HTTP_TIMEOUT": "7.5",
-            "CALENDAR_MAX_RESPONSE_BYTES": "1000",
-            "CALENDAR_PROXY_FILE": str(proxies),
-        }
-    )
+    for name, value in {
+        "CALENDAR_RATE_LIMIT": "0.5",
+        "CALENDAR_MAX_CONCURRENCY": "8",
+        "CALENDAR_HTTP_MAX_ATTEMPTS": "2",
+        "CALENDAR_HTTP_TIMEOUT": "7.5",
+        "CALENDAR_MAX_RESPONSE_BYTES": "1000",
+        "CALENDAR_PROXY_FILE": str(proxies),
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = calendar_settings_from_env().http_config()
     assert (config.rate_limit, config.max_concurrency, config.max_attempts) == (0.5, 8, 2)
     assert (config.timeout, config.max_response_bytes, config.proxy_file) == (7.5, 1000, proxies)
 
@@ -419,9 +422,12 @@ def test_config_from_env_defaults_and_values(tmp_path):
         ("CALENDAR_PROXY_FILE", "/nonexistent/proxies.txt"),
     ],
 )
-def test_config_from_env_errors_name_variable_and_value(name, value):
+def test_config_errors_name_variable_and_value(name, value, monkeypatch):
+    from calendar_pipeline.defs.resources import calendar_settings_from_env
+
+    monkeypatch.setenv(name, value)
     with pytest.raises(SettingError) as info:
-        HttpConfig.from_env({name: value})
+        calendar_settings_from_env().validate()
     assert name in str(info.value) and value in str(info.value)
 
 

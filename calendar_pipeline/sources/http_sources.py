@@ -2,7 +2,7 @@
 
     engine = store.make_engine(url)
     create_http_cache_table(engine)
-    config = HttpConfig.from_env()                      # CALENDAR_RATE_LIMIT, ...
+    config = HttpConfig(rate_limit=2.0, max_concurrency=4)   # CalendarSettings.http_config()
     sources = build_http_sources(
         config, SqlHttpCache(engine),
         nager_base_url=..., finnhub_base_url=..., finnhub_token=...,

@@ -4,14 +4,13 @@ and the ``User-Agent`` the client sends."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from calendar_pipeline import __version__
-from calendar_pipeline.settings import SettingError, env, parse_positive_int
+from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.http.redaction import redact
 
 # Names the project and its version. A fork that talks to other people's servers should
@@ -25,8 +24,8 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 class HttpConfig:
     """How politely and how patiently the client talks to upstreams.
 
-    The environment variables (see :meth:`from_env`) cover the first six fields; the
-    backoff fields exist so tests can make retries fast.
+    ``CalendarSettings.http_config()`` fills the first six fields from the settings
+    (``CALENDAR_RATE_LIMIT`` ...); the backoff fields exist so tests can make retries fast.
     """
 
     rate_limit: float = 2.0  # requests per second, per host
@@ -50,45 +49,6 @@ class HttpConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"HttpConfig.{name} must be a positive integer, not {value!r}")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> HttpConfig:
-        """Read ``CALENDAR_RATE_LIMIT``, ``CALENDAR_MAX_CONCURRENCY``,
-        ``CALENDAR_HTTP_MAX_ATTEMPTS``, ``CALENDAR_HTTP_TIMEOUT``,
-        ``CALENDAR_MAX_RESPONSE_BYTES`` and ``CALENDAR_PROXY_FILE``; unset or blank means
-        the default. Raises :class:`SettingError` naming the variable and the value.
-        """
-        default = cls()
-        proxy_file_text = env("CALENDAR_PROXY_FILE", "", environ).strip()
-        proxy_file = Path(proxy_file_text).expanduser() if proxy_file_text else None
-        if proxy_file is not None:
-            try:
-                load_proxy_file(proxy_file)
-            except ValueError as exc:
-                raise SettingError("CALENDAR_PROXY_FILE", proxy_file_text, str(exc)) from None
-        return cls(
-            rate_limit=parse_positive_float(
-                env("CALENDAR_RATE_LIMIT", str(default.rate_limit), environ),
-                "CALENDAR_RATE_LIMIT",
-            ),
-            max_concurrency=parse_positive_int(
-                env("CALENDAR_MAX_CONCURRENCY", str(default.max_concurrency), environ),
-                "CALENDAR_MAX_CONCURRENCY",
-            ),
-            max_attempts=parse_positive_int(
-                env("CALENDAR_HTTP_MAX_ATTEMPTS", str(default.max_attempts), environ),
-                "CALENDAR_HTTP_MAX_ATTEMPTS",
-            ),
-            timeout=parse_positive_float(
-                env("CALENDAR_HTTP_TIMEOUT", str(default.timeout), environ),
-                "CALENDAR_HTTP_TIMEOUT",
-            ),
-            max_response_bytes=parse_positive_int(
-                env("CALENDAR_MAX_RESPONSE_BYTES", str(default.max_response_bytes), environ),
-                "CALENDAR_MAX_RESPONSE_BYTES",
-            ),
-            proxy_file=proxy_file,
-        )
 
 
 def parse_positive_float(value: str | float, name: str) -> float:
