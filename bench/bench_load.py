@@ -149,17 +149,16 @@ def child(spec: dict) -> None:
     import dagster as dg
 
     from calendar_pipeline.definitions import build_defs
-    from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+    from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 
     calendar = CalendarSettings(
         data_dir=spec["data_dir"],
         universe=spec["universe"],
-        rate_limit="1000",
-        max_concurrency="16",
-        max_missing_entities=str(spec["entities"]),
-        max_failed_entities="0",
+        max_missing_entities=spec["entities"],
+        max_failed_entities=0,
     )
-    defs = build_defs({"calendar": calendar, "slack": SlackSettings()})
+    upstream = UpstreamSources(rate_limit="1000", max_concurrency=16)
+    defs = build_defs({"calendar": calendar, "upstream": upstream})
     job = defs.resolve_job_def("daily_calendar_job")
     if spec["first"] == spec["last"]:
         kwargs = {"partition_key": spec["last"]}

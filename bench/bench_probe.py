@@ -30,7 +30,7 @@ import dagster as dg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from calendar_pipeline.definitions import build_defs
-from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 from calendar_pipeline_tests.flows import feed
 from calendar_pipeline_tests.upstream_server import Reply, UpstreamServer
 
@@ -49,8 +49,9 @@ def run_case(name: str, feeds: int, hosts: int, latency: float, rate: str) -> No
         with tempfile.TemporaryDirectory() as tmp, dg.instance_for_test() as instance:
             universe = Path(tmp) / "universe.csv"
             universe.write_text("\n".join(rows) + "\n")
-            calendar = CalendarSettings(data_dir=tmp, universe=str(universe), rate_limit=rate)
-            defs = build_defs({"calendar": calendar, "slack": SlackSettings()})
+            calendar = CalendarSettings(data_dir=tmp, universe=str(universe))
+            upstream = UpstreamSources(rate_limit=rate)
+            defs = build_defs({"calendar": calendar, "upstream": upstream})
             sensor = defs.resolve_sensor_def("upstream_availability_sensor")
             cursor = None
 

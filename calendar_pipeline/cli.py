@@ -159,7 +159,7 @@ def verify(repair: bool, as_json: bool) -> int:
     from calendar_pipeline.defs.resources import check_environment
     from calendar_pipeline.verify import verify as audit
 
-    calendar, _ = check_environment()
+    calendar = check_environment()["calendar"]
     report = audit(
         calendar.data_path,
         calendar.engine(),

@@ -2,8 +2,10 @@
 
 Data flow: raw_snapshot -> snapshot_index -> due_alerts (assets, group ``calendar``)
            -> slack_alert_sensor -> slack_alert_job (send_slack_alerts op).
-Settings come from the environment (see .env.example) through two resources,
-``calendar`` and ``slack``; tests build the same definitions with their own resources.
+Settings come from the environment (see .env.example) through three resources, one per
+system: ``calendar`` (lake, database, universe, rules), ``upstream`` (the sources and
+their HTTP client) and ``slack``. Tests build the same definitions with their own
+resources; a resource they leave out takes its defaults.
 """
 
 from collections.abc import Mapping
@@ -12,7 +14,7 @@ import dagster as dg
 
 from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
 from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
-from calendar_pipeline.defs.resources import resources_from_env
+from calendar_pipeline.defs.resources import UpstreamSources, resources_from_env
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
 from calendar_pipeline.defs.sensors import (
     raw_snapshot_freshness_sensor,
@@ -33,7 +35,11 @@ def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -
             slack_run_failure_sensor,
             raw_snapshot_freshness_sensor,
         ],
-        resources=dict(resources) if resources is not None else resources_from_env(),
+        resources=(
+            {"upstream": UpstreamSources(), **resources}
+            if resources is not None
+            else resources_from_env()
+        ),
         # One process per run, also for `dagster asset materialize` and UI launches: the
         # steps are small and a process per step would cost more than the work.
         executor=dg.in_process_executor,

@@ -16,7 +16,7 @@ import dagster as dg
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import bucket_for
 from calendar_pipeline.definitions import build_defs
-from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.resources import RESOURCES, CalendarSettings, SlackSettings
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN, FakeSlackServer
 from calendar_pipeline_tests.upstream_server import Reply, UpstreamServer
 
@@ -30,6 +30,19 @@ _LINE = re.compile(
 )
 
 Key = tuple[str, dt.date, int]  # (title, event date, bucket): a dedup key, as Slack shows it
+
+
+def resources(**fields) -> dict[str, dg.ConfigurableResource]:
+    """The ``calendar``, ``upstream`` and ``slack`` resources, each field of ``fields``
+    given to the resource that has it (``rate_limit`` to ``upstream``, ...)."""
+    owner = {field: key for key, (_, names, _) in RESOURCES.items() for field in names}
+    unknown = set(fields) - set(owner)
+    if unknown:
+        raise TypeError(f"no resource has the field(s) {sorted(unknown)}")
+    return {
+        key: cls(**{f: v for f, v in fields.items() if owner[f] == key})
+        for key, (cls, _, _) in RESOURCES.items()
+    }
 
 
 def feed(start: dt.date = FEED_START, days: int = FEED_DAYS) -> bytes:

@@ -117,13 +117,13 @@ def test_a_bad_setting_or_option_is_one_line_and_exit_2(tmp_path, name, value, e
 
 
 def test_every_setting_has_a_bad_input_case():
-    from calendar_pipeline.defs.resources import CALENDAR_ENV, SLACK_ENV
+    from calendar_pipeline.defs.resources import RESOURCES
 
     free_text = {"SLACK_BOT_TOKEN", "FINNHUB_TOKEN", "SLACK_CHANNEL", "SLACK_ALERTS_CHANNEL",
                  "CALENDAR_WEBSERVER_URL"}  # fmt: skip
     covered = {name for name, _, _ in BAD_INPUTS}
-    every = {*CALENDAR_ENV.values(), *SLACK_ENV.values(), "CALENDAR_TIMEZONE",
-             "CALENDAR_START_DATE", "CALENDAR_SCHEDULE_HOUR"}  # fmt: skip
+    every = {name for _, names, _ in RESOURCES.values() for name in names.values()}
+    every |= {"CALENDAR_TIMEZONE", "CALENDAR_START_DATE", "CALENDAR_SCHEDULE_HOUR"}
     assert every - free_text - covered == set()
 
 

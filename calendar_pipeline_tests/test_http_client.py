@@ -14,7 +14,7 @@ import time
 import pytest
 
 from calendar_pipeline import __version__
-from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.defs.resources import UpstreamSources
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.http import (
     USER_AGENT,
@@ -390,9 +390,9 @@ def test_proxy_file_errors_name_the_line_not_the_credentials(tmp_path):
 
 
 def test_config_from_the_settings_defaults_and_values(tmp_path, monkeypatch):
-    from calendar_pipeline.defs.resources import calendar_settings_from_env
+    from calendar_pipeline.defs.resources import resource_from_env
 
-    assert CalendarSettings().http_config() == HttpConfig()
+    assert UpstreamSources().http_config() == HttpConfig()
     proxies = tmp_path / "proxies"
     proxies.write_text("http://127.0.0.1:3128\n", encoding="utf-8")
     for name, value in {
@@ -404,7 +404,7 @@ def test_config_from_the_settings_defaults_and_values(tmp_path, monkeypatch):
         "CALENDAR_PROXY_FILE": str(proxies),
     }.items():
         monkeypatch.setenv(name, value)
-    config = calendar_settings_from_env().http_config()
+    config = resource_from_env("upstream").http_config()
     assert (config.rate_limit, config.max_concurrency, config.max_attempts) == (0.5, 8, 2)
     assert (config.timeout, config.max_response_bytes, config.proxy_file) == (7.5, 1000, proxies)
 
@@ -423,11 +423,11 @@ def test_config_from_the_settings_defaults_and_values(tmp_path, monkeypatch):
     ],
 )
 def test_config_errors_name_variable_and_value(name, value, monkeypatch):
-    from calendar_pipeline.defs.resources import calendar_settings_from_env
+    from calendar_pipeline.defs.resources import resource_from_env
 
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingError) as info:
-        calendar_settings_from_env().validate()
+        resource_from_env("upstream").validate()
     assert name in str(info.value) and value in str(info.value)
 
 

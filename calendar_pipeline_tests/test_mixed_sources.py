@@ -11,8 +11,8 @@ import pytest
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
-from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.snapshots import latest_snapshot
+from calendar_pipeline_tests.flows import resources
 from calendar_pipeline_tests.upstream_server import (
     Fault,
     Reply,
@@ -88,8 +88,8 @@ def make(tmp_path, upstream, **overrides):
         "http_timeout": "5",
         "max_failed_entities": "1",
     }
-    calendar = CalendarSettings(**{**settings, **overrides})
-    return build_defs({"calendar": calendar, "slack": SlackSettings()}), calendar
+    built = resources(**{**settings, **overrides})
+    return build_defs(built), built["calendar"]
 
 
 def test_mixed_universe_end_to_end(tmp_path, servers):
@@ -150,7 +150,7 @@ def test_faults_on_one_source_never_fail_the_run(tmp_path, servers):
 
 
 def test_upstream_sensor_probes_http_sources(tmp_path, servers):
-    defs, calendar = make(tmp_path, servers)
+    defs, _ = make(tmp_path, servers)
     sensor = defs.resolve_sensor_def("upstream_availability_sensor")
     with dg.instance_for_test() as instance:
 
@@ -158,7 +158,7 @@ def test_upstream_sensor_probes_http_sources(tmp_path, servers):
             context = dg.build_sensor_context(
                 instance=instance,
                 cursor=cursor,
-                resources={"calendar": calendar},
+                resources=defs.resources,
                 definitions=defs,
             )
             return sensor.evaluate_tick(context)

@@ -171,6 +171,29 @@ def test_bad_setting_fails_at_run_start_and_keeps_stored_data(
     assert store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(D))
 
 
+def test_a_range_before_the_first_partition_fails_at_once_without_retries(
+    tmp_path, small_universe, instance
+):
+    """The RUNBOOK's long-backfill command with a start before CALENDAR_START_DATE: one
+    failure naming the start, not three retries of a minute each."""
+    defs, _ = make_defs(tmp_path, small_universe)
+    result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": "2023-11-21",
+            "dagster/asset_partition_range_end": "2023-11-23",
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    kinds = [event.event_type_value for event in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in kinds and kinds.count("STEP_FAILURE") == 1
+    assert "range start 2023-11-21 is before the partitions definition start" in failure_text(
+        result
+    )
+    assert not (tmp_path / "data" / "snapshots").exists()
+
+
 def test_bad_universe_fails_naming_the_file(tmp_path, instance):
     universe = tmp_path / "u.csv"
     universe.write_text(

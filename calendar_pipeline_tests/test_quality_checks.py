@@ -17,7 +17,7 @@ import time_machine
 from calendar_pipeline.alerts.due import compute_due_alerts
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs import due_alerts as due_alerts_module
-from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings, UpstreamSources
 from calendar_pipeline.lake.snapshots import latest_snapshot, write_snapshot
 from calendar_pipeline.quality.volume import volume_report
 from calendar_pipeline.settings import DEFAULT_UNIVERSE
@@ -66,14 +66,10 @@ def world(tmp_path, upstream, slack_server):
     rows += [f"{t},Team {t},ics,{upstream.url}/{t}.ics,#team" for t in TEAMS]
     rows += [f"nager-{c},{c},nager,{c}," for c in ("DE", "AT", "FR")]
     universe.write_text("\n".join(rows) + "\n")
-    calendar = CalendarSettings(
-        data_dir=str(tmp_path / "data"),
-        universe=str(universe),
-        nager_base_url=upstream.url,
-        rate_limit="100",
-    )
+    calendar = CalendarSettings(data_dir=str(tmp_path / "data"), universe=str(universe))
+    upstream_settings = UpstreamSources(nager_base_url=upstream.url, rate_limit="100")
     slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url, channel="#general")
-    defs = build_defs({"calendar": calendar, "slack": slack})
+    defs = build_defs({"calendar": calendar, "upstream": upstream_settings, "slack": slack})
     with dg.instance_for_test() as instance:
         yield defs, calendar, instance
 
@@ -133,7 +129,7 @@ def test_a_real_drop_is_accepted_by_one_run_with_the_check_off(world, upstream):
     serve(upstream, "gamma", truncated(feed(), keep=15))
     assert not days.run(D + DAY)["volume_within_history"].passed
     relaxed = CalendarSettings(**{**calendar.model_dump(), "min_volume_ratio": "0"})
-    once = Days(build_defs({"calendar": relaxed, "slack": defs.resources["slack"]}), instance)
+    once = Days(build_defs({**defs.resources, "calendar": relaxed}), instance)
     assert once.run(D + DAY)["volume_within_history"].passed
     assert days.run(D + 2 * DAY)["volume_within_history"].passed  # the new normal
 

@@ -97,7 +97,7 @@ def test_upstream_sensor_starts_once_then_skips_unchanged(tmp_path, small_univer
 
     def tick(cursor=None):
         context = dg.build_sensor_context(
-            instance=instance, cursor=cursor, resources={"calendar": calendar}, definitions=defs
+            instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
         )
         return sensor.evaluate_tick(context)
 

@@ -65,19 +65,17 @@ def test_every_setting_is_read_by_a_resource_and_documented():
     README: a new setting cannot be added without its documentation."""
     from pathlib import Path
 
-    from calendar_pipeline.defs.resources import (
-        CALENDAR_ENV,
-        SLACK_ENV,
-        CalendarSettings,
-        SlackSettings,
-    )
+    from calendar_pipeline.defs.resources import RESOURCES, resources_from_env
 
-    assert set(CALENDAR_ENV) == set(CalendarSettings.model_fields)
-    assert set(SLACK_ENV) == set(SlackSettings.model_fields)
+    assert set(resources_from_env()) == set(RESOURCES) == {"calendar", "upstream", "slack"}
+    for resource, names, _ in RESOURCES.values():
+        assert set(names) == set(resource.model_fields), resource.__name__
     repo = Path(__file__).resolve().parents[1]
     example = (repo / ".env.example").read_text()
     readme = (repo / "README.md").read_text()
-    load_time = ["CALENDAR_START_DATE", "CALENDAR_SCHEDULE_HOUR"]
-    for name in [*CALENDAR_ENV.values(), *SLACK_ENV.values(), *load_time]:
+    load_time = ["CALENDAR_TIMEZONE", "CALENDAR_START_DATE", "CALENDAR_SCHEDULE_HOUR"]
+    every = [name for _, names, _ in RESOURCES.values() for name in names.values()]
+    assert len(every) == len(set(every))
+    for name in [*every, *load_time]:
         assert f"\n{name}=" in example, name
         assert f"`{name}`" in readme, name

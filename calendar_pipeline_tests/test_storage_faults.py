@@ -279,7 +279,8 @@ def test_an_unusable_database_url_fails_in_seconds_named_without_its_password(
     )
     elapsed = time.monotonic() - started
     output = done.stdout + done.stderr
-    assert done.returncode == 1 and elapsed < 20, (elapsed, output[-2000:])
-    assert "error: CALENDAR_DB_URL=" in done.stderr and expected in done.stderr
+    assert done.returncode == 2 and elapsed < 20, (elapsed, output[-2000:])
+    assert done.stderr.startswith("calendar-pipeline: CALENDAR_DB_URL=") and expected in done.stderr
+    assert done.stderr.count("\n") == 1 and done.stdout == ""  # one line, nothing ran
     assert "hunter2" not in output
     assert not (tmp_path / "data" / "snapshots").exists()  # stopped before any fetch

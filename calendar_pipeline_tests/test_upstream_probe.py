@@ -13,10 +13,10 @@ import dagster as dg
 import pytest
 
 from calendar_pipeline.definitions import build_defs
-from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings, UpstreamSources
 from calendar_pipeline.sources.probe import sha16
 from calendar_pipeline_tests import upstream_server
-from calendar_pipeline_tests.flows import feed
+from calendar_pipeline_tests.flows import feed, resources
 from calendar_pipeline_tests.upstream_server import (
     Fault,
     Reply,
@@ -77,8 +77,8 @@ def make(tmp_path, upstream, feeds: int = FEEDS, **overrides):
         "http_timeout": "5",
         "http_max_attempts": "2",
     }
-    calendar = CalendarSettings(**{**settings, **overrides})
-    return build_defs({"calendar": calendar, "slack": SlackSettings()}), calendar
+    built = resources(**{**settings, **overrides})
+    return build_defs(built), built["calendar"]
 
 
 class Ticks:
@@ -201,13 +201,14 @@ def test_a_tick_stops_at_its_budget_and_the_next_ticks_finish_the_round(tmp_path
             f"feed-{n:02d},Team {n},ics,{slow.url}/feeds/{n:02d}.ics,\n" for n in range(feeds)
         )
     )
-    calendar = CalendarSettings(
-        data_dir=str(tmp_path / "data"),
-        universe=str(universe),
+    calendar = CalendarSettings(data_dir=str(tmp_path / "data"), universe=str(universe))
+    upstream_settings = UpstreamSources(
         rate_limit="10",  # one host: at most ~10 probes per second
         probe_budget_seconds="1",
     )
-    defs = build_defs({"calendar": calendar, "slack": SlackSettings()})
+    defs = build_defs(
+        {"calendar": calendar, "upstream": upstream_settings, "slack": SlackSettings()}
+    )
     with dg.instance_for_test() as instance:
         tick = Ticks(defs, instance)
         started = time.monotonic()

@@ -15,7 +15,7 @@ import dagster as dg
 from calendar_pipeline.alerts.intent import span
 from calendar_pipeline.defs.asset_common import DAILY, first_ids, logged, storage_failure
 from calendar_pipeline.defs.markdown import md_table, md_text
-from calendar_pipeline.defs.resources import CalendarSettings
+from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 from calendar_pipeline.lake.atomic import StorageError
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import write_snapshot
@@ -77,12 +77,17 @@ INGEST_RETRY = dg.RetryPolicy(
         ),
     ],
 )
-def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
+def raw_snapshot(
+    context: dg.AssetExecutionContext, calendar: CalendarSettings, upstream: UpstreamSources
+):
     """Events dated D through D + lookahead for every entity of the universe, written to
     ``{data_dir}/snapshots/{D}/snapshot_{UTC timestamp}.json`` (never overwritten). An
     entity that fails becomes an error entry in the snapshot instead of failing the run.
     A range of partitions (a backfill) fetches every entity once for the whole range."""
-    partitions = context.partition_keys
+    try:  # Dagster raises a bare CheckError for a range outside the partitions
+        partitions = context.partition_keys
+    except Exception as exc:  # the run's partition tags are wrong: a retry cannot help
+        raise dg.Failure(str(exc).splitlines()[0], allow_retries=False) from None
     windows = [Window.ahead(dt.date.fromisoformat(p), calendar.lookahead) for p in partitions]
     try:
         universe = calendar.load_universe()
@@ -99,7 +104,7 @@ def raw_snapshot(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             f"entities; {update.stats.summary()}"
         )
 
-    sources = calendar.sources(on_progress=http_progress)
+    sources = upstream.sources(calendar.engine(), calendar.timezone, on_progress=http_progress)
     before = http_stats(sources)
     union = Window(windows[0].start, windows[-1].end)
     fetched = collect_events(universe.entities, union, sources, on_progress=progress)
@@ -261,7 +266,8 @@ def _add_http_metadata(
       ``partitions_in_run``, what they cover) and into the run log.
     """
     figures = http.as_dict()
-    context.log.info(f"HTTP for {span(partitions)}, one fetch: {http.summary()}")
+    if http.requests:  # a universe of embedded sources only makes no HTTP request
+        context.log.info(f"HTTP for {span(partitions)}, one fetch: {http.summary()}")
     prefix = "http_" if len(partitions) == 1 else "run_http_"
     context.add_asset_metadata(
         {f"{prefix}{name}": value for name, value in figures.items()},

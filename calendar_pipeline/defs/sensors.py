@@ -13,7 +13,7 @@ from calendar_pipeline.defs.jobs import (
     reference_for_run,
     slack_alert_job,
 )
-from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings, UpstreamSources
 from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW, judge
 from calendar_pipeline.sources.http_sources import http_client
 from calendar_pipeline.sources.model import Window
@@ -32,10 +32,10 @@ DUE_ALERTS = dg.AssetKey("due_alerts")
     "it saw (changed, unchanged, failing, not probed yet).",
 )
 def upstream_availability_sensor(
-    context: dg.SensorEvaluationContext, calendar: CalendarSettings
+    context: dg.SensorEvaluationContext, calendar: CalendarSettings, upstream: UpstreamSources
 ) -> dg.SensorResult:
     universe = calendar.load_universe()
-    sources = calendar.sources()
+    sources = upstream.sources(calendar.engine(), calendar.timezone)
     today = calendar.today()
     targets, broken = probe_targets(
         universe.entities, sources, Window.ahead(today, calendar.lookahead)
@@ -45,7 +45,7 @@ def upstream_availability_sensor(
         ProbeState.from_cursor(context.cursor),
         universe.sha256,
         http_client(sources),
-        calendar.probe_budget,
+        upstream.probe_budget,
         broken,
     )
     cursor = report.state.to_cursor(partition=today.isoformat())

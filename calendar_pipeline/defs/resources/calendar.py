@@ -1,0 +1,209 @@
+"""``CalendarSettings``, the ``calendar`` resource: the lake, the SQL database, the
+universe and the rules the checks apply. Also the rule that refuses per-machine storage
+on a deployment whose runs execute on several machines (``check_deployment``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import Engine
+
+from calendar_pipeline import settings
+from calendar_pipeline.alerts import store
+from calendar_pipeline.defs.partitions import TIMEZONE
+from calendar_pipeline.lake.atomic import check_writable
+from calendar_pipeline.quality.judge import Budgets
+from calendar_pipeline.settings import SettingError
+from calendar_pipeline.sources import SOURCE_NAMES
+from calendar_pipeline.sources.http_cache import create_http_cache_table
+from calendar_pipeline.universe import Universe, load_universe
+
+
+class CalendarSettings(dg.ConfigurableResource):
+    """Where data lives (the lake and the SQL database) and what the pipeline watches
+    (the universe, the lookahead, the thresholds) and accepts (the check budgets).
+
+    Whole numbers are ``int`` fields (``EnvVar.int`` when set in the environment). Dagster
+    reads an environment variable only into a ``str`` or ``int`` field, so the fractional
+    numbers, the threshold list and the deployment mode are ``str`` here and parsed into
+    their types (``float``, ``tuple[int, ...]``, :class:`~calendar_pipeline.settings.Deployment`)
+    by the properties below. :meth:`validate` parses and range-checks everything once, when
+    a run starts; each error is one line naming the variable, the value and what is allowed.
+    """
+
+    data_dir: str = ""  # "" = ./data
+    db_url: str = ""  # "" = a SQLite file in the data dir
+    deployment: str = settings.Deployment.AUTO.value
+    universe: str = ""
+    lookahead_days: int = settings.DEFAULT_LOOKAHEAD_DAYS
+    thresholds: str = ",".join(str(days) for days in reversed(settings.DEFAULT_THRESHOLDS))
+    max_failed_entities: int = 0
+    max_missing_entities: int = 50
+    min_volume_ratio: str = "0.5"
+    claim_timeout_minutes: int = 15
+    ledger_retention_days: int = 400
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.validate()
+        self.check_deployment(context.instance)
+        self.check_storage()
+
+    def check_deployment(self, instance: dg.DagsterInstance | None) -> None:
+        """On a deployment whose runs may execute on other machines, refuse the per-machine
+        defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (``SettingError`` saying why)."""
+        mode = settings.parse_deployment(self.deployment)
+        if mode is settings.Deployment.AUTO:
+            shared = instance is not None and not runs_on_this_machine(instance)
+        else:
+            shared = mode is settings.Deployment.SHARED
+        if not shared:
+            return
+        problem = settings.shared_storage_problem(self.data_dir.strip(), self.db_url.strip())
+        if problem:
+            why = (
+                "CALENDAR_DEPLOYMENT=shared"
+                if mode is settings.Deployment.SHARED
+                else f"this Dagster instance uses {describe_instance(instance)}"
+            )
+            raise SettingError(
+                "CALENDAR_DEPLOYMENT",
+                self.deployment,
+                f"{problem} ({why}; CALENDAR_DEPLOYMENT=local if every process runs on "
+                "this one machine)",
+            )
+
+    def check_storage(self) -> None:
+        """Before any fetch: the data dir takes a write, an fsync and a lock, and the
+        database answers. Raises ``SettingError`` naming the variable within seconds (a
+        storage problem is not retried: a retry would fetch everything again)."""
+        try:
+            check_writable(self.data_path)
+        except OSError as exc:
+            raise SettingError("CALENDAR_DATA_DIR", str(self.data_path), str(exc)) from None
+        self.engine()
+
+    def validate(self) -> None:
+        """Parse and range-check every value once; raises ``SettingError`` naming the bad
+        one. The threshold list must fit in the lookahead."""
+        for field, minimum in INT_MINIMUMS.items():
+            settings.check_whole_number(getattr(self, field), CALENDAR_ENV[field], minimum)
+        settings.check_thresholds_within_lookahead(self.threshold_days, self.lookahead)
+        self.volume_ratio  # noqa: B018 - parsing is the check
+        settings.parse_deployment(self.deployment)
+
+    @property
+    def threshold_days(self) -> tuple[int, ...]:
+        return settings.parse_thresholds(self.thresholds)
+
+    @property
+    def lookahead(self) -> int:
+        return self.lookahead_days
+
+    @property
+    def failed_budget(self) -> int:
+        return self.max_failed_entities
+
+    @property
+    def missing_budget(self) -> int:
+        return self.max_missing_entities
+
+    @property
+    def volume_ratio(self) -> float:
+        return settings.parse_ratio(self.min_volume_ratio, "CALENDAR_MIN_VOLUME_RATIO")
+
+    @property
+    def claim_timeout(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self.claim_timeout_minutes)
+
+    @property
+    def retention(self) -> dt.timedelta:
+        return dt.timedelta(days=self.ledger_retention_days)
+
+    @property
+    def timezone(self) -> str:
+        """CALENDAR_TIMEZONE, as the daily partitions read it when the code loaded."""
+        return TIMEZONE
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir.strip() or settings.DEFAULT_DATA_DIR).expanduser()
+
+    @property
+    def universe_path(self) -> Path:
+        return Path(self.universe).expanduser() if self.universe else settings.DEFAULT_UNIVERSE
+
+    def today(self) -> dt.date:
+        return settings.today_in(self.timezone)
+
+    def load_universe(self) -> Universe:
+        return load_universe(self.universe_path, known_sources=SOURCE_NAMES)
+
+    def engine(self) -> Engine:
+        """The SQL engine for CALENDAR_DB_URL (tables created on first use); raises
+        ``SettingError`` naming the URL (password hidden) when the database cannot be used."""
+        url = self.db_url or store.default_db_url(self.data_path)
+        try:
+            return _engine_for(url)
+        except store.DatabaseUnavailable as exc:
+            raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
+
+    @property
+    def budgets(self) -> Budgets:
+        """What raw_snapshot's checks allow (``verify --repair`` judges by the same)."""
+        return Budgets(self.failed_budget, self.missing_budget, self.volume_ratio)
+
+
+# The smallest value each whole-number setting takes (0: the rule it sets may be "none").
+INT_MINIMUMS = {
+    "lookahead_days": 1,
+    "max_failed_entities": 0,
+    "max_missing_entities": 0,
+    "claim_timeout_minutes": 1,
+    "ledger_retention_days": 1,
+}
+
+# Which environment variable sets which field (.env.example documents each one).
+CALENDAR_ENV = {
+    "data_dir": "CALENDAR_DATA_DIR",
+    "db_url": "CALENDAR_DB_URL",
+    "deployment": "CALENDAR_DEPLOYMENT",
+    "universe": "CALENDAR_UNIVERSE",
+    "lookahead_days": "CALENDAR_LOOKAHEAD_DAYS",
+    "thresholds": "CALENDAR_THRESHOLDS",
+    "max_failed_entities": "CALENDAR_MAX_FAILED_ENTITIES",
+    "max_missing_entities": "CALENDAR_MAX_MISSING_ENTITIES",
+    "min_volume_ratio": "CALENDAR_MIN_VOLUME_RATIO",
+    "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
+    "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
+}
+
+
+# What `dagster dev` and a bare DAGSTER_HOME use: everything in this machine's processes.
+LOCAL_RUN_STORAGES = {"SqliteRunStorage", "InMemoryRunStorage"}
+LOCAL_RUN_LAUNCHERS = {"DefaultRunLauncher", "SyncInMemoryRunLauncher"}
+
+
+def runs_on_this_machine(instance: dg.DagsterInstance) -> bool:
+    """True for the single-machine default: runs stored in SQLite (or memory) and
+    launched as local processes. PostgreSQL storage or another launcher (Celery,
+    Kubernetes, Docker) means runs may execute on other machines."""
+    return (
+        type(instance.run_storage).__name__ in LOCAL_RUN_STORAGES
+        and type(instance.run_launcher).__name__ in LOCAL_RUN_LAUNCHERS
+    )
+
+
+def describe_instance(instance: dg.DagsterInstance) -> str:
+    return f"{type(instance.run_storage).__name__} and {type(instance.run_launcher).__name__}"
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
+    """One engine (one connection pool) per URL per process, its tables created; raises
+    ``store.DatabaseUnavailable`` (not cached) when the database cannot be used."""
+    engine = store.check_database(url)
+    create_http_cache_table(engine)
+    return engine
