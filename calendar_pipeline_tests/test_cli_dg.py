@@ -1,10 +1,12 @@
 """The ``dg`` CLI (dagster-dg-cli) on this project, through ``[tool.dg]`` in pyproject.toml:
-``dg check defs``, ``dg list defs`` and ``dg launch`` work from the repository root, as
-the README shows them."""
+the README's ``dg check defs``, ``dg list defs`` and ``dg launch`` lines, taken from the
+README itself, work from the repository root."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +14,22 @@ from pathlib import Path
 from calendar_pipeline.alerts import store
 from calendar_pipeline_tests.dagster_dev import REPO_ROOT, console_script, scrubbed_env
 
-DAY = "2026-03-10"
+
+def readme_dg_lines() -> dict[str, list[str]]:
+    """The README's ``dg`` command lines (comments dropped), by subcommand."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    lines = {}
+    for block in re.findall(r"```bash\n(.+?)\n```", text, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("dg "):
+                words = shlex.split(line, comments=True)
+                lines[" ".join(words[1:3])] = words[1:]
+    assert set(lines) == {"check defs", "list defs", "launch --assets"}, lines
+    return lines
+
+
+README_DG = readme_dg_lines()
+DAY = README_DG["launch --assets"][README_DG["launch --assets"].index("--partition") + 1]
 
 
 def dg(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -33,11 +50,11 @@ def dg(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_dg_check_defs_and_list_defs(tmp_path):
-    checked = dg(tmp_path, "check", "defs")
+    checked = dg(tmp_path, *README_DG["check defs"])
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "All definitions loaded successfully" in checked.stdout + checked.stderr
 
-    listed = dg(tmp_path, "list", "defs")
+    listed = dg(tmp_path, *README_DG["list defs"])
     assert listed.returncode == 0, listed.stdout + listed.stderr
     for name in (
         "raw_snapshot",
@@ -56,14 +73,8 @@ def test_dg_check_defs_and_list_defs(tmp_path):
 
 
 def test_dg_launch_materializes_a_partition(tmp_path):
-    launched = dg(
-        tmp_path,
-        "launch",
-        "--assets",
-        "raw_snapshot,snapshot_index,due_alerts",
-        "--partition",
-        DAY,
-    )
+    assert README_DG["launch --assets"][2] == "raw_snapshot,snapshot_index,due_alerts"
+    launched = dg(tmp_path, *README_DG["launch --assets"])
     assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
     data = tmp_path / "data"
     assert list((data / "snapshots" / DAY).glob("snapshot_*.json"))
