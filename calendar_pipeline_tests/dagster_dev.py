@@ -14,15 +14,21 @@ Used by ``test_ui_e2e.py`` and by ``scripts/screenshot_ui.py`` (the browser side
   ``CALENDAR_DATA_DIR`` is a fresh directory too.
 - ``.env``: ``dagster dev`` loads ``.env`` from its *current directory*, and its values
   override the environment. The server is therefore started with ``cwd`` set to a
-  temporary directory that holds no ``.env``, and finds the code with
-  ``-m calendar_pipeline.definitions`` (the package is installed), so a developer's own
-  ``.env`` in the repository root can neither redirect the data nor reach Slack.
+  temporary directory that holds no ``.env``, and finds the code through the repository's
+  ``workspace.yaml`` (``-w``; the package is installed, so the module imports from
+  anywhere), so a developer's own ``.env`` in the repository root can neither redirect
+  the data nor reach Slack.
+- The code location: ``workspace.yaml`` names it ``calendar_pipeline``
+  (``LOCATION_NAME``), as plain ``dagster dev`` in the repository does (pyproject.toml's
+  ``[tool.dagster]``). ``-m calendar_pipeline.definitions`` would name it after the module
+  instead, and the UI (URLs, screenshots) would show a name users never see.
 - Signals: a process started in the background from a non-interactive shell inherits
   SIGINT/SIGTERM as *ignored*, and ``dagster dev`` then ignores SIGTERM. The child gets the
   default handlers back (``preexec_fn``) and its own session (``start_new_session``), so one
   ``killpg`` reaches the webserver, the daemon, the code servers and the run workers (Dagster
   starts none of them in a new session or process group).
-- Stopping: SIGTERM to the process group, up to ``grace`` seconds for the leader and its
+- Stopping: SIGTERM to the process group (again once the leader has exited, for a code
+  server Dagster restarted meanwhile), up to ``grace`` seconds for the leader and its
   children to exit, then SIGKILL to the group. ``leftover_pids()`` lists what is still alive
   in the group or carries this server's DAGSTER_HOME (nothing, normally);
   ``kill_leftovers()`` kills those too.
@@ -45,11 +51,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODULE = "calendar_pipeline.definitions"
-# `dagster dev -m calendar_pipeline.definitions` names the code location after the module;
+WORKSPACE = REPO_ROOT / "workspace.yaml"
+
+
+def workspace_location_name(workspace: Path = WORKSPACE) -> str:
+    """The ``location_name`` of the single code location ``workspace`` loads."""
+    entries = yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]
+    names = [config.get("location_name") for entry in entries for config in entry.values()]
+    if len(names) != 1 or not names[0]:
+        raise RuntimeError(f"{workspace}: expected one code location with a name, got {names}")
+    return names[0]
+
+
+# The code location as users see it (`dagster dev` in the repository, workspace.yaml);
 # a Definitions object is the repository "__repository__".
-LOCATION_NAME = MODULE
+LOCATION_NAME = workspace_location_name()
 REPOSITORY_NAME = "__repository__"
 
 START_TIMEOUT_S = 120.0  # dagster dev start-up until /server_info answers (2 slow cores)
@@ -181,14 +200,14 @@ class DagsterDev:
         data_dir: Path,
         cwd: Path,
         log_path: Path,
-        module: str = MODULE,
+        workspace: Path = WORKSPACE,
         env: dict[str, str] | None = None,
     ) -> None:
         self.dagster_home = dagster_home
         self.data_dir = data_dir
         self.cwd = cwd
         self.log_path = log_path
-        self.module = module
+        self.workspace = workspace
         self.env = env if env is not None else scrubbed_env(dagster_home, data_dir)
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -243,8 +262,8 @@ class DagsterDev:
         cmd = [
             console_script("dagster"),
             "dev",
-            "-m",
-            self.module,
+            "-w",
+            str(self.workspace),
             "-h",
             "127.0.0.1",
             "-p",
@@ -293,14 +312,26 @@ class DagsterDev:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         # Wait for the leader *and* its children (webserver, daemon, code servers, runs).
+        signalled_again = False
         while proc.poll() is None or _process_group_members(proc.pid):
             if time.monotonic() > deadline:
                 self._note(f"dagster dev still alive {grace:.0f} s after SIGTERM: SIGKILL")
                 break
+            if proc.poll() is not None and not signalled_again:
+                # The leader is gone but not its group: a process started after the
+                # SIGTERM (Dagster restarts a code server that exits during shutdown)
+                # never got it, and would wait for its heartbeat to time out.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                signalled_again = True
             time.sleep(0.2)
         with contextlib.suppress(ProcessLookupError):  # nobody left: the usual case
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        # A process killed by SIGKILL is still listed for a moment: wait until it is gone.
+        killed_by = time.monotonic() + 5.0
+        while _process_group_members(proc.pid) and time.monotonic() < killed_by:
+            time.sleep(0.1)
 
     def leftover_pids(self) -> list[int]:
         """Live processes of this server (after ``stop``: none): its process group, and

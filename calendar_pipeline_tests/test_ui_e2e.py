@@ -1,15 +1,19 @@
 """End to end, the way users touch the pipeline: ``dagster dev`` (webserver and daemon),
-its GraphQL API, and the UI in a real headless Chromium.
+its GraphQL API, and the UI in a real headless Chromium following the RUNBOOK.
 
 One ``dagster dev`` serves the whole module (fixture ``dagster_dev``, module-scoped so the
 GraphQL and browser tests share one start and the server is stopped as soon as they are
 done, not left running beside the rest of the suite until the session ends; see
 ``dagster_dev.py`` for the temporary DAGSTER_HOME and data dir, the scrubbed environment,
 why it runs from a temporary directory so that no ``.env`` is loaded, and how it is
-stopped). Then:
+stopped). The code location is the repository's ``workspace.yaml``'s, as users see it.
+Then:
 
-1. ``backfill`` (module fixture): ``launchPartitionBackfill`` of three past days for the
-   three assets, polled with ``partitionBackfillOrError`` until it completes. The backfill
+1. ``backfill`` (module fixture): a backfill of three past days for the three assets,
+   launched in Chromium by following the UI steps of docs/RUNBOOK.md, "Backfilling" (see
+   "Following the RUNBOOK" below), then polled with ``partitionBackfillOrError`` until it
+   completes. Without Chromium (and ``CI`` unset) it is launched with
+   ``launchPartitionBackfill`` instead, so the GraphQL tests still run. The backfill
    daemon wakes about every 30 s, so this takes one to two minutes. The files, the index
    and the SQL table are read right away, before the sensor's run adds today's partition.
 2. ``upstream_availability_sensor`` is turned on with ``startSensor``; its first tick
@@ -20,6 +24,13 @@ stopped). Then:
    The graph's screenshot goes to pytest's tmp dir, and to ``docs/asset_graph.png`` when
    ``CALENDAR_UPDATE_SCREENSHOTS=1``. Without Chromium or Playwright these tests skip, or
    fail when ``CI`` is set (``.ci/run`` installs Chromium, ``.[test]`` Playwright).
+4. Chromium re-runs one of the backfilled days by following the UI steps of "Re-running a
+   day"; the run must materialize the three assets for that day.
+
+Following the RUNBOOK: the steps are read from the "**UI:**" bullet of each section (its
+numbered list), and every label the browser looks for (links, buttons, the dialog's
+title, the messages) is one the step quotes, the asset names are its ``code``, the range's
+format is its example. Change a step and this test no longer finds its way: update both.
 
 The teardown stops the server (SIGTERM to its process group, SIGKILL after 20 s) and
 checks that no process of it is left.
@@ -32,6 +43,7 @@ import datetime as dt
 import os
 import re
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +65,19 @@ from calendar_pipeline_tests.ui_browser import (
     CHROMIUM,
     browser_page,
     chromium_browser,
+    click_button,
+    click_link,
+    dialog_titled,
+    dismiss_first_run_dialog,
+    launch_message,
     open_asset_graph,
     open_due_alerts_partition,
+    tick_assets,
+    type_partitions,
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Locator, Page
 with contextlib.suppress(ImportError):  # else ui_browser.sync_playwright is None: skip
     from playwright.sync_api import expect
 
@@ -71,6 +90,11 @@ RUN_TIMEOUT_S = 120.0
 POLL_S = 1.0
 
 SHOWN_PARTITION = PARTITIONS[1]  # the partition the due_alerts page selects
+RERUN_PARTITION = PARTITIONS[0]  # the day the UI re-runs ("Re-running a day")
+
+RUNBOOK = REPO_ROOT / "docs" / "RUNBOOK.md"
+RERUN_SECTION = "Re-running a day"
+BACKFILL_SECTION = "Backfilling"
 
 
 # -- GraphQL --------------------------------------------------------------------------------
@@ -157,8 +181,18 @@ RUN_STATUS = """
 query Run($id: ID!) {
   runOrError(runId: $id) {
     __typename
-    ... on Run { status jobName tags { key value } }
+    ... on Run { runId status jobName tags { key value } assetSelection { path } }
     ... on RunNotFoundError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUNS_WITH_TAG = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId } }
     ... on PythonError { message }
   }
 }
@@ -184,6 +218,120 @@ def wait_for(
     pytest.fail(f"{what}: not after {timeout:.0f} s\ndagster dev log (tail):\n{dev.log_tail()}")
 
 
+# -- following the RUNBOOK in the UI -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UiStep:
+    """One numbered step of a RUNBOOK "**UI:**" bullet."""
+
+    text: str  # whitespace collapsed
+    labels: list[str]  # what it quotes ("..."): labels the UI shows
+    code: list[str]  # its `code`: asset names, a value to type
+
+
+def runbook_ui_steps(section: str) -> list[UiStep]:
+    """The numbered steps of the "**UI:**" bullet of RUNBOOK's ``## section``."""
+    text = RUNBOOK.read_text(encoding="utf-8")
+    found = re.search(rf"^## {re.escape(section)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert found, f"{RUNBOOK.name} has no section {section!r}"
+    bullet = re.search(r"^- \*\*UI:\*\*(.*?)(?=^- |\Z)", found.group(1), re.M | re.S)
+    assert bullet, f"{RUNBOOK.name}, {section!r}: no '- **UI:**' bullet"
+    steps = [" ".join(step.split()) for step in re.split(r"^ +\d+\. ", bullet.group(1), flags=re.M)]
+    return [
+        UiStep(step, re.findall(r'"([^"]+)"', step), re.findall(r"`([^`]+)`", step))
+        for step in steps[1:]
+    ]
+
+
+def expect_steps(section: str, steps: list[UiStep], shape: list[tuple[int, int]]) -> None:
+    """The steps quote as many labels and ``code`` spans as this test follows."""
+    found = [(len(step.labels), len(step.code)) for step in steps]
+    assert found == shape, (
+        f'{RUNBOOK.name}, "{section}": its UI steps changed; make {__name__} follow them '
+        f"(quoted labels, code spans per step: {found}, followed: {shape}):\n"
+        + "\n".join(f"{n}. {step.text}" for n, step in enumerate(steps, 1))
+    )
+
+
+def open_launch_dialog(page: Page, steps: list[UiStep]) -> Locator:
+    """Steps 1 to 3 of "Re-running a day": tick the three assets in the Catalog, open the
+    launch dialog, show all partitions. Returns the dialog."""
+    expect_steps(RERUN_SECTION, steps, [(1, len(ASSETS)), (2, 0), (2, 0)])
+    (catalog,), assets = steps[0].labels, steps[0].code
+    assert sorted(assets) == sorted(ASSETS), steps[0]
+    page.goto("/")
+    click_link(page, catalog)
+    dismiss_first_run_dialog(page)
+    tick_assets(page, assets)
+
+    materialize, title = steps[1].labels
+    click_button(page, materialize)
+    dialog = dialog_titled(page, title)
+
+    # "If it says ...": it does, the partitions start in 2025 (more than 90 days).
+    notice, show_all = steps[2].labels
+    expect(dialog.get_by_text(notice)).to_be_visible()
+    click_button(dialog, show_all)
+    expect(dialog.get_by_text(notice)).to_have_count(0)
+    return dialog
+
+
+def rerun_day_as_runbook_says(page: Page, day: str) -> str:
+    """RUNBOOK, "Re-running a day", UI, for ``day``: returns the short run id the launch
+    message shows."""
+    steps = runbook_ui_steps(RERUN_SECTION)
+    expect_steps(RERUN_SECTION, steps, [(1, len(ASSETS)), (2, 0), (2, 0), (2, 0), (2, 0)])
+    dialog = open_launch_dialog(page, steps[:3])
+
+    assert steps[3].text.startswith("Type D "), steps[3]
+    section, count = steps[3].labels
+    type_partitions(dialog, section, day)
+    expect(dialog.get_by_text(count, exact=True)).to_be_visible()
+
+    launch, message = steps[4].labels
+    click_button(dialog, launch)
+    run = launch_message(page, message)
+    expect(dialog).to_have_count(0)
+    return run
+
+
+def backfill_as_runbook_says(page: Page, first: str, last: str, count: int) -> str:
+    """RUNBOOK, "Backfilling", UI, for ``first`` to ``last`` (``count`` partitions):
+    returns the backfill's id the launch message shows."""
+    steps = runbook_ui_steps(BACKFILL_SECTION)
+    expect_steps(BACKFILL_SECTION, steps, [(1, 0), (1, 1), (2, 0)])
+
+    refers = re.match(r"Steps (\d+) to (\d+) of ", steps[0].text)
+    assert refers and steps[0].labels == [RERUN_SECTION], steps[0]
+    start, end = int(refers.group(1)), int(refers.group(2))
+    dialog = open_launch_dialog(page, runbook_ui_steps(RERUN_SECTION)[start - 1 : end])
+
+    # The range as the RUNBOOK's example writes it (brackets included), with our days.
+    (example,), (section,) = steps[1].code, steps[1].labels
+    date = r"\d{4}-\d{2}-\d{2}"
+    form = re.fullmatch(rf"(\W*){date}(\W+){date}(\W*)", example)
+    assert form, f"{BACKFILL_SECTION}: {example!r} is not a range of two dates"
+    type_partitions(dialog, section, f"{form.group(1)}{first}{form.group(2)}{last}{form.group(3)}")
+    expect(dialog.get_by_text(f"{count} partitions", exact=True)).to_be_visible()
+
+    launch, message = steps[2].labels
+    click_button(dialog, launch)
+    backfill_id = launch_message(page, message)
+    expect(dialog).to_have_count(0)
+    return backfill_id
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here (no Playwright, no Chromium), or None."""
+    missing = []
+    if ui_browser.sync_playwright is None:
+        missing.append('the playwright package (pip install -e ".[test]")')
+    if not Path(CHROMIUM).exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium; .ci/run does it)")
+    return "browser tests need " + " and ".join(missing) if missing else None
+
+
 # -- fixtures -------------------------------------------------------------------------------
 
 
@@ -201,10 +349,12 @@ def dagster_dev(tmp_path_factory) -> Iterator[DagsterDev]:
 
 @dataclass(frozen=True)
 class BackfillOutcome:
+    launched_from: str  # "ui" (the RUNBOOK's steps in Chromium) or "graphql" (no browser)
     status: str
     is_asset_backfill: bool
     partition_names: list[str]
     runs: dict[str, str]  # run id -> status
+    run_tags: dict[str, dict[str, str]]  # run id -> its tags
     run_partitions: dict[str, list[str]]  # run id -> the partitions it covered (its tags)
     materialized: dict[str, dict[str, str]]  # asset -> partition -> run id (GraphQL)
     snapshot_files: dict[str, list[Path]]  # partition -> files under data/snapshots/
@@ -213,20 +363,34 @@ class BackfillOutcome:
 
 
 @pytest.fixture(scope="module")
-def backfill(dagster_dev: DagsterDev) -> BackfillOutcome:
-    """An asset backfill of PARTITIONS x ASSETS through GraphQL, run by the daemon.
+def backfill(dagster_dev: DagsterDev, request: pytest.FixtureRequest) -> BackfillOutcome:
+    """An asset backfill of PARTITIONS x ASSETS, run by the daemon: launched in Chromium
+    the way RUNBOOK's "Backfilling" says, or through GraphQL without a browser (not with
+    ``CI`` set: then it fails, as the browser tests do).
 
     What it produced is read as soon as it completes, so later tests (the sensor starts a
     run for today) cannot change what the backfill assertions see."""
     dev = dagster_dev
-    params = {
-        "assetSelection": [{"path": [asset]} for asset in ASSETS],
-        "partitionNames": list(PARTITIONS),
-        "title": "test_ui_e2e",
-    }
-    launched = dev.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill_id = launched["backfillId"]
+    missing = browser_missing()
+    if missing is None:
+        browser = request.getfixturevalue("chromium")
+        with browser_page(browser, dev.base_url) as page:
+            backfill_id = backfill_as_runbook_says(
+                page, PARTITIONS[0], PARTITIONS[-1], len(PARTITIONS)
+            )
+        launched_from = "ui"
+    else:
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        params = {
+            "assetSelection": [{"path": [asset]} for asset in ASSETS],
+            "partitionNames": list(PARTITIONS),
+            "title": "test_ui_e2e",
+        }
+        launched = dev.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+        launched_from = "graphql"
 
     def finished() -> dict[str, Any] | None:
         result = dev.graphql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
@@ -261,12 +425,15 @@ def backfill(dagster_dev: DagsterDev) -> BackfillOutcome:
         materialized[asset] = {}
         for event in reversed(events):
             materialized[asset][event["partition"]] = event["runId"]
+    run_tags = {run["runId"]: _run_tags(dev, run["runId"]) for run in runs}
     return BackfillOutcome(
+        launched_from=launched_from,
         status=result["status"],
         is_asset_backfill=result["isAssetBackfill"],
         partition_names=result["partitionNames"],
         runs={run["runId"]: run["status"] for run in runs},
-        run_partitions={run["runId"]: _run_partitions(dev, run["runId"]) for run in runs},
+        run_tags=run_tags,
+        run_partitions={run_id: _run_partitions(tags) for run_id, tags in run_tags.items()},
         materialized=materialized,
         snapshot_files=snapshot_files,
         index_entries=index_entries,
@@ -274,11 +441,14 @@ def backfill(dagster_dev: DagsterDev) -> BackfillOutcome:
     )
 
 
-def _run_partitions(dev: DagsterDev, run_id: str) -> list[str]:
-    """One partition (tag dagster/partition) or a range (tags dagster/asset_partition_range_*)."""
+def _run_tags(dev: DagsterDev, run_id: str) -> dict[str, str]:
     run = dev.graphql(RUN_STATUS, {"id": run_id})["runOrError"]
     assert run["__typename"] == "Run", run
-    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    return {tag["key"]: tag["value"] for tag in run["tags"]}
+
+
+def _run_partitions(tags: dict[str, str]) -> list[str]:
+    """One partition (tag dagster/partition) or a range (tags dagster/asset_partition_range_*)."""
     if "dagster/partition" in tags:
         return [tags["dagster/partition"]]
     first = tags["dagster/asset_partition_range_start"]
@@ -286,10 +456,10 @@ def _run_partitions(dev: DagsterDev, run_id: str) -> list[str]:
     return [p for p in PARTITIONS if first <= p <= last]
 
 
-# -- GraphQL: backfill ----------------------------------------------------------------------
+# -- the backfill ---------------------------------------------------------------------------
 
 
-def test_backfill_through_graphql_materializes_three_days(backfill: BackfillOutcome):
+def test_backfill_materializes_three_days(backfill: BackfillOutcome):
     # One run for the range or one per day: the assertions hold either way.
     assert backfill.is_asset_backfill
     assert backfill.partition_names == list(PARTITIONS)
@@ -312,6 +482,19 @@ def test_backfill_through_graphql_materializes_three_days(backfill: BackfillOutc
 
     # The SQL table due_alerts has rows for each day (holidays within 30 days of any date).
     assert all(rows > 0 for rows in backfill.due_alert_rows.values()), backfill.due_alert_rows
+
+
+def test_runbook_backfill_in_the_ui_completes_for_the_range(backfill: BackfillOutcome):
+    """RUNBOOK, "Backfilling", UI: the steps launched it (the fixture followed them), and it
+    completed for the range typed, every run from the UI (the rest: the test above)."""
+    if backfill.launched_from != "ui":
+        pytest.skip(browser_missing() or "launched through GraphQL")
+    assert backfill.status == "COMPLETED_SUCCESS", backfill
+    assert backfill.partition_names == list(PARTITIONS), backfill.partition_names
+    assert sorted(p for ps in backfill.run_partitions.values() for p in ps) == list(PARTITIONS)
+    for run_id, tags in backfill.run_tags.items():
+        assert tags.get("dagster/from_ui") == "true", (run_id, tags)
+        assert tags.get("dagster/code_location") == LOCATION_NAME, (run_id, tags)
 
 
 # -- GraphQL: sensor ------------------------------------------------------------------------
@@ -377,16 +560,11 @@ def _wait_for_run(dev: DagsterDev, run_id: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium driven by Playwright; skip without them (fail when CI is set)."""
-    missing = []
-    if ui_browser.sync_playwright is None:
-        missing.append('the playwright package (pip install -e ".[test]")')
-    if not Path(CHROMIUM).exists():
-        missing.append(f"{CHROMIUM} (apt-get install chromium; .ci/run does it)")
+    missing = browser_missing()
     if missing:
-        message = "browser tests need " + " and ".join(missing)
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(missing)
+        pytest.skip(missing)
     with chromium_browser() as browser:
         yield browser
 
@@ -402,6 +580,16 @@ def test_asset_graph_shows_the_assets_and_their_checks(page: Page, tmp_path: Pat
     nodes = open_asset_graph(page)
     # Each node has an "Asset checks" row.
     expect(nodes.get_by_text("Asset checks", exact=True)).to_have_count(len(ASSETS))
+    # The code location as users name it: workspace.yaml's is pyproject.toml's (plain
+    # `dagster dev`, `dg dev`), and the page (and the README's screenshot) shows it.
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    tool = pyproject["tool"]
+    assert tool["dagster"]["code_location_name"] == LOCATION_NAME, tool["dagster"]
+    assert tool["dg"]["project"]["code_location_name"] == LOCATION_NAME, tool["dg"]
+    location = page.locator(f'a[href="/locations/{LOCATION_NAME}/"]')  # "Asset Group in ..."
+    expect(location).to_be_visible()
+    expect(location).to_contain_text(LOCATION_NAME)
+    expect(page.get_by_text("calendar_pipeline.definitions")).to_have_count(0)  # the module
 
     shot = tmp_path / "asset_graph.png"
     page.screenshot(path=shot)
@@ -418,3 +606,36 @@ def test_due_alerts_partition_page_shows_status_and_metadata(page: Page, backfil
     rows = backfill.due_alert_rows[SHOWN_PARTITION]
     row_count = page.locator("tr").filter(has=page.get_by_text("dagster/row_count", exact=True))
     expect(row_count.locator("td").nth(1)).to_have_text(str(rows))
+
+
+def test_runbook_rerun_of_a_day_in_the_ui_materializes_the_three_assets(
+    page: Page, dagster_dev: DagsterDev, backfill: BackfillOutcome
+):
+    """RUNBOOK, "Re-running a day", UI: one run, for that day, of the three assets."""
+    dev, day = dagster_dev, RERUN_PARTITION
+    short_id = rerun_day_as_runbook_says(page, day)
+
+    def launched() -> str | None:
+        answer = dev.graphql(
+            RUNS_WITH_TAG, {"filter": {"tags": [{"key": "dagster/partition", "value": day}]}}
+        )["runsOrError"]
+        assert answer["__typename"] == "Runs", answer
+        ids = [r["runId"] for r in answer["results"] if r["runId"].startswith(short_id)]
+        return ids[0] if ids else None
+
+    run_id = wait_for(f"the run {short_id} of {day}", launched, RUN_TIMEOUT_S, dev)
+    run = _wait_for_run(dev, run_id)
+    assert run["status"] == "SUCCESS", f"{run}\n{dev.log_tail()}"
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert tags["dagster/partition"] == day, tags
+    assert tags.get("dagster/from_ui") == "true", tags
+    assert sorted(key["path"][-1] for key in run["assetSelection"]) == sorted(ASSETS), run
+    assert run_id not in backfill.runs  # a new run, not the backfill's
+
+    # Each asset's latest materialization of the day is this run's.
+    for asset in ASSETS:
+        answer = dev.graphql(MATERIALIZATIONS, {"path": [asset], "partitions": [day]})
+        assert answer["assetOrError"]["__typename"] == "Asset", answer
+        events = answer["assetOrError"]["assetMaterializations"]  # newest first
+        assert events and events[0]["runId"] == run_id, (asset, events)
+        assert events[0]["partition"] == day, (asset, events)

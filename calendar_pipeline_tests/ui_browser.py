@@ -4,6 +4,7 @@
     with chromium_browser() as browser, browser_page(browser, dev.base_url) as page:
         open_asset_graph(page)                         # group `calendar`, live data loaded
         open_due_alerts_partition(page, "2026-11-03")  # Partitions tab, one day selected
+        click_link(page, "Catalog")                    # by the label the UI shows
 
 - Chromium is ``/usr/bin/chromium`` (``apt-get install chromium``), not a browser that
   ``playwright install`` downloads. Its flags: no sandbox (root in a container) and no
@@ -12,6 +13,9 @@
   second after the app mounts; ``dismiss_first_run_dialog`` skips it (once per instance).
 - Every wait (``expect`` and the page's own) is ``UI_TIMEOUT_MS``: the code location loads
   lazily on a cold page.
+- ``click_link``, ``click_button``, ``tick_assets``, ``type_partitions`` and
+  ``launch_message`` act on what a user sees, by the labels the UI shows (those the RUNBOOK
+  quotes; ``test_ui_e2e.py`` follows its UI steps with them).
 
 The playwright package is optional here: without it, ``sync_playwright`` is None (the
 callers check that) and the rest of the module is not usable.
@@ -96,6 +100,8 @@ def dismiss_first_run_dialog(page: Page) -> None:
     fresh DAGSTER_HOME), about one second after the app mounts. "Skip" records that in the
     instance, so later pages do not show it again.
     """
+    if not _first_run_dialog_due(page):
+        return  # dismissed on an earlier page: no need to wait for it
     dialog = page.get_by_role("dialog").filter(has_text=FIRST_RUN_DIALOG)
     try:
         dialog.get_by_role("button", name="Skip").click(timeout=10_000)
@@ -105,6 +111,15 @@ def dismiss_first_run_dialog(page: Page) -> None:
     # The click left the mouse where the dialog was, over a graph node: hovering would
     # highlight that node in a screenshot. Park the pointer in the top-left corner.
     page.mouse.move(0, 0)
+
+
+def _first_run_dialog_due(page: Page) -> bool:
+    """Whether the instance still shows the first-run dialog (GraphQL ``shouldShowNux``;
+    True if the server does not say)."""
+    response = page.request.post("/graphql", data={"query": "{ shouldShowNux }"})
+    if not response.ok:
+        return True
+    return (response.json().get("data") or {}).get("shouldShowNux", True) is not False
 
 
 def expect_no_overlay(page: Page) -> None:
@@ -128,6 +143,56 @@ def open_asset_graph(page: Page) -> Locator:
     page.wait_for_timeout(1000)  # let the zoom-to-fit animation settle
     expect_no_overlay(page)
     return nodes
+
+
+def label_name(label: str) -> re.Pattern[str]:
+    """The accessible name of a link or button that shows ``label``. Dagster's icons are
+    font ligatures whose names are part of the name ("lineage Lineage"), so the label is
+    matched at the end, after the start or a space."""
+    return re.compile(rf"(^|\s){re.escape(label)}$")
+
+
+def click_link(page: Page | Locator, label: str) -> None:
+    page.get_by_role("link", name=label_name(label)).click()
+
+
+def click_button(page: Page | Locator, label: str) -> None:
+    page.get_by_role("button", name=label_name(label)).click()
+
+
+def tick_assets(page: Page, assets: list[str] | tuple[str, ...]) -> None:
+    """Tick the box of each asset's row in the Catalog (the box is styled: click its label)."""
+    for asset in assets:
+        box = page.get_by_test_id(f"checkbox-{asset}")
+        page.locator("label").filter(has=box).click()
+        expect(box).to_be_checked()
+
+
+def dialog_titled(page: Page, title: str) -> Locator:
+    dialog = page.get_by_role("dialog").filter(has_text=title)
+    expect(dialog).to_be_visible()
+    return dialog
+
+
+def type_partitions(dialog: Locator, section: str, value: str) -> None:
+    """Type ``value`` (a partition, ``[first...last]``, a comma-separated list) in the text
+    box under ``section`` of the launch dialog and press Enter (typing alone selects
+    nothing)."""
+    expect(dialog.get_by_text(section, exact=True)).to_be_visible()
+    box = dialog.get_by_role("textbox")  # the only one: "Tags" and "Config" are folded
+    box.fill(value)
+    box.press("Enter")
+
+
+def launch_message(page: Page, message: str) -> str:
+    """Wait for the message a launch shows, ``message`` up to its trailing "…" (say
+    "Launched run …"), and return what follows: the run's short id, the backfill's id."""
+    pattern = re.compile(rf"^{re.escape(message.rstrip('…').strip())} (\w+)$")
+    shown = page.get_by_text(pattern)
+    expect(shown).to_be_visible()
+    found = pattern.match(shown.inner_text().strip())
+    assert found, (message, shown.inner_text())
+    return found.group(1)
 
 
 def open_due_alerts_partition(page: Page, partition: str) -> None:

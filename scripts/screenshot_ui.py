@@ -9,11 +9,15 @@ What it does, all in throwaway directories so your own instance and data are unt
    temporary CALENDAR_DATA_DIR, then materializes a few partitions with the project's CLI
    (``calendar-pipeline run --date ...``) so the UI has runs, metadata and checks to show.
 2. Starts ``dagster dev`` on a free port of 127.0.0.1 and waits for ``/server_info``
-   (``calendar_pipeline_tests/dagster_dev.py``, the end-to-end tests' ``DagsterDev``).
+   (``calendar_pipeline_tests/dagster_dev.py``, the end-to-end tests' ``DagsterDev``). It
+   loads the repository's ``workspace.yaml``, so the UI names the code location
+   ``calendar_pipeline`` as ``dagster dev`` in the repository does (pyproject.toml), not
+   after the module.
 3. Drives Debian's Chromium (``/usr/bin/chromium``) with Playwright, dismisses the
    first-run "Join the Dagster community" dialog and takes the screenshots
    (``calendar_pipeline_tests/ui_browser.py``, shared with ``test_ui_e2e.py``):
-   - ``asset_graph.png``: lineage of asset group ``calendar`` (three nodes);
+   - ``asset_graph.png``: lineage of asset group ``calendar`` (three nodes), its header
+     "Asset Group in calendar_pipeline";
    - ``due_alerts_asset.png``: Partitions tab of ``due_alerts`` with one partition selected.
 4. Stops ``dagster dev`` (SIGTERM to its process group, SIGKILL after 20 s) and deletes
    the temporary directories, whatever happened before.
@@ -46,7 +50,11 @@ except ImportError:  # pragma: no cover - a hint for the maintainer, not a code 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # calendar_pipeline_tests is not an installed package
 
-from calendar_pipeline_tests.dagster_dev import DagsterDev, console_script  # noqa: E402
+from calendar_pipeline_tests.dagster_dev import (  # noqa: E402
+    LOCATION_NAME,
+    DagsterDev,
+    console_script,
+)
 from calendar_pipeline_tests.ui_browser import (  # noqa: E402
     CHROMIUM,
     browser_page,
@@ -80,6 +88,8 @@ def materialize_partitions(env: dict[str, str]) -> None:
 
 def screenshot_asset_graph(page: Page, path: Path) -> None:
     open_asset_graph(page)
+    # The header names the code location ("Asset Group in calendar_pipeline").
+    expect(page.locator(f'a[href="/locations/{LOCATION_NAME}/"]')).to_contain_text(LOCATION_NAME)
     page.screenshot(path=path)
 
 
