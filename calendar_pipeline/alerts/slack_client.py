@@ -16,6 +16,10 @@ in ``history_warning``.
 
 The bot token never appears in an exception message, a repr or a log line: ours are
 built without it, and slack_sdk's log records pass through a redacting filter.
+
+Why one module of almost 600 lines: the retry handlers, the history lookup and the error
+mapping are three halves of one promise (a post is never repeated and never silently
+lost); ``SlackPoster`` is most of it, and ``SlackWebhookPoster`` shares its errors.
 """
 
 from __future__ import annotations

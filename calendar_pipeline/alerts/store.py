@@ -15,6 +15,10 @@ message's ``delivery_id`` and ``attempted_at`` (``mark_attempt``); the post carr
 id in its Slack message metadata. Whoever later finds those keys claimed or failed with a
 delivery id (the same run after a dropped reply, or the next run after a crash) first
 looks the id up in the channel's history and marks the keys ``sent`` if Slack has it.
+
+Why one module of 500 lines: every statement of both tables is here, so the ledger's
+states (claimed, sent, failed, recorded) and every transaction that moves a key between
+them read top to bottom in one place.
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ Cost model (the index holds 1,000+ lines of several hundred KB each):
 - ``get()`` binary-searches over byte offsets: about log2(lines) probes of one line each.
 - ``entries()``, ``partitions()`` and ``verify()`` stream the whole file, one line at a time.
 
+Why one module of 800 lines: the byte-level helpers (line heads, backwards and forwards
+newline search, the peekable stream) exist only to keep the cost model above; apart from
+``SnapshotIndex`` they would be a public API nobody else should call.
+
 Crash safety (a process killed at any instant leaves the previous good state readable):
 
 - A rewrite goes to ``.snapshots.jsonl.<random>.tmp`` in the same directory, is fsynced,

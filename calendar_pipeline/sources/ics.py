@@ -28,6 +28,10 @@ Hostile or broken feeds end as a clear error, never as a hang:
   error. (The cost estimate is an upper bound for each rule's own steps; a rule whose
   filters can never match makes dateutil scan up to year 9999, a few seconds at most,
   after which the time limit applies.)
+
+Why one module of almost 500 lines: the rules above (dating, ids, cancellations, the
+limits that stop a hostile feed) are one contract, and ``IcsSource`` is a thin adapter
+over them.
 """
 
 from __future__ import annotations
