@@ -102,17 +102,50 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "value", "expected"), BAD_INPUTS, ids=lambda v: str(v)[:30])
-def test_a_bad_setting_or_option_is_one_line_and_exit_2(tmp_path, name, value, expected):
+def cli_args(name: str, value: str) -> tuple[list[str], dict[str, str]]:
     if name.startswith("--"):
-        done = run_cli(tmp_path, *[a for a in (name, value) if a])
-    else:
-        done = run_cli(tmp_path, **{name: value})
-    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert done.stdout == ""
-    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+        return [a for a in (name, value) if a], {}
+    return [], {name: value}
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), BAD_INPUTS, ids=lambda v: str(v)[:30])
+def test_a_bad_setting_or_option_is_one_line_and_exit_2(
+    tmp_path, monkeypatch, capsys, name, value, expected
+):
+    """In-process (``main()``, the console script's function) for speed; the terminal
+    test below runs a few of the same cases as real processes."""
+    from calendar_pipeline.cli import main
+
+    args, env = cli_args(name, value)
+    for variable in list(os.environ):
+        if variable.startswith(("CALENDAR_", "SLACK_", "DAGSTER_HOME")):
+            monkeypatch.delenv(variable)
+    monkeypatch.setenv("CALENDAR_DATA_DIR", str(tmp_path / "data"))
+    for variable, text in env.items():
+        monkeypatch.setenv(variable, text)
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["run", *args])
+    except SystemExit as exit_:  # argparse's own exit
+        code = exit_.code
+    out, err = capsys.readouterr()
+    assert code == 2, out[-2000:] + err[-2000:]
+    assert out == ""
+    assert err.count("\n") == 1 and expected in err, err
     for secret in ("pw", "hooks-secret-1"):
-        assert secret not in done.stderr
+        assert secret not in err
+    assert not (tmp_path / "data" / "snapshots").exists()
+
+
+@pytest.mark.parametrize("case", [0, 1, 27, 29, 30, 33], ids=lambda n: BAD_INPUTS[n][0])
+def test_on_the_terminal_a_bad_input_is_one_line_and_exit_2(tmp_path, case):
+    name, value, expected = BAD_INPUTS[case]
+    args, env = cli_args(name, value)
+    done = run_cli(tmp_path, *args, **env)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and expected in done.stderr, done.stderr
+    assert "pw@" not in done.stderr
     assert not (tmp_path / "data" / "snapshots").exists()
 
 
