@@ -76,14 +76,6 @@ def parse_positive_int(value: str | int, name: str, *, allow_zero: bool = False)
     return int(text)
 
 
-def check_whole_number(value: object, name: str, minimum: int) -> int:
-    """``value`` if it is an ``int`` of at least ``minimum`` (0 or 1), else ``SettingError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a non-negative integer" if minimum == 0 else "a positive integer"
-        raise SettingError(name, value, f"expected {kind}")
-    return value
-
-
 def parse_ratio(value: str | float, name: str) -> float:
     """A number from 0 to 1 (``0.5``); 0 turns the rule it controls off."""
     try:

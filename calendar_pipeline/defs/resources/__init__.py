@@ -57,6 +57,10 @@ def _is_set(name: str) -> bool:
     return bool(os.environ.get(name, "").strip())
 
 
+def _is_int(resource: type[dg.ConfigurableResource], field: str) -> bool:
+    return resource.model_fields[field].annotation in (int, "int")
+
+
 def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
     """``resource`` with ``EnvVar(name)`` (``EnvVar.int`` for an ``int`` field) for each
     variable set and not blank, so the UI shows where each value came from and never a
@@ -65,8 +69,7 @@ def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
     values = {}
     for field, name in names.items():
         if _is_set(name):
-            is_int = resource.model_fields[field].annotation in (int, "int")
-            values[field] = dg.EnvVar.int(name) if is_int else dg.EnvVar(name)
+            values[field] = dg.EnvVar.int(name) if _is_int(resource, field) else dg.EnvVar(name)
     return resource(**values)
 
 
@@ -80,7 +83,7 @@ def resource_from_env(key: str) -> dg.ConfigurableResource:
         if not _is_set(name):
             continue
         text = os.environ[name].strip()
-        if resource.model_fields[field].annotation in (int, "int"):
+        if _is_int(resource, field):
             allow_zero = minimums.get(field, 1) == 0
             values[field] = settings.parse_positive_int(text, name, allow_zero=allow_zero)
         else:

@@ -89,7 +89,8 @@ class CalendarSettings(dg.ConfigurableResource):
         """Parse and range-check every value once; raises ``SettingError`` naming the bad
         one. The threshold list must fit in the lookahead."""
         for field, minimum in INT_MINIMUMS.items():
-            settings.check_whole_number(getattr(self, field), CALENDAR_ENV[field], minimum)
+            value, name = getattr(self, field), CALENDAR_ENV[field]
+            settings.parse_positive_int(value, name, allow_zero=minimum == 0)
         settings.check_thresholds_within_lookahead(self.threshold_days, self.lookahead)
         self.volume_ratio  # noqa: B018 - parsing is the check
         settings.parse_deployment(self.deployment)

@@ -45,7 +45,8 @@ class UpstreamSources(dg.ConfigurableResource):
     def validate(self) -> None:
         """Parse and range-check every value once; ``SettingError`` names the bad one."""
         for field, minimum in INT_MINIMUMS.items():
-            settings.check_whole_number(getattr(self, field), UPSTREAM_ENV[field], minimum)
+            value, name = getattr(self, field), UPSTREAM_ENV[field]
+            settings.parse_positive_int(value, name, allow_zero=minimum == 0)
         self.http_config()
         self.probe_budget  # noqa: B018 - parsing is the check
         parse_base_url(self.nager_base_url, "NAGER_BASE_URL")
