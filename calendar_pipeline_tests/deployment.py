@@ -28,18 +28,24 @@ from pathlib import Path
 from typing import Any
 
 from calendar_pipeline_tests.dagster_dev import REPO_ROOT, free_port, graphql, scrubbed_env
+from calendar_pipeline_tests.markdown_blocks import bash_blocks
 from calendar_pipeline_tests.postgres import as_postgres_user, pg_bin
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 SCALING = REPO_ROOT / "docs" / "SCALING.md"
 ENV_EXAMPLE = REPO_ROOT / "deploy" / ".env.example"
-STEP = re.compile(r"```bash\n# step: ([a-z-]+)[^\n]*\n(.*?)```", re.DOTALL)
+STEP = re.compile(r"# step: ([a-z-]+)[^\n]*\n")
 
 
-def scaling_steps(text: str | None = None) -> dict[str, str]:
-    """``{step name: its shell lines}`` from docs/SCALING.md."""
-    text = SCALING.read_text(encoding="utf-8") if text is None else text
-    return {name: body for name, body in STEP.findall(text)}
+def scaling_steps() -> dict[str, str]:
+    """``{step name: its shell lines}``: the bash blocks of docs/SCALING.md whose first
+    line is ``# step: NAME``."""
+    steps = {}
+    for block in bash_blocks(str(SCALING.relative_to(REPO_ROOT))):
+        step = STEP.match(block.text + "\n")
+        if step:
+            steps[step.group(1)] = block.text[step.end() :] + "\n"
+    return steps
 
 
 def env_file_text(overrides: dict[str, str]) -> str:

@@ -5,7 +5,6 @@ README itself, work from the repository root."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shlex
 import shutil
 import subprocess
@@ -13,14 +12,14 @@ from pathlib import Path
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline_tests.dagster_dev import REPO_ROOT, console_script, scrubbed_env
+from calendar_pipeline_tests.markdown_blocks import bash_blocks
 
 
 def readme_dg_lines() -> dict[str, list[str]]:
     """The README's ``dg`` command lines (comments dropped), by subcommand."""
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     lines = {}
-    for block in re.findall(r"```bash\n(.+?)\n```", text, flags=re.S):
-        for line in block.splitlines():
+    for block in bash_blocks("README.md"):
+        for line in block.text.splitlines():
             if line.startswith("dg "):
                 words = shlex.split(line, comments=True)
                 lines[" ".join(words[1:3])] = words[1:]

@@ -17,6 +17,7 @@ docs/SCALING.md's step blocks are run by test_deployment.py.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -32,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline_tests.markdown_blocks import REPO, Block, bash_blocks, fenced_blocks
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN, FakeSlackServer
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 README = "README.md"
 RUNBOOK = "docs/RUNBOOK.md"
@@ -83,44 +84,6 @@ COMMAND_WORDS = ("dagster ", "calendar-pipeline ", "python ", "rm ", "sqlite3 ",
                  "psql ", "DELETE ", "SELECT ", "dg ", "ls ", "cp ")  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Block:
-    doc: str
-    line: int  # of the opening fence, 1-based
-    section: str  # the nearest ## heading
-    text: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.doc}:{self.line} ({self.section})"
-
-
-def fenced_blocks(doc: str) -> list[tuple[str, Block]]:
-    """(language, block) of every fenced block of ``doc``, dedented by its fence's indent."""
-    lines = (REPO / doc).read_text(encoding="utf-8").splitlines()
-    found, section, i = [], "", 0
-    while i < len(lines):
-        if lines[i].startswith("## "):
-            section = lines[i][3:].strip()
-        opening = re.match(r"^(\s*)```(\S*)\s*$", lines[i])
-        if opening is None:
-            i += 1
-            continue
-        indent, language, start = len(opening.group(1)), opening.group(2), i
-        i += 1
-        body = []
-        while lines[i].strip() != "```":
-            body.append(lines[i][indent:] if lines[i][:indent].strip() == "" else lines[i])
-            i += 1
-        found.append((language, Block(doc, start + 1, section, "\n".join(body))))
-        i += 1
-    return found
-
-
-def bash_blocks(doc: str) -> list[Block]:
-    return [block for language, block in fenced_blocks(doc) if language == "bash"]
-
-
 def runnable(doc: str) -> list[Block]:
     """The bash blocks of ``doc`` as they run: covered sections dropped, skipped lines
     removed, substitutions applied. Blocks left empty are dropped."""
@@ -138,7 +101,7 @@ def runnable(doc: str) -> list[Block]:
             if d == doc:
                 text = text.replace(old, new)
         if any(line.strip() and not line.lstrip().startswith("#") for line in kept):
-            blocks.append(Block(doc, block.line, block.section, text))
+            blocks.append(dataclasses.replace(block, text=text))
     return blocks
 
 
@@ -186,9 +149,9 @@ def transcripts(doc: str) -> list[tuple[Block, str, list[str]]]:
     """(block, command, output lines) of each ```text block that shows a command (``$ ``
     on its first line) and what it prints."""
     found = []
-    for language, block in fenced_blocks(doc):
+    for block in fenced_blocks(doc):
         lines = block.text.splitlines()
-        if language in ("text", "") and lines and lines[0].startswith("$ "):
+        if block.language in ("text", "") and lines and lines[0].startswith("$ "):
             found.append((block, lines[0][2:], lines[1:]))
     return found
 
@@ -198,10 +161,10 @@ def test_commands_are_in_bash_blocks():
     first line of a transcript (run below), and RUNBOOK has no command in its prose (one
     would not be run)."""
     for doc in (README, RUNBOOK):
-        languages = {language for language, _ in fenced_blocks(doc)}
+        languages = {block.language for block in fenced_blocks(doc)}
         assert languages <= {"bash", "csv", "text", ""}, (doc, languages)
-        for language, block in fenced_blocks(doc):
-            if language in ("text", ""):
+        for block in fenced_blocks(doc):
+            if block.language in ("text", ""):
                 rest = block.text.split("\n", 1)[1] if block.text.startswith("$ ") else block.text
                 assert not re.search(r"^(\$ |dagster |calendar-pipeline |python )", rest, re.M), (
                     block.where

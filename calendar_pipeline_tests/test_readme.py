@@ -4,19 +4,18 @@ package registry. Also: loading the definitions raises no deprecation warning th
 points at this project's code."""
 
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from calendar_pipeline_tests.markdown_blocks import bash_blocks
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("## The two commands", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.+?)\n```", section, flags=re.S)
+    return [b.text for b in bash_blocks("README.md") if b.section == "The two commands"]
 
 
 def test_readme_has_the_two_commands_and_ci_runs_the_second():
