@@ -29,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -229,6 +231,13 @@ sys.exit(3)
 """
 
 
+PROBE_PREFIX = ".write_check"
+PROBE_LOCK = f"{PROBE_PREFIX}.lock"
+# A probe file older than this is a leftover of a killed check (a check takes well under a
+# second); younger ones may belong to a check running in another process and are left alone.
+STALE_PROBE_SECONDS = 3600
+
+
 def check_writable(directory: Path) -> None:
     """Create ``directory`` if needed and prove it takes what the lake needs, as a
     shared mount must too (NFS, EFS, a ReadWriteMany volume):
@@ -238,15 +247,18 @@ def check_writable(directory: Path) -> None:
     - an ``flock`` that really excludes: while this process holds it, another process
       cannot take it (some FUSE mounts of object stores accept ``flock`` and ignore it).
 
+    The probe files have a name of their own per call (``.write_check.{pid}.{random}``),
+    so processes that start together never meet on a name, and a probe left by a killed
+    check is never in anyone's way (those older than an hour are swept under the lock).
+
     Raises :class:`StorageError` naming the directory, the failed step and the file
     system type (read-only, full, no permission, no hard links, no locking)."""
     directory = Path(directory)
-    probe, moved = directory / ".write_check", directory / ".write_check.moved"
+    token = f"{os.getpid()}.{secrets.token_hex(6)}"
+    probe = directory / f"{PROBE_PREFIX}.{token}"
+    moved = directory / f"{PROBE_PREFIX}.{token}.moved"
     with storage_errors(directory):
         directory.mkdir(parents=True, exist_ok=True)
-    for leftover in (probe, moved):  # from a check that was killed
-        with contextlib.suppress(OSError):
-            leftover.unlink()
     try:
         try:
             atomic_create_bytes(probe, b"created\n")
@@ -257,13 +269,41 @@ def check_writable(directory: Path) -> None:
             raise StorageError(
                 directory, _with_fs(exc, directory, "atomic create or rename")
             ) from exc
-        with writer_lock(directory, ".write_check.lock", (".write_check.",)):
+        with writer_lock(directory, PROBE_LOCK, temp_prefixes=()):
             if fcntl is not None:
-                _check_lock_excludes(directory / ".write_check.lock")
+                _check_lock_excludes(directory / PROBE_LOCK)
+            remove_stale_probes(directory)
     finally:
         for path in (probe, moved):
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def stale_probes(directory: Path, max_age: float = STALE_PROBE_SECONDS) -> list[Path]:
+    """Probe files of :func:`check_writable` (and their temporary files) older than
+    ``max_age`` seconds: left by checks that were killed."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    now, found = time.time(), []
+    for name in sorted(names):
+        probe = name == PROBE_PREFIX or (name.startswith(f"{PROBE_PREFIX}.") and name != PROBE_LOCK)
+        if not (probe or name.startswith(f".{PROBE_PREFIX}.")):  # ..write_check.….tmp
+            continue
+        with contextlib.suppress(OSError):
+            if now - os.lstat(directory / name).st_mtime > max_age:
+                found.append(directory / name)
+    return found
+
+
+def remove_stale_probes(directory: Path, max_age: float = STALE_PROBE_SECONDS) -> list[Path]:
+    """Delete :func:`stale_probes` (best effort: a read-only directory keeps them)."""
+    found = stale_probes(directory, max_age)
+    for path in found:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return found
 
 
 def _check_lock_excludes(lock_path: Path) -> None:
