@@ -26,6 +26,9 @@ class DueAlert:
     channel: str | None
     previous_date: dt.date | None = None
     """Set when this event was alerted before on another date (it moved)."""
+    data_note: str | None = None
+    """Set when the entity's feed is broken and its events are its last known good
+    (alerts/feed_problems.py): "feed unavailable since Tue 2027-05-04; data of Mon ..."."""
 
     @cached_property
     def dedup_key(self) -> str:

@@ -172,6 +172,8 @@ def _event_line(alert: DueAlert) -> str:
     line = f"• *{name}*: {title} · {when} · {_relative_day(alert.days_until)}"
     if alert.previous_date is not None and alert.previous_date != alert.event_date:
         line += f" · _date changed, was {_day(alert.previous_date)}_"
+    if alert.data_note:
+        line += f" · _{escape_slack(alert.data_note, 120)}_"
     return line
 
 

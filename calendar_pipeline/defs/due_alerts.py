@@ -10,7 +10,7 @@ import json
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts import feed_problems, store
 from calendar_pipeline.alerts.due import (
     compute_due_alerts,
     count_by_threshold,
@@ -22,6 +22,7 @@ from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.defs.snapshot_index import snapshot_index
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline.quality.carry import problem_rows
 from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
 from calendar_pipeline.sources.collect import parse_snapshot_text
 
@@ -50,6 +51,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     thresholds = calendar.threshold_days
     partitions = context.partition_keys
     expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
+    problems: dict[dt.date, list[dict]] = {}  # broken entities per day (feed_problems)
     counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per day: per bucket, preview
     wrong: list = []
     rows = 0
@@ -73,7 +75,9 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                 raise dg.Failure(f"index line for {partition} in {index.path}: {exc}") from None
             day = dt.date.fromisoformat(partition)
             alerts = compute_due_alerts(events, day, thresholds, entities)
-            expected[day] = expected_buckets(json.loads(content), day, thresholds)
+            document = json.loads(content)
+            expected[day] = expected_buckets(document, day, thresholds)
+            problems[day] = problem_rows(document, calendar.stale_after_days)
             counts[day] = (count_by_threshold(alerts, thresholds), _alerts_markdown(alerts))
             seen.add(partition)
             yield day, alerts
@@ -104,6 +108,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     engine = calendar.engine()
     try:
         store.replace_due_alerts_streamed(engine, batches(), on_stored=check)
+        feed_problems.replace_problems(engine, problems)
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         raise dg.Failure(

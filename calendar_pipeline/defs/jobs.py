@@ -1,11 +1,12 @@
 """Jobs: the daily asset job and the Slack delivery job (one op)."""
 
+import dataclasses
 import datetime as dt
 from collections import Counter
 
 import dagster as dg
 
-from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts import feed_problems, store
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
 from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
 from calendar_pipeline.alerts.slack_client import SlackConfigError
@@ -124,7 +125,7 @@ def send_slack_alerts(
         try:
             last_report = deliver(
                 engine,
-                store.read_due_alerts(engine, partition_date),
+                _with_data_notes(engine, partition_date),
                 partition_date=partition_date,
                 mode=mode,
                 run_id=context.run_id,
@@ -139,6 +140,8 @@ def send_slack_alerts(
             raise dg.Failure(str(exc), allow_retries=False) from None
         modes[mode] += 1
         totals.update({k: v for k, v in last_report.as_metadata().items() if k != "mode"})
+    notice = _tell_broken_entities(context, engine, calendar, slack, partitions, reference,
+                                   configured, poster)  # fmt: skip
     if poster is not None and poster.history_warning:
         context.log.warning(poster.history_warning)
     pruned = store.prune_deliveries(engine, partitions[-1] - calendar.retention)
@@ -152,12 +155,58 @@ def send_slack_alerts(
         "daily_partitions": len(partitions) - len(history),
         **{key: totals[key] for key in DeliveryReport(mode="").as_metadata() if key != "mode"},
         "pruned": pruned,
+        **notice.as_metadata(),
     }
     context.log.info(", ".join(f"{key}={value}" for key, value in metadata.items()))
     if last_report is not None and last_report.outbox:
         metadata["outbox"] = dg.MetadataValue.path(str(last_report.outbox[0]))
         metadata["digest"] = dg.MetadataValue.md(md_code_block(last_report.outbox_text))
     return dg.Output(None, metadata=metadata)
+
+
+def _with_data_notes(engine, partition_date: dt.date) -> list:
+    """Day D's due alerts, each alert of a carried entity marked with where its data is
+    from (alerts/feed_problems.py)."""
+    notes = feed_problems.notes_for(engine, partition_date)
+    return [
+        dataclasses.replace(alert, data_note=notes[alert.entity_id])
+        if alert.entity_id in notes
+        else alert
+        for alert in store.read_due_alerts(engine, partition_date)
+    ]
+
+
+def _tell_broken_entities(
+    context, engine, calendar, slack, partitions, reference, configured, poster
+) -> feed_problems.NoticeReport:
+    """One message to SLACK_ALERTS_CHANNEL naming the broken entities of the run's daily
+    partition (not of history days), each once per day (alerts/feed_problems.py)."""
+    daily = [p for p in partitions if intent_for(p, reference) != HISTORY]
+    if not daily:
+        return feed_problems.NoticeReport()
+    day = daily[-1]
+    mode = choose_mode(configured, slack.mode, intent_for(day, reference))
+    if mode == "send" and poster is None:
+        poster = slack.poster()
+    report = feed_problems.tell_problems(
+        engine,
+        day,
+        mode=mode,
+        channel=slack.failure_channel,
+        run_id=context.run_id,
+        claim_timeout=calendar.claim_timeout,
+        poster=poster,
+    )
+    if report.error:
+        context.log.warning(
+            f"the notice naming {report.failed} broken entities of {day} was not posted "
+            f"({report.error}); the next run of the day posts it"
+        )
+    elif report.told:
+        context.log.info(f"named {report.told} broken entities of {day} in {slack.failure_channel}")
+    if report.text and mode != "send":
+        context.log.info(f"broken entities of {day} ({mode}, not posted):\n{report.text}")
+    return report
 
 
 @dg.job(

@@ -1,10 +1,12 @@
-"""``raw_snapshot``: each day's events for every entity of the universe, fetched from the
-sources and written as a never-overwritten JSON snapshot; with its four blocking checks
-(has_events, failed_entities_within_budget, missing_entities_within_budget,
-volume_within_history).
+"""`raw_snapshot`: each day's events for every entity of the universe, fetched from the
+sources and written as a never-overwritten JSON snapshot; with its checks (`has_events`
+blocks the day; `failed_entities_within_budget`, `missing_entities_within_budget` and
+`volume_within_history` judge each source and entity and warn).
 
-The asset calls the pure packages (sources/, lake/, quality/) and turns their results into
-metadata, plotted across partitions by the UI, and check results.
+A broken entity (fetch failed, or answer rejected by the volume rule) never holds the
+others back: it keeps its last known good events (quality/carry.py). The asset calls the
+pure packages (sources/, lake/, quality/) and turns their results into metadata, plotted
+across partitions by the UI, and check results.
 """
 
 import datetime as dt
@@ -19,7 +21,19 @@ from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 from calendar_pipeline.lake.atomic import StorageError
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import write_snapshot
+from calendar_pipeline.quality.carry import (
+    CARRIED,
+    STOPPED,
+    History,
+    apply_last_known_good,
+    broken_entities,
+    describe_broken,
+    missing_over_share,
+    rejected_by_volume,
+    sources_down,
+)
 from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW
+from calendar_pipeline.quality.problems import describe_problem
 from calendar_pipeline.quality.volume import VolumeReport, find_baseline, volume_report
 from calendar_pipeline.sources.collect import collect_events, snapshot_payload, split_by_window
 from calendar_pipeline.sources.http_sources import http_stats
@@ -47,33 +61,37 @@ INGEST_RETRY = dg.RetryPolicy(
             "has_events",
             asset="raw_snapshot",
             blocking=True,
-            description="Every snapshot of the run holds at least one event.",
+            description="Every snapshot of the run holds at least one event (fresh or "
+            "carried). The one check that holds the day back: with no event at all there is "
+            "nothing to post.",
         ),
         dg.AssetCheckSpec(
             "failed_entities_within_budget",
             asset="raw_snapshot",
-            blocking=True,
-            description="Entities whose fetch failed <= CALENDAR_MAX_FAILED_ENTITIES.",
+            description="Per source: the share of its entities that are broken today (fetch "
+            "failed, or answer rejected by `volume_within_history`) is at most "
+            "CALENDAR_MAX_FAILED_SHARE (0.5). Over it, the source is down: the check warns "
+            "and names it. Never holds anyone back: a broken entity keeps its last known "
+            "good events (at most CALENDAR_STALE_AFTER_DAYS old, marked in each alert) and "
+            "every other entity is posted as usual.",
         ),
         dg.AssetCheckSpec(
             "missing_entities_within_budget",
             asset="raw_snapshot",
-            blocking=True,
-            description="Entities missing from the upstream (no event in the window and "
-            "no data at all over the source's span, e.g. the calendar year) <= "
-            "CALENDAR_MAX_MISSING_ENTITIES, in every partition of the run. A quiet calendar "
-            "is not a gap: up to 121 of the 283 bundled entities have no holiday in some "
-            "60-day windows.",
+            description="Per source: the share of its entities the upstream knows nothing "
+            "about (no event in the window and no data over the source's span, e.g. the "
+            "calendar year) is at most CALENDAR_MAX_MISSING_SHARE (0.5) in every partition "
+            "of the run. A quiet calendar is not a gap. Warns; never holds anyone back.",
         ),
         dg.AssetCheckSpec(
             "volume_within_history",
             asset="raw_snapshot",
-            blocking=True,
             description="No source and no entity returned far fewer events than in the last "
             "accepted snapshot of the same day or the 7 before it, counted over the dates "
             "both windows cover: under CALENDAR_MIN_VOLUME_RATIO (0.5) of the baseline, or "
             "an entity with data before and none now (a truncated feed, a dropped country). "
-            "Names the partitions, sources and entities.",
+            "What it flags is set aside: those entities (all of a flagged source) keep their "
+            "last known good events. Warns; never holds anyone else back.",
         ),
     ],
 )
@@ -81,13 +99,12 @@ def raw_snapshot(
     context: dg.AssetExecutionContext, calendar: CalendarSettings, upstream: UpstreamSources
 ):
     """Events dated D through D + lookahead for every entity of the universe, written to
-    ``{data_dir}/snapshots/{D}/snapshot_{UTC timestamp}.json`` (never overwritten). An
-    entity that fails becomes an error entry in the snapshot instead of failing the run.
+    `{data_dir}/snapshots/{D}/snapshot_{UTC timestamp}.json` (never overwritten). An entity
+    whose fetch fails, or whose answer the volume rule rejects, is *broken*: it keeps the
+    events of its newest accepted snapshot for up to CALENDAR_STALE_AFTER_DAYS days
+    (`entity_status` in the snapshot says fresh, carried or stopped, and from which day).
     A range of partitions (a backfill) fetches every entity once for the whole range."""
-    try:  # Dagster raises a bare CheckError for a range outside the partitions
-        partitions = context.partition_keys
-    except Exception as exc:  # the run's partition tags are wrong: a retry cannot help
-        raise dg.Failure(str(exc).splitlines()[0], allow_retries=False) from None
+    partitions = _partitions(context)
     windows = [Window.ahead(dt.date.fromisoformat(p), calendar.lookahead) for p in partitions]
     try:
         universe = calendar.load_universe()
@@ -109,14 +126,12 @@ def raw_snapshot(
     union = Window(windows[0].start, windows[-1].end)
     fetched = collect_events(universe.entities, union, sources, on_progress=progress)
     http = http_stats(sources) - before
-    for error in fetched.errors[:20]:
-        context.log.warning(
-            f"{error.entity_id} ({error.source}): {error.error_type}: {error.message}"
-        )
     generated_at = dt.datetime.now(dt.UTC)
     results = split_by_window(fetched, universe.entities, windows, sources)
     index = SnapshotIndex(index_path(calendar.data_path))
+    history = History(index.get)
     volumes: list[VolumeReport] = []
+    payloads: list[dict] = []
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
             partition=partition,
@@ -127,19 +142,26 @@ def raw_snapshot(
             entities=universe.entities,
             generated_at=generated_at.isoformat(),
         )
+        volume = volume_report(payload, find_baseline(index.get, partition), calendar.volume_ratio)
+        payload = apply_last_known_good(
+            payload, rejected_by_volume(volume, payload), history, calendar.stale_after_days
+        )
         try:
             path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
         except StorageError as exc:
             raise storage_failure(exc, "the snapshot") from None
-        volumes.append(
-            volume_report(payload, find_baseline(index.get, partition), calendar.volume_ratio)
-        )
+        volumes.append(volume)
+        payloads.append(_summary(payload))
         # per-day figures go on each day's materialization (the UI plots them by partition)
         context.add_asset_metadata(
             {
-                "dagster/row_count": len(result.events),
+                "dagster/row_count": len(payload["events"]),
                 "entities_without_events": len(result.entities_without_events),
                 "entities_missing": len(result.entities_missing),
+                "entities_carried": payload["counts"]["entities_carried"],
+                "entities_stopped": payload["counts"]["entities_stopped"],
+                "events_carried": payload["counts"]["events_carried"],
+                "broken_entities": _broken_table(payloads[-1]["broken"], calendar),
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
                 "path": dg.MetadataValue.path(str(path)),
@@ -147,16 +169,8 @@ def raw_snapshot(
             partition_key=partition,
         )
     _add_http_metadata(context, partitions, http)
-
-    failed = fetched.entities_failed
-    missing_ids = {p: r.entities_missing for p, r in zip(partitions, results, strict=True)}
-    missing = {p: len(ids) for p, ids in missing_ids.items()}
-    quiet = [len(r.entities_without_events) for r in results]
-    empty = [p for p, r in zip(partitions, results, strict=True) if not r.events]
-    over_missing = [p for p, n in missing.items() if n > calendar.missing_budget]
-    rows = [len(r.events) for r in results]
-    dropped = [v for v in volumes if v.drops]
-    flagged = first_ids([v.partition for v in dropped])
+    for row in payloads[-1]["broken"]:  # one line per broken entity, no stack trace
+        context.log.warning(describe_broken(row, calendar.stale_after_days))
     return dg.MaterializeResult(
         # On every partition of the run: true of each day's snapshot, as the whole run
         # shares one fetch (the same universe, failed entities and source versions).
@@ -165,82 +179,160 @@ def raw_snapshot(
             "partitions_in_run": len(partitions),
             "entities": len(universe.entities),
             "entities_ok": fetched.entities_ok,
-            "entities_failed": failed,
+            "entities_failed": fetched.entities_failed,
             "source_versions": dg.MetadataValue.json(fetched.source_versions),
             "errors": dg.MetadataValue.md(_errors_markdown(fetched.errors)),
         },
         check_results=logged(
             context,
             "raw_snapshot",
-            [
-                dg.AssetCheckResult(
-                    check_name="has_events",
-                    passed=not empty,
-                    metadata={"events": sum(rows), "empty_partitions": len(empty)},
-                    description=(
-                        f"no events at all on {first_ids(empty)}. What to do: read the "
-                        "`errors` metadata, fix CALENDAR_UNIVERSE or the source, then re-run "
-                        "these days."
-                        if empty
-                        else None
-                    ),
-                ),
-                dg.AssetCheckResult(
-                    check_name="failed_entities_within_budget",
-                    passed=failed <= calendar.failed_budget,
-                    metadata={"failed": failed, "budget": calendar.failed_budget},
-                    description=(
-                        f"{failed} entities failed, budget {calendar.failed_budget}: "
-                        + "; ".join(
-                            f"{e.entity_id} ({e.source} {e.error_type}: {e.message[:120]})"
-                            for e in fetched.errors[:5]
-                        )
-                        + (f" and {failed - 5} more" if failed > 5 else "")
-                        + f". What to do: fix their keys in {universe.path}, or raise "
-                        "CALENDAR_MAX_FAILED_ENTITIES if the failures are expected; then "
-                        f"re-run {span(partitions)}."
-                        if failed > calendar.failed_budget
-                        else first_ids([e.entity_id for e in fetched.errors])
-                    ),
-                ),
-                dg.AssetCheckResult(
-                    check_name="missing_entities_within_budget",
-                    passed=not over_missing,
-                    metadata={
-                        "missing": max(missing.values()),
-                        "without_events": max(quiet),
-                        "budget": calendar.missing_budget,
-                    },
-                    description=(
-                        f"over budget ({calendar.missing_budget}) on {first_ids(over_missing)};"
-                        f" missing on {over_missing[0]}: "
-                        f"{first_ids(missing_ids[over_missing[0]])}. What to do: check those "
-                        "sources (a broken upstream often returns empty data) or raise "
-                        "CALENDAR_MAX_MISSING_ENTITIES; then re-run these days."
-                        if over_missing
-                        else first_ids(results[-1].entities_missing)
-                    ),
-                ),
-                dg.AssetCheckResult(
-                    check_name="volume_within_history",
-                    passed=not dropped,
-                    metadata={
-                        "partitions_judged": sum(v.judged for v in volumes),
-                        "partitions_flagged": len(dropped),
-                        "min_ratio": calendar.volume_ratio,
-                    },
-                    description=(
-                        f"far fewer events than before on {flagged}:\n"
-                        + "\n".join(v.describe() for v in dropped[:10])
-                        + "\nWhat to do: check those upstreams (a truncated feed, a dropped "
-                        "country). If the drop is real, re-run the days once with "
-                        "CALENDAR_MIN_VOLUME_RATIO=0: the accepted snapshot becomes the new "
-                        "baseline."
-                        if dropped
-                        else volumes[-1].describe()
-                    ),
-                ),
-            ],
+            _check_results(partitions, payloads, volumes, calendar),
+        ),
+    )
+
+
+def _partitions(context: dg.AssetExecutionContext) -> list[str]:
+    try:  # Dagster raises a bare CheckError for a range outside the partitions
+        return context.partition_keys
+    except Exception as exc:  # the run's partition tags are wrong: a retry cannot help
+        raise dg.Failure(str(exc).splitlines()[0], allow_retries=False) from None
+
+
+def _summary(payload: dict) -> dict:
+    """What the checks need of a written snapshot (the events themselves are not kept)."""
+    return {
+        "partition": payload["partition"],
+        "events": len(payload["events"]),
+        "broken": broken_entities(payload),
+        "down": sources_down(payload, 0.0),  # every source with a broken entity
+        "entities": payload["entities"],
+        "entities_missing": payload["entities_missing"],
+    }
+
+
+def _check_results(
+    partitions: list[str],
+    payloads: list[dict],
+    volumes: list[VolumeReport],
+    calendar: CalendarSettings,
+) -> list[dg.AssetCheckResult]:
+    empty = [p["partition"] for p in payloads if not p["events"]]
+    last = payloads[-1]
+    down = [
+        (source, n, total) for source, n, total in last["down"] if n / total > calendar.failed_share
+    ]
+    missing = {p["partition"]: missing_over_share(p, calendar.missing_share) for p in payloads}
+    over_missing = [p for p, over in missing.items() if over]
+    missing_ids = {p["partition"]: p["entities_missing"] for p in payloads}
+    dropped = [v for v in volumes if v.drops]
+    judged = sum(v.judged for v in volumes)
+    stale = calendar.stale_after_days
+    broken_lines = [describe_broken(row, stale) for row in last["broken"]]
+    return [
+        dg.AssetCheckResult(
+            check_name="has_events",
+            passed=not empty,
+            metadata={"events": sum(p["events"] for p in payloads), "empty_partitions": len(empty)},
+            description=(
+                f"no events at all on {first_ids(empty)}, and no earlier data to carry. What "
+                "to do: read the `errors` metadata, fix CALENDAR_UNIVERSE or the source, then "
+                "re-run these days."
+                if empty
+                else None
+            ),
+        ),
+        dg.AssetCheckResult(
+            check_name="failed_entities_within_budget",
+            passed=not down,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "broken": len(last["broken"]),
+                "carried": sum(r["state"] == CARRIED for r in last["broken"]),
+                "stopped": sum(r["state"] == STOPPED for r in last["broken"]),
+                "sources_down": len(down),
+                "max_share": calendar.failed_share,
+            },
+            description=(
+                (
+                    "source down: "
+                    + "; ".join(f"{s} ({n} of {t} entities broken)" for s, n, t in down)
+                    + f" (over CALENDAR_MAX_FAILED_SHARE={calendar.failed_share:g}). "
+                    "Healthy entities are posted as usual.\n"
+                    if down
+                    else f"{len(broken_lines)} broken entities, within the budget.\n"
+                )
+                + "\n".join(broken_lines[:20])
+                + (f"\n… and {len(broken_lines) - 20} more" if len(broken_lines) > 20 else "")
+                if broken_lines
+                else "No broken entity."
+            ),
+        ),
+        dg.AssetCheckResult(
+            check_name="missing_entities_within_budget",
+            passed=not over_missing,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "missing": max(len(p["entities_missing"]) for p in payloads),
+                "max_share": calendar.missing_share,
+            },
+            description=(
+                f"on {over_missing[0]}: "
+                + "; ".join(
+                    f"{s}: the upstream knows nothing of {n} of its {t} entities"
+                    for s, n, t in missing[over_missing[0]]
+                )
+                + f" ({first_ids(missing_ids[over_missing[0]], 10)}). What to do: check "
+                "those keys and sources (a broken upstream often returns empty data)."
+                if over_missing
+                else first_ids(last["entities_missing"])
+            ),
+        ),
+        dg.AssetCheckResult(
+            check_name="volume_within_history",
+            passed=not dropped,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "partitions_judged": judged,
+                "partitions_flagged": len(dropped),
+                "min_ratio": calendar.volume_ratio,
+            },
+            description=(
+                f"far fewer events than before on {first_ids([v.partition for v in dropped])}:"
+                "\n"
+                + "\n".join(v.describe() for v in dropped[:10])
+                + "\nThose entities keep their last known good events (marked in their "
+                "alerts). If the drop is real, re-run the days once with "
+                "CALENDAR_MIN_VOLUME_RATIO=0: the accepted snapshot becomes the new baseline."
+                if dropped
+                else volumes[-1].describe()
+                + ("" if judged else " (nothing judged: this check passed without a baseline)")
+            ),
+        ),
+    ]
+
+
+def _broken_table(rows: list[dict], calendar: CalendarSettings) -> dg.MetadataValue:
+    """The broken entities as a table in the UI (one row per entity)."""
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "entity_id": row["entity_id"],
+                    "name": row["name"],
+                    "source": row["source"],
+                    "state": row["state"],
+                    "since": row["broken_since"],
+                    "data_of": row.get("data_of") or "",
+                    "problem": describe_problem(row.get("error", {})).what,
+                }
+            )
+            for row in rows
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn(name)
+                for name in ("entity_id", "name", "source", "state", "since", "data_of", "problem")
+            ]
         ),
     )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ValidationError
 
 from calendar_pipeline.sources.model import Entity, EntityError, Event, Source, Window
+from calendar_pipeline.text import shorten
 
 log = logging.getLogger(__name__)
 MAX_ERROR_MESSAGE = 500
@@ -120,8 +121,9 @@ def entity_error(entity: Entity, exc: BaseException) -> EntityError:
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     else:
         message = str(exc) or type(exc).__name__
-    if len(message) > MAX_ERROR_MESSAGE:
-        message = message[: MAX_ERROR_MESSAGE - 1] + "…"
+    if len(message) > MAX_ERROR_MESSAGE:  # the whole text stays in the run log
+        log.warning("entity %s: full error: %s", entity.entity_id, message)
+        message = shorten(message, MAX_ERROR_MESSAGE)
     return EntityError(
         entity_id=entity.entity_id,
         source=entity.source,

@@ -55,6 +55,7 @@ from calendar_pipeline.sources.http.session import HttpSession
 from calendar_pipeline.sources.http.source import HttpSource
 from calendar_pipeline.sources.model import Entity, Event, Window
 from calendar_pipeline.sources.probe import ProbeTarget
+from calendar_pipeline.text import shorten
 
 log = logging.getLogger(__name__)
 
@@ -197,13 +198,28 @@ def read_feed(
     return IcsFeed(ordered, vevents=len(usable), broken=len(broken))
 
 
+def _where(text: str, detail: str) -> str:
+    """`` at line N`` when the parser's message quotes a line of ``text`` (icalendar quotes
+    the content line it could not parse), else ``""``."""
+    quoted = re.search(r"'([^']{4,})'", detail)
+    if quoted:
+        at = text.find(quoted.group(1))
+        if at >= 0:
+            return f" at line {text.count(chr(10), 0, at) + 1}"
+    return ""
+
+
 def _parse_calendar(text: str) -> icalendar.Calendar:
     head = text.lstrip("\ufeff \t\r\n")[:200]
     if not head.upper().startswith("BEGIN:VCALENDAR"):
         if head.startswith("<"):
             raise IcsError("not an iCalendar feed: the server sent an HTML/XML page")
-        first = head.splitlines()[0][:60] if head else ""
-        raise IcsError(f"not an iCalendar feed: it starts with {first!r}, not BEGIN:VCALENDAR")
+        first = shorten(head.splitlines()[0], 60) if head else ""
+        raise IcsError(
+            f"not an iCalendar feed: line 1 is {first!r}, not BEGIN:VCALENDAR"
+            if first
+            else "not an iCalendar feed: the body is empty"
+        )
     if not re.search(r"^END:VCALENDAR\s*$", text[-4096:], re.IGNORECASE | re.MULTILINE):
         raise IcsError("incomplete iCalendar feed: no END:VCALENDAR (truncated download?)")
     try:
@@ -211,8 +227,9 @@ def _parse_calendar(text: str) -> icalendar.Calendar:
     except RecursionError:
         raise IcsError("cannot parse iCalendar: components nested too deeply") from None
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:160]
-        raise IcsError(f"cannot parse iCalendar: {detail}") from None
+        raise IcsError(
+            f"cannot parse iCalendar{_where(text, str(exc))}: {shorten(str(exc), 160)}"
+        ) from None
     if not isinstance(calendar, icalendar.Calendar):
         raise IcsError("not an iCalendar feed: no VCALENDAR component")
     return calendar

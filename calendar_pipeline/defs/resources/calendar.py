@@ -13,8 +13,10 @@ from sqlalchemy import Engine
 
 from calendar_pipeline import settings
 from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.feed_problems import create_feed_problem_tables
 from calendar_pipeline.defs.partitions import TIMEZONE
 from calendar_pipeline.lake.atomic import check_writable
+from calendar_pipeline.quality.carry import DEFAULT_STALE_AFTER_DAYS
 from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources import SOURCE_NAMES
@@ -40,9 +42,10 @@ class CalendarSettings(dg.ConfigurableResource):
     universe: str = ""
     lookahead_days: int = settings.DEFAULT_LOOKAHEAD_DAYS
     thresholds: str = ",".join(str(days) for days in reversed(settings.DEFAULT_THRESHOLDS))
-    max_failed_entities: int = 0
-    max_missing_entities: int = 50
+    max_failed_share: str = "0.5"
+    max_missing_share: str = "0.5"
     min_volume_ratio: str = "0.5"
+    stale_after_days: int = DEFAULT_STALE_AFTER_DAYS
     claim_timeout_minutes: int = 15
     ledger_retention_days: int = 400
 
@@ -92,7 +95,7 @@ class CalendarSettings(dg.ConfigurableResource):
             value, name = getattr(self, field), CALENDAR_ENV[field]
             settings.parse_positive_int(value, name, allow_zero=minimum == 0)
         settings.check_thresholds_within_lookahead(self.threshold_days, self.lookahead)
-        self.volume_ratio  # noqa: B018 - parsing is the check
+        self.budgets  # noqa: B018 - parsing the shares and the ratio is the check
         settings.parse_deployment(self.deployment)
 
     @property
@@ -104,12 +107,12 @@ class CalendarSettings(dg.ConfigurableResource):
         return self.lookahead_days
 
     @property
-    def failed_budget(self) -> int:
-        return self.max_failed_entities
+    def failed_share(self) -> float:
+        return settings.parse_ratio(self.max_failed_share, "CALENDAR_MAX_FAILED_SHARE")
 
     @property
-    def missing_budget(self) -> int:
-        return self.max_missing_entities
+    def missing_share(self) -> float:
+        return settings.parse_ratio(self.max_missing_share, "CALENDAR_MAX_MISSING_SHARE")
 
     @property
     def volume_ratio(self) -> float:
@@ -154,14 +157,15 @@ class CalendarSettings(dg.ConfigurableResource):
     @property
     def budgets(self) -> Budgets:
         """What raw_snapshot's checks allow (``verify --repair`` judges by the same)."""
-        return Budgets(self.failed_budget, self.missing_budget, self.volume_ratio)
+        return Budgets(
+            self.failed_share, self.missing_share, self.volume_ratio, self.stale_after_days
+        )
 
 
 # The smallest value each whole-number setting takes (0: the rule it sets may be "none").
 INT_MINIMUMS = {
     "lookahead_days": 1,
-    "max_failed_entities": 0,
-    "max_missing_entities": 0,
+    "stale_after_days": 0,
     "claim_timeout_minutes": 1,
     "ledger_retention_days": 1,
 }
@@ -174,9 +178,10 @@ CALENDAR_ENV = {
     "universe": "CALENDAR_UNIVERSE",
     "lookahead_days": "CALENDAR_LOOKAHEAD_DAYS",
     "thresholds": "CALENDAR_THRESHOLDS",
-    "max_failed_entities": "CALENDAR_MAX_FAILED_ENTITIES",
-    "max_missing_entities": "CALENDAR_MAX_MISSING_ENTITIES",
+    "max_failed_share": "CALENDAR_MAX_FAILED_SHARE",
+    "max_missing_share": "CALENDAR_MAX_MISSING_SHARE",
     "min_volume_ratio": "CALENDAR_MIN_VOLUME_RATIO",
+    "stale_after_days": "CALENDAR_STALE_AFTER_DAYS",
     "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
     "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
 }
@@ -207,4 +212,5 @@ def _engine_for(url: str) -> Engine:
     ``store.DatabaseUnavailable`` (not cached) when the database cannot be used."""
     engine = store.check_database(url)
     create_http_cache_table(engine)
+    create_feed_problem_tables(engine)
     return engine

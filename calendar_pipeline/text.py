@@ -1,0 +1,19 @@
+"""Text helpers every layer may use (a leaf module: it imports nothing of the project)."""
+
+from __future__ import annotations
+
+ELLIPSIS = "…"
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word boundary with an
+    ellipsis (never in the middle of a word, a URL or a number, unless one word alone is
+    longer than half the limit)."""
+    flat = " ".join(str(text).split())
+    if len(flat) <= limit:
+        return flat
+    cut = flat[: max(1, limit - 1)]
+    space = cut.rfind(" ")
+    if space >= limit // 2:  # a boundary not too far back; else keep the hard cut
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-(") + ELLIPSIS
