@@ -236,6 +236,8 @@ def render_notice(
         chunk.append(line)
     if chunk:
         blocks.append(_section("\n".join(chunk)))
+    context = f"partition {day.isoformat()} · broken entities · calendar_pipeline"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     names = ", ".join(escape_slack(f"{p['entity_id']} ({p['entity_name']})", 120) for p in shown)
     return SlackMessage(
         channel=channel, text=escape_slack(f"{title}: {names}", 300), blocks=blocks, dedup_keys=()
