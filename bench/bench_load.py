@@ -154,8 +154,7 @@ def child(spec: dict) -> None:
     calendar = CalendarSettings(
         data_dir=spec["data_dir"],
         universe=spec["universe"],
-        max_missing_entities=spec["entities"],
-        max_failed_entities=0,
+        max_missing_share="1",  # synthetic entities: no data over the span is expected
     )
     upstream = UpstreamSources(rate_limit="1000", max_concurrency=16)
     defs = build_defs({"calendar": calendar, "upstream": upstream})

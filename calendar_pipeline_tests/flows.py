@@ -67,9 +67,14 @@ def serve_feed(upstream: UpstreamServer) -> None:
     upstream.route("/team.ics", Reply(body=feed(), content_type="text/calendar"))
 
 
-def write_universe(path: Path, upstream: UpstreamServer, *, broken: bool = False) -> Path:
-    """The team feed, plus (``broken``) an entity whose feed answers 404: a failed entity."""
-    rows = ["entity_id,name,source,key,channel", f"team,Team,ics,{upstream.url}/team.ics,#team"]
+def write_universe(
+    path: Path, upstream: UpstreamServer, *, broken: bool = False, healthy: bool = True
+) -> Path:
+    """The team feed (unless not ``healthy``), plus (``broken``) an entity whose feed
+    answers 404: a failed entity. Only the broken one: a day with no event at all."""
+    rows = ["entity_id,name,source,key,channel"]
+    if healthy:
+        rows.append(f"team,Team,ics,{upstream.url}/team.ics,#team")
     if broken:
         rows.append(f"gone,Gone team,ics,{upstream.url}/gone.ics,#team")
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")

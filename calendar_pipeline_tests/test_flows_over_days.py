@@ -166,16 +166,16 @@ def test_failed_days_never_block_later_days_and_are_repaired_by_their_rerun(
     universe = tmp_path / "u.csv"
     defs, calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
     with time_machine.travel(at(D - 2 * DAY, 6), tick=True) as clock:
-        write_universe(universe, upstream, broken=True)  # one bad key, failure budget 0
+        # its only entity's feed answers 404, with no earlier data: nothing to post
+        write_universe(universe, upstream, broken=True, healthy=False)
         failed = run_daily(defs, instance, D - 2 * DAY)
         assert not failed.success
         errors = [
             e.message
             for e in instance.all_logs(failed.run_id)
-            if e.level >= 40 and "failed_entities_within_budget FAILED" in (e.message or "")
+            if e.level >= 40 and "has_events FAILED" in (e.message or "")
         ]
-        assert errors and "gone (ics" in errors[0]
-        assert "CALENDAR_MAX_FAILED_ENTITIES" in errors[0] and "re-run" in errors[0]
+        assert errors and "no events at all on" in errors[0] and "re-run" in errors[0]
 
         clock.move_to(at(D - DAY, 6))
         write_universe(universe, upstream)
@@ -186,7 +186,8 @@ def test_failed_days_never_block_later_days_and_are_repaired_by_their_rerun(
         assert (D - 2 * DAY).isoformat() in drift.description
         assert "no index line" in drift.description
 
-        write_universe(universe, upstream, broken=True)  # an indexed day re-run, failing
+        # an indexed day re-run, failing
+        write_universe(universe, upstream, broken=True, healthy=False)
         assert not run_daily(defs, instance, D - DAY).success
 
         clock.move_to(at(D, 6))

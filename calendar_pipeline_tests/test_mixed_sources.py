@@ -86,7 +86,6 @@ def make(tmp_path, upstream, **overrides):
         "finnhub_token": TOKEN,
         "rate_limit": "50",
         "http_timeout": "5",
-        "max_failed_entities": "1",
     }
     built = resources(**{**settings, **overrides})
     return build_defs(built), built["calendar"]
@@ -135,7 +134,7 @@ def test_mixed_universe_end_to_end(tmp_path, servers):
 def test_faults_on_one_source_never_fail_the_run(tmp_path, servers):
     servers.fail_next(Fault.status_code(503), times=2, path="/api/v3/PublicHolidays/2025/DE")
     servers.fail_next(Fault.status_code(404), times=5, path="/api/v3/PublicHolidays/2025/AT")
-    defs, calendar = make(tmp_path, servers, max_failed_entities="5")
+    defs, calendar = make(tmp_path, servers)
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
             partition_key=D, instance=instance
