@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from calendar_pipeline.quality.volume import volume_report
+
 
 @dataclass(frozen=True)
 class Budgets:
@@ -23,7 +25,13 @@ class Budgets:
 def judge_snapshot(
     snapshot: Mapping[str, Any], baseline: Mapping[str, Any] | None, budgets: Budgets
 ) -> list[str]:
-    """Why ``snapshot`` would fail raw_snapshot's blocking check (empty: it passes). Only
-    ``has_events`` blocks: broken entities and sources are handled inside the snapshot
-    (their last known good data, quality/carry.py), and their checks only warn."""
-    return [] if snapshot.get("events") else ["has_events: no events"]
+    """Why ``snapshot`` should not be indexed (empty: it may be). ``has_events`` blocks, as in
+    raw_snapshot. The volume rule is applied too: raw_snapshot sets aside what it flags
+    (quality/carry.py), so a snapshot it wrote passes it, and a snapshot that still shows a
+    drop was not written that way: it is left out rather than made a baseline. Broken
+    entities and the per-source shares never block."""
+    reasons = [] if snapshot.get("events") else ["has_events: no events"]
+    volume = volume_report(snapshot, baseline, budgets.min_volume_ratio)
+    if volume.drops:
+        reasons.append(f"volume_within_history: {volume.describe()}")
+    return reasons
