@@ -24,7 +24,7 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings, UpstreamSources
 from calendar_pipeline_tests.flows import THRESHOLDS, run_daily, run_requests, slack_tick
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
-from calendar_pipeline_tests.upstream_server import Reply, UpstreamServer
+from calendar_pipeline_tests.upstream_server import Fault, Reply, UpstreamServer
 
 D1 = dt.date(2027, 5, 3)  # a Monday
 DAY = dt.timedelta(days=1)
@@ -80,7 +80,7 @@ def world(tmp_path, engine, slack_server):
         )
         with dg.instance_for_test() as instance:
             # two attempts per request: a broken feed costs seconds, not a minute
-            upstream_sources = UpstreamSources(http_max_attempts=2)
+            upstream_sources = UpstreamSources(http_max_attempts=2, http_timeout="1")
             resources = {"calendar": calendar, "slack": slack, "upstream": upstream_sources}
             yield {
                 "defs": build_defs(resources),
@@ -271,12 +271,15 @@ def test_a_whole_source_down_is_reported_loudly_and_carried(world):
         assert all(f"team-{t} (Team {t.upper()}, ics): HTTP 503" in notice for t in TEAMS)
 
 
-def test_a_404_says_to_check_the_key_and_a_new_entity_without_data_is_named(world):
+def test_a_404_says_to_check_the_key_and_a_timeout_says_the_server_failed(world):
     slack, upstream = world["slack"], world["upstream"]
     with time_machine.travel(at(D1), tick=True):
         serve(upstream, "d", Reply(status=404, body=b"no such calendar", content_type="text/plain"))
+        upstream.fail_next(Fault.delay(3.0), times=4, path="/c.ics")  # past the 1 s timeout
         run_day(world, D1)
         (notice,) = notices(slack, D1)
+        assert "team-c (Team C, ics): timeout from 127.0.0.1" in notice
+        assert "The server did not answer in time: the next run tries again." in notice
         assert "team-d (Team D, ics): HTTP 404 (not found) from 127.0.0.1" in notice
         assert "Check the entity's key in the universe CSV" in notice
         assert "no alerts: there is no earlier good data to use" in notice
