@@ -70,6 +70,7 @@ def test_daily_job_materializes_three_assets_and_passes_checks(tmp_path, small_u
         "row_count_matches_snapshot": True,
         "index_history_consistent": True,
         "rows_match_bucket_rule": True,
+        "changes_refer_to_known_events": True,
     }
     snapshots = list((tmp_path / "data" / "snapshots" / D).glob("snapshot_*.json"))
     assert len(snapshots) == 1

@@ -38,18 +38,23 @@ def compute_due_alerts(
     thresholds: Sequence[int],
     entities: Mapping[str, Entity],
 ) -> list[DueAlert]:
-    """Every event of the snapshot that falls in a threshold bucket on ``partition_date``.
+    """Every event of the snapshot that falls in a threshold bucket on ``partition_date``
+    (the entity's own `thresholds` when the universe gives some, else ``thresholds``).
+    Events the feed marks cancelled are never due: they are reported as changes.
 
     Events of entities no longer in the universe keep their id as name and no channel.
     The result is sorted by (event date, entity, event id) and has unique dedup keys.
     """
     due: dict[str, DueAlert] = {}
     for event in events:
+        if event.details.get("status") == "cancelled":  # reported as a change, not alerted
+            continue
         days_until = (event.event_date - partition_date).days
-        threshold = bucket_for(days_until, thresholds)
+        entity = entities.get(event.entity_id)
+        own = entity.thresholds if entity is not None and entity.thresholds else thresholds
+        threshold = bucket_for(days_until, own)
         if threshold is None:
             continue
-        entity = entities.get(event.entity_id)
         alert = DueAlert(
             partition_date=partition_date,
             entity_id=event.entity_id,

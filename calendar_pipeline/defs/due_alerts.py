@@ -10,7 +10,14 @@ import json
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
-from calendar_pipeline.alerts import feed_problems, store
+from calendar_pipeline.alerts import change_log, feed_problems, store
+from calendar_pipeline.alerts.changes import (
+    LOOKBACK_DAYS,
+    Change,
+    count_changes,
+    detect_changes,
+    verify_changes,
+)
 from calendar_pipeline.alerts.due import (
     compute_due_alerts,
     count_by_threshold,
@@ -33,6 +40,15 @@ from calendar_pipeline.sources.collect import parse_snapshot_text
     deps=[snapshot_index],
     check_specs=[
         dg.AssetCheckSpec(
+            "changes_refer_to_known_events",
+            asset="due_alerts",
+            description="Every stored change of the run's days (table `event_changes`) "
+            "agrees with the indexed snapshots: a cancelled, moved or renamed event was in an "
+            "earlier snapshot of its entity, a new one was not in the one before, and a "
+            "cancellation's event is not in the day's snapshot as a live event. Warns: "
+            "another writer of the table, or a bug in alerts/changes.py.",
+        ),
+        dg.AssetCheckSpec(
             "rows_match_bucket_rule",
             asset="due_alerts",
             blocking=True,
@@ -52,6 +68,9 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     partitions = context.partition_keys
     expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
     problems: dict[dt.date, list[dict]] = {}  # broken entities per day (feed_problems)
+    changes: dict[dt.date, list[Change]] = {}  # what changed per day (event_changes)
+    earlier = _Earlier(index)
+    change_problems: list[str] = []
     counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per day: per bucket, preview
     wrong: list = []
     rows = 0
@@ -78,6 +97,10 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             document = json.loads(content)
             expected[day] = expected_buckets(document, day, thresholds)
             problems[day] = problem_rows(document, calendar.stale_after_days)
+            before = earlier.before(day)
+            changes[day] = detect_changes(document, before, calendar.cancel_after)
+            change_problems.extend(verify_changes(document, before, changes[day]))
+            earlier.keep(day, document)
             counts[day] = (count_by_threshold(alerts, thresholds), _alerts_markdown(alerts))
             seen.add(partition)
             yield day, alerts
@@ -99,7 +122,11 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
         context.add_asset_metadata(
             {
                 "dagster/row_count": len(stored),
-                **{keys[threshold]: count for threshold, count in per_threshold.items()},
+                **{
+                    keys.get(threshold, f"due_d{threshold:02d}"): count
+                    for threshold, count in per_threshold.items()
+                },
+                **{f"changes_{k}": n for k, n in count_changes(changes.get(day, [])).items()},
                 "preview": dg.MetadataValue.md(preview),
             },
             partition_key=day.isoformat(),
@@ -109,6 +136,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     try:
         store.replace_due_alerts_streamed(engine, batches(), on_stored=check)
         feed_problems.replace_problems(engine, problems)
+        change_log.replace_changes(engine, changes)
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         raise dg.Failure(
@@ -123,6 +151,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             context,
             "due_alerts",
             [
+                _changes_check(engine, changes, change_problems),
                 dg.AssetCheckResult(
                     check_name="rows_match_bucket_rule",
                     passed=not wrong,
@@ -138,10 +167,65 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
                         if wrong
                         else None
                     ),
-                )
+                ),
             ],
         ),
     )
+
+
+class _Earlier:
+    """The indexed snapshot documents of the days before a partition, for the change
+    model: the days of the run already read are kept (a range reads each day once), the
+    others read from the index; no more than LOOKBACK_DAYS are held."""
+
+    def __init__(self, index: SnapshotIndex) -> None:
+        self._index = index
+        self._documents: dict[dt.date, dict | None] = {}
+
+    def keep(self, day: dt.date, document: dict) -> None:
+        self._documents[day] = document
+        for old in [d for d in self._documents if d < day - dt.timedelta(days=LOOKBACK_DAYS)]:
+            del self._documents[old]
+
+    def before(self, day: dt.date) -> list[dict]:
+        """Accepted documents of the LOOKBACK_DAYS days before ``day``, newest first."""
+        found = []
+        for back in range(1, LOOKBACK_DAYS + 1):
+            other = day - dt.timedelta(days=back)
+            if other not in self._documents:
+                entry = self._index.get(other.isoformat())
+                try:
+                    self._documents[other] = (
+                        json.loads(entry["content_text"]) if entry is not None else None
+                    )
+                except ValueError:  # a damaged line: verify reports it
+                    self._documents[other] = None
+            if self._documents[other] is not None:
+                found.append(self._documents[other])
+        return found
+
+
+def _changes_check(
+    engine, changes: dict[dt.date, list[Change]], problems: list[str]
+) -> dg.AssetCheckResult:
+    """The judgement made while computing (`problems`), and the stored rows read back."""
+    wrong = list(problems)
+    for day, computed in changes.items():
+        stored = change_log.read_changes(engine, day)
+        if sorted(stored, key=_key) != sorted(computed, key=_key):
+            wrong.append(f"{day}: the stored changes differ from the snapshots' (another writer?)")
+    total = sum(len(c) for c in changes.values())
+    return dg.AssetCheckResult(
+        check_name="changes_refer_to_known_events",
+        passed=not wrong,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"changes": total, "wrong": len(wrong)},
+        description="\n".join(wrong[:10]) if wrong else f"{total} changes, each consistent",
+    )
+
+
+def _key(change: Change) -> tuple[str, str]:
+    return (change.entity_id, change.event_id)
 
 
 def _alerts_markdown(alerts, limit: int = 30) -> str:

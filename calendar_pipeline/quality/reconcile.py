@@ -39,12 +39,16 @@ def expected_buckets(
     snapshot: Mapping[str, Any], day: dt.date, thresholds: Sequence[int]
 ) -> dict[str, int]:
     """``{dedup key: threshold}`` for partition ``day``: an event ``n`` days ahead
-    (``0 <= n <= max``) is in the smallest threshold ``>= n``."""
+    (``0 <= n <= max``) is in the smallest threshold ``>= n`` (of its entity's own
+    `thresholds`, else ``thresholds``); a cancelled event is in none."""
     expected: dict[str, int] = {}
+    own = {e["entity_id"]: e.get("thresholds") for e in snapshot.get("entities", [])}
     for event in snapshot["events"]:
+        if (event.get("details") or {}).get("status") == "cancelled":
+            continue
         date = dt.date.fromisoformat(event["event_date"])
         n = (date - day).days
-        fitting = [t for t in thresholds if t >= n]
+        fitting = [t for t in (own.get(event["entity_id"]) or thresholds) if t >= n]
         if n < 0 or not fitting:
             continue
         threshold = min(fitting)

@@ -5,10 +5,12 @@ Parsing is :mod:`icalendar`; recurrence expansion is :mod:`recurring_ical_events
 event:
 
 - every occurrence that starts inside the window, all-day or timed; ``STATUS:CANCELLED``
-  occurrences (and cancelled overrides of one occurrence) are dropped;
-- a timed occurrence is dated in the calendar's time zone (``X-WR-TIMEZONE``) when the
-  feed names one, else in its own ``TZID``; UTC times of a feed without a time zone use
-  ``default_timezone``; floating times are taken as written;
+  occurrences (and cancelled overrides of one occurrence) are kept with
+  ``details["status"] = "cancelled"``: never alerted, reported as cancelled by the change
+  model (alerts/changes.py);
+- a timed occurrence (a ``TZID``, UTC, or a zone named by ``X-WR-TIMEZONE``) is dated in
+  ``default_timezone``, the pipeline's CALENDAR_TIMEZONE, in which alerts count days and
+  show start times; floating times are taken as written;
 - the event id is the ``UID`` for a one-off event, and ``UID/recurrence-id`` for an
   occurrence of a recurring one, where the recurrence id is the occurrence's *original*
   start (``20250120`` or ``20250120T090000Z``): a moved occurrence keeps its id.
@@ -380,11 +382,9 @@ def _local_date(
         return start
     if start.tzinfo is None:
         return start.date()  # floating time: as written
-    if calendar_tz is not None:
-        return start.astimezone(calendar_tz).date()
-    if start.utcoffset() == dt.timedelta(0) and start.tzname() in ("UTC", "Z", "GMT"):
-        return start.astimezone(fallback_tz).date()
-    return start.date()  # in its own TZID
+    # An instant: dated in CALENDAR_TIMEZONE, the zone the alerts count days and show
+    # times in, so a 23:30 New York meeting is on the next day for a UTC pipeline.
+    return start.astimezone(fallback_tz).date()
 
 
 def _to_event(
@@ -396,8 +396,7 @@ def _to_event(
     fallback_tz: dt.tzinfo,
     recurring_uids: set[str],
 ) -> Event | None:
-    if str(component.get("STATUS", "")).strip().upper() == "CANCELLED":
-        return None
+    cancelled = str(component.get("STATUS", "")).strip().upper() == "CANCELLED"
     start = component.decoded("DTSTART")
     day = _local_date(start, calendar_tz, fallback_tz)
     if day not in window:
@@ -420,6 +419,9 @@ def _to_event(
             "start": start.isoformat(),
             "all_day": not isinstance(start, dt.datetime),
             "location": location,
+            # kept, not dropped: the change model reports it (alerts/changes.py), and
+            # due_alerts never alerts on it
+            **({"status": "cancelled"} if cancelled else {}),
         },
     )
 

@@ -22,6 +22,27 @@ class Entity(BaseModel):
     source: str = Field(min_length=1)
     key: str = Field(min_length=1)
     channel: str | None = None
+    thresholds: tuple[int, ...] | None = None
+    """Its own alert thresholds (the universe's optional `thresholds` column, `7,1`),
+    sorted ascending; None: CALENDAR_THRESHOLDS."""
+
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _parse_thresholds(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        parts = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+        numbers = []
+        for part in parts:
+            text = str(part).strip()
+            if not text.isdigit() or int(text) <= 0:
+                raise ValueError(
+                    f"{text!r} is not a positive whole number of days (expected a list like 7,1)"
+                )
+            numbers.append(int(text))
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("a threshold is listed twice")
+        return tuple(sorted(numbers))
 
     @field_validator("channel", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
 """The universe: the entities whose calendars we watch, one CSV row each.
 
-Columns: ``entity_id,name,source,key,channel``. ``source`` picks the adapter, ``key`` is
-that adapter's id for the entity, ``channel`` optionally routes its alerts to a Slack
-channel. Two universes are bundled (see ``build.py``, which regenerates them):
+Columns: `entity_id,name,source,key,channel`, and optionally `thresholds`. `source`
+picks the adapter, `key` is that adapter's id for the entity, `channel` optionally routes
+its alerts to a Slack channel, `thresholds` (`7,1`) replaces CALENDAR_THRESHOLDS for it.
+Two universes are bundled (see `build.py`, which regenerates them):
 
 - ``countries_and_markets.csv``: every country and financial market the ``holidays``
   package supports (the default);
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 from calendar_pipeline.sources.model import Entity
 
 REQUIRED_COLUMNS = ("entity_id", "name", "source", "key", "channel")
+OPTIONAL_COLUMNS = ("thresholds",)
 
 
 class UniverseError(ValueError):
@@ -38,12 +40,15 @@ class Universe:
         return {entity.entity_id: entity for entity in self.entities}
 
 
-def load_universe(path: str | Path, known_sources: Collection[str]) -> Universe:
+def load_universe(
+    path: str | Path, known_sources: Collection[str], max_threshold: int | None = None
+) -> Universe:
     """Read and validate a universe CSV.
 
     Structural problems (missing file or column, duplicate ``entity_id``, an unknown
-    source, an invalid row) fail here with a message naming the file and line: they are
-    configuration errors, not per-entity upstream faults.
+    source, an invalid row, a `thresholds` value that is not a list of days or, with
+    `max_threshold` (the lookahead), goes beyond it) fail here with a message naming the
+    file and line: they are configuration errors, not per-entity upstream faults.
     """
     path = Path(path)
     try:
@@ -73,7 +78,8 @@ def load_universe(path: str | Path, known_sources: Collection[str]) -> Universe:
         if not any(row.values()):
             continue  # blank line
         try:
-            entity = Entity(**{name: row.get(name, "") for name in REQUIRED_COLUMNS})
+            present = [name for name in OPTIONAL_COLUMNS if name in row]
+            entity = Entity(**{name: row.get(name, "") for name in (*REQUIRED_COLUMNS, *present)})
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
@@ -83,6 +89,15 @@ def load_universe(path: str | Path, known_sources: Collection[str]) -> Universe:
             raise UniverseError(
                 f"universe {path} line {line_number}: unknown source {entity.source!r} "
                 f"for entity {entity.entity_id!r} (known: {', '.join(sorted(known_sources))})"
+            )
+        if (
+            entity.thresholds
+            and max_threshold is not None
+            and entity.thresholds[-1] > max_threshold
+        ):
+            raise UniverseError(
+                f"universe {path} line {line_number}: thresholds {entity.thresholds[-1]} days "
+                f"is beyond the lookahead of {max_threshold} days (CALENDAR_LOOKAHEAD_DAYS)"
             )
         if entity.entity_id in first_line:
             raise UniverseError(

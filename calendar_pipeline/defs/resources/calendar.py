@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 
 from calendar_pipeline import settings
 from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.change_log import create_change_tables
+from calendar_pipeline.alerts.changes import DEFAULT_CANCEL_AFTER
 from calendar_pipeline.alerts.feed_problems import create_feed_problem_tables
 from calendar_pipeline.defs.partitions import TIMEZONE
 from calendar_pipeline.lake.atomic import check_writable
@@ -46,6 +48,7 @@ class CalendarSettings(dg.ConfigurableResource):
     max_missing_share: str = "0.5"
     min_volume_ratio: str = "0.5"
     stale_after_days: int = DEFAULT_STALE_AFTER_DAYS
+    cancel_after: int = DEFAULT_CANCEL_AFTER
     claim_timeout_minutes: int = 15
     ledger_retention_days: int = 400
 
@@ -143,7 +146,9 @@ class CalendarSettings(dg.ConfigurableResource):
         return settings.today_in(self.timezone)
 
     def load_universe(self) -> Universe:
-        return load_universe(self.universe_path, known_sources=SOURCE_NAMES)
+        return load_universe(
+            self.universe_path, known_sources=SOURCE_NAMES, max_threshold=self.lookahead
+        )
 
     def engine(self) -> Engine:
         """The SQL engine for CALENDAR_DB_URL (tables created on first use); raises
@@ -166,6 +171,7 @@ class CalendarSettings(dg.ConfigurableResource):
 INT_MINIMUMS = {
     "lookahead_days": 1,
     "stale_after_days": 0,
+    "cancel_after": 1,
     "claim_timeout_minutes": 1,
     "ledger_retention_days": 1,
 }
@@ -182,6 +188,7 @@ CALENDAR_ENV = {
     "max_missing_share": "CALENDAR_MAX_MISSING_SHARE",
     "min_volume_ratio": "CALENDAR_MIN_VOLUME_RATIO",
     "stale_after_days": "CALENDAR_STALE_AFTER_DAYS",
+    "cancel_after": "CALENDAR_CANCEL_AFTER",
     "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
     "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
 }
@@ -213,4 +220,5 @@ def _engine_for(url: str) -> Engine:
     engine = store.check_database(url)
     create_http_cache_table(engine)
     create_feed_problem_tables(engine)
+    create_change_tables(engine)
     return engine
