@@ -24,7 +24,6 @@ marker lets pytest load it as a plugin after a test module has imported it.)
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import socket
 import threading
@@ -123,8 +122,7 @@ class FakeSlackServer(LoopbackServer):
         self._history: dict[str, list[dict[str, Any]]] = {}  # id -> messages, oldest first
         self.webhook_path = "/services/T000/B000/webhooksecret123"
         self._lock = threading.Lock()
-        self._ts_counter = itertools.count(1)
-        self._ts_base = int(time.time())
+        self._last_ts_micros = 0
         self._listen(_make_handler(self))
 
     @property
@@ -346,10 +344,12 @@ class FakeSlackServer(LoopbackServer):
         return None
 
     def _next_ts(self) -> str:
-        """Slack-style ``"1700000000.000001"``: unique and increasing."""
+        """Slack-style ``"1700000000.000001"``: the server's clock (as Slack's: a test that
+        moves the clock moves it here too), unique and increasing."""
         with self._lock:
-            n = next(self._ts_counter)
-        return f"{self._ts_base + n // 1_000_000}.{n % 1_000_000:06d}"
+            micros = max(int(time.time() * 1_000_000), self._last_ts_micros + 1)
+            self._last_ts_micros = micros
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
 
 def _validate_message(params: dict[str, Any]) -> str | None:

@@ -61,7 +61,7 @@ def test_range_run_equals_day_by_day(tmp_path, small_universe):
         name: set(DAYS) for name in ("raw_snapshot", "snapshot_index", "due_alerts")
     }
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 8 and all(c.passed for c in checks)  # unpartitioned: once each
+    assert len(checks) == 9 and all(c.passed for c in checks)  # unpartitioned: once each
     # each day's materialization carries that day's figures, not the range's totals
     for event in mats:
         mat = event.step_materialization_data.materialization

@@ -17,11 +17,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     delete,
     insert,
     select,
 )
 
+from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.changes import Change
 
 metadata = MetaData()
@@ -40,6 +42,9 @@ event_changes = Table(
     Column("previous_start", String(40), nullable=True),
     Column("previous_title", Text, nullable=True),
     Column("explicit", Boolean, nullable=False, default=False),
+    Column("entity_name", String(500), nullable=False),
+    Column("source", String(50), nullable=False),
+    Column("channel", String(200), nullable=True),
 )
 
 
@@ -81,4 +86,22 @@ def _change(row: Mapping[str, Any]) -> Change:
         previous_start=row["previous_start"],
         previous_title=row["previous_title"],
         explicit=bool(row["explicit"]),
+        entity_name=row["entity_name"],
+        source=row["source"],
+        channel=row["channel"],
     )
+
+
+def told_on_due_lines(engine: Engine, day: dt.date) -> set[tuple[str, str]]:
+    """(entity id, event id) of the events whose due alert was delivered in day D's digest:
+    that line already named D's change, so no notice repeats it (a second run of the day)."""
+    ledger = store.alert_deliveries.c
+    query = select(ledger.entity_id, ledger.event_id).where(
+        and_(
+            ledger.partition_date == day,
+            ledger.state.in_(store.DELIVERED_STATES),
+            ledger.threshold_days > 0,
+        )
+    )
+    with engine.connect() as conn:
+        return {(entity_id, event_id) for entity_id, event_id in conn.execute(query)}

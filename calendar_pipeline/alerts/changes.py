@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 NEW, MOVED, RENAMED, CANCELLED = "new", "moved", "renamed", "cancelled"
@@ -51,6 +51,9 @@ class Change:
     previous_start: str | None = None
     previous_title: str | None = None
     explicit: bool = False  # cancelled by the feed itself (STATUS:CANCELLED)
+    entity_name: str = ""
+    source: str = ""
+    channel: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
@@ -102,7 +105,16 @@ def detect_changes(
         history = [doc for doc in earlier if is_fresh(doc, entity_id)]
         if history:
             changes.extend(_entity_changes(today, history, entity_id, cancel_after))
-    return changes
+    entities = {e["entity_id"]: e for e in today.get("entities", [])}
+    return [
+        replace(
+            change,
+            entity_name=entities[change.entity_id].get("name", change.entity_id),
+            source=entities[change.entity_id].get("source", ""),
+            channel=entities[change.entity_id].get("channel"),
+        )
+        for change in changes
+    ]
 
 
 def _entity_changes(

@@ -66,9 +66,15 @@ def compute_due_alerts(
             days_until=days_until,
             threshold_days=threshold,
             channel=entity.channel if entity else None,
+            start=_timed_start(event),
         )
         due.setdefault(alert.dedup_key, alert)
     return sorted(due.values(), key=lambda a: (a.event_date, a.entity_id, a.event_id))
+
+
+def _timed_start(event: Event) -> str | None:
+    start = event.details.get("start")
+    return str(start) if start and event.details.get("all_day") is False else None
 
 
 def threshold_metadata_keys(thresholds: Sequence[int]) -> dict[int, str]:

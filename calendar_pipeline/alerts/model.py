@@ -29,7 +29,21 @@ class DueAlert:
     data_note: str | None = None
     """Set when the entity's feed is broken and its events are its last known good
     (alerts/feed_problems.py): "feed unavailable since Tue 2027-05-04; data of Mon ..."."""
+    start: str | None = None
+    """ISO start of a timed event (all-day events: None)."""
+    time_text: str | None = None
+    """The start shown in CALENDAR_TIMEZONE with the zone, `15:30 UTC` (alerts/change_words.py)."""
+    change: str | None = None
+    """What changed since the entity's last good snapshot: `new`, `moved`, `renamed`,
+    `cancelled`, or several joined by commas (alerts/changes.py)."""
+    previous_title: str | None = None
+    previous_time_text: str | None = None
+    notice: str | None = None
+    """Set on a change notice (a change of an event with no alert due today): what makes
+    its ledger key, e.g. `cancelled` or `renamed-1a2b3c4d`; its `threshold_days` is 0."""
 
     @cached_property
     def dedup_key(self) -> str:
+        if self.notice:
+            return f"{self.entity_id}|{self.event_id}|{self.event_date.isoformat()}|{self.notice}"
         return dedup_key(self.entity_id, self.event_id, self.event_date, self.threshold_days)

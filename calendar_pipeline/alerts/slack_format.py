@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from calendar_pipeline.alerts.change_words import change_words, count_line
 from calendar_pipeline.alerts.model import DueAlert
 
 # Documented Block Kit limits.
@@ -29,6 +30,7 @@ MAX_HEADER_TEXT_CHARS = 150
 MAX_MESSAGE_TEXT_CHARS = 10_000
 
 _MAX_CONTEXT_CHARS = 200  # our context line is short and bounded
+_SUMMARY_CHARS = 120  # "Since yesterday: 12 new, 3 moved, 2 renamed, 1 cancelled", bounded
 
 MAX_TITLE_CHARS = 200
 MAX_ENTITY_NAME_CHARS = 100
@@ -77,8 +79,8 @@ def _clean_char(ch: str) -> str:
 
 def bucket_label(threshold_days: int) -> str:
     """The section title of a threshold bucket: 1 -> "Today or tomorrow"."""
-    if threshold_days == 0:
-        return "Today"
+    if threshold_days == 0:  # change notices (alerts/change_words.py)
+        return "Changes since yesterday"
     if threshold_days == 1:
         return "Today or tomorrow"
     if threshold_days == 7:
@@ -142,10 +144,19 @@ class _Section:
 def _render_channel(
     channel: str, alerts: list[DueAlert], partition_date: dt.date
 ) -> list[SlackMessage]:
-    pages = _paginate(_bucketed_lines(alerts))
+    summary = count_line(alerts)  # "Since yesterday: 2 new, 1 cancelled" opens the digest
+    pages = _paginate(_bucketed_lines(alerts), reserve=_SUMMARY_CHARS if summary else 0)
     total = len(alerts)
     return [
-        _build_message(channel, sections, partition_date, part, len(pages), total)
+        _build_message(
+            channel,
+            sections,
+            partition_date,
+            part,
+            len(pages),
+            total,
+            summary=summary if part == 1 else "",
+        )
         for part, sections in enumerate(pages, start=1)
     ]
 
@@ -166,12 +177,18 @@ def _bucketed_lines(alerts: list[DueAlert]) -> list[tuple[int, list[tuple[str, s
 
 
 def _event_line(alert: DueAlert) -> str:
+    """`• *Team*: Offsite · Fri 2027-03-19 10:30 UTC · in 18 days · _renamed (was X)_`: a
+    line read alone (a notification, a search result) says what, when and what changed."""
     name = escape_slack(alert.entity_name, MAX_ENTITY_NAME_CHARS) or "(unnamed)"
     title = escape_slack(alert.title, MAX_TITLE_CHARS) or "(untitled)"
-    when = _day(alert.event_date)
+    when = _day(alert.event_date) + (f" {alert.time_text}" if alert.time_text else "")
     line = f"• *{name}*: {title} · {when} · {_relative_day(alert.days_until)}"
+    for word in change_words(alert):
+        line += f" · _{escape_slack(word, MAX_TITLE_CHARS + 20)}_"
     if alert.previous_date is not None and alert.previous_date != alert.event_date:
         line += f" · _date changed, was {_day(alert.previous_date)}_"
+    if alert.previous_time_text:
+        line += f" · _time changed, was {alert.previous_time_text}_"
     if alert.data_note:
         line += f" · _{escape_slack(alert.data_note, 120)}_"
     return line
@@ -191,16 +208,19 @@ def _relative_day(days: int) -> str:
     return f"in {days} days" if days > 0 else f"{-days} days ago"
 
 
-def _paginate(buckets: list[tuple[int, list[tuple[str, str]]]]) -> list[list[_Section]]:
+def _paginate(
+    buckets: list[tuple[int, list[tuple[str, str]]]], reserve: int = 0
+) -> list[list[_Section]]:
     """Pack lines into sections and sections into messages, within Slack's limits.
 
     A section holds at most ``MAX_SECTION_TEXT_CHARS``; a message holds a header, at
     most ``MAX_BLOCKS_PER_MESSAGE - 2`` sections and a context block, and at most
     ``MAX_MESSAGE_TEXT_CHARS`` of text in all. A bucket that does not fit continues in
-    a new section titled "(continued)", in the same message or the next one.
+    a new section titled "(continued)", in the same message or the next one. ``reserve``
+    keeps one block and that many characters free for the summary line.
     """
-    max_sections = MAX_BLOCKS_PER_MESSAGE - 2  # header + context
-    sections_budget = MAX_MESSAGE_TEXT_CHARS - MAX_HEADER_TEXT_CHARS - _MAX_CONTEXT_CHARS
+    max_sections = MAX_BLOCKS_PER_MESSAGE - 2 - (1 if reserve else 0)  # header + context
+    sections_budget = MAX_MESSAGE_TEXT_CHARS - MAX_HEADER_TEXT_CHARS - _MAX_CONTEXT_CHARS - reserve
     pages: list[list[_Section]] = [[]]
     page_chars = 0
     for threshold, lines in buckets:
@@ -234,6 +254,7 @@ def _build_message(
     part: int,
     parts: int,
     channel_total: int,
+    summary: str = "",
 ) -> SlackMessage:
     keys = tuple(key for section in sections for key in section.keys)
     count = len(keys)
@@ -252,6 +273,8 @@ def _build_message(
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}
     ]
+    if summary:
+        blocks.append(_mrkdwn_section(f"_{escape_slack(summary)}_"))
     blocks.extend(_mrkdwn_section(section.text()) for section in sections)
     blocks.append(
         {

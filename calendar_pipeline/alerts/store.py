@@ -69,6 +69,7 @@ due_alerts = Table(
     Column("threshold_days", Integer, nullable=False),
     Column("channel", String(200), nullable=True),
     Column("computed_at", DateTime(timezone=True), nullable=False),
+    Column("start", String(40), nullable=True),  # ISO start of a timed event
 )
 
 alert_deliveries = Table(
@@ -94,7 +95,7 @@ alert_deliveries = Table(
 )
 
 # Columns added after the first release: create_tables adds them to an older database.
-_ADDED_COLUMNS = {"alert_deliveries": ("delivery_id", "attempted_at")}
+_ADDED_COLUMNS = {"alert_deliveries": ("delivery_id", "attempted_at"), "due_alerts": ("start",)}
 
 DELIVERED_STATES = ("sent", "recorded")
 
@@ -237,6 +238,7 @@ def _row(partition_date: dt.date, alert: DueAlert, now: dt.datetime) -> dict:
         "threshold_days": alert.threshold_days,
         "channel": alert.channel,
         "computed_at": now,
+        "start": alert.start,
     }
 
 
@@ -259,6 +261,7 @@ def read_due_alerts(engine: Engine, partition_date: dt.date) -> list[DueAlert]:
                 days_until=row.days_until,
                 threshold_days=row.threshold_days,
                 channel=row.channel,
+                start=row.start,
             )
             for row in conn.execute(query)
         ]

@@ -6,7 +6,8 @@ from collections import Counter
 
 import dagster as dg
 
-from calendar_pipeline.alerts import feed_problems, store
+from calendar_pipeline.alerts import change_log, feed_problems, store
+from calendar_pipeline.alerts.change_words import with_changes
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
 from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
 from calendar_pipeline.alerts.slack_client import SlackConfigError
@@ -125,7 +126,7 @@ def send_slack_alerts(
         try:
             last_report = deliver(
                 engine,
-                _with_data_notes(engine, partition_date),
+                _alerts_to_deliver(engine, partition_date, calendar),
                 partition_date=partition_date,
                 mode=mode,
                 run_id=context.run_id,
@@ -164,16 +165,28 @@ def send_slack_alerts(
     return dg.Output(None, metadata=metadata)
 
 
-def _with_data_notes(engine, partition_date: dt.date) -> list:
-    """Day D's due alerts, each alert of a carried entity marked with where its data is
-    from (alerts/feed_problems.py)."""
+def _alerts_to_deliver(engine, partition_date: dt.date, calendar: CalendarSettings) -> list:
+    """Day D's due alerts as people should read them: each alert of a carried entity marked
+    with where its data is from (alerts/feed_problems.py), each changed event with its
+    change, timed events with their time, and the change notices of events with no alert
+    pending today (alerts/change_words.py)."""
     notes = feed_problems.notes_for(engine, partition_date)
-    return [
+    alerts = [
         dataclasses.replace(alert, data_note=notes[alert.entity_id])
         if alert.entity_id in notes
         else alert
         for alert in store.read_due_alerts(engine, partition_date)
     ]
+    delivered = store.delivered_keys(engine, [a.dedup_key for a in alerts])
+    return with_changes(
+        alerts,
+        change_log.read_changes(engine, partition_date),
+        partition_date,
+        window_days=max(calendar.threshold_days),
+        timezone=calendar.timezone,
+        pending_keys={a.dedup_key for a in alerts} - delivered,
+        told=change_log.told_on_due_lines(engine, partition_date),
+    )
 
 
 def _tell_broken_entities(
