@@ -164,7 +164,8 @@ def test_failed_blocking_check_and_bad_token_are_not_retried(
         time_machine.travel(dt.datetime(2026, 3, 10, 6, tzinfo=dt.UTC), tick=True),
     ):
         serve_feed(upstream)
-        universe = write_universe(tmp_path / "u.csv", upstream, broken=True)
+        # its only entity's feed answers 404, nothing earlier to carry: has_events fails
+        universe = write_universe(tmp_path / "u.csv", upstream, broken=True, healthy=False)
         deployment = deployment_for(universe, slack_server.url, token="xoxb-wrong-token")
         checked = deployment.launch("daily_calendar_job", {"dagster/partition": D.isoformat()})
         assert checked.status == DagsterRunStatus.FAILURE
