@@ -118,6 +118,7 @@ def morning(world, n: int) -> list[str]:
     world["upstream"].route("/team.ics", Reply(body=feed_of(n), content_type="text/calendar"))
     result = run_daily(world["defs"], world["instance"], day)
     assert result.success
+    world["daily"] = result
     tick = slack_tick(world["defs"], world["instance"], world["cursor"])
     world["cursor"] = tick.cursor
     assert all(r.success for r in run_requests(world["defs"], world["instance"], tick.run_requests))
@@ -167,6 +168,13 @@ def test_four_mornings_of_a_changing_feed(world):
         )  # UID churn: not new, not cancelled
         assert not line_for(day2, "Vendor visit") and not line_for(day2, "Team lunch")
         assert "_Since yesterday: 1 new, 1 moved, 1 renamed, 1 cancelled_" in day2
+        # the UI's preview and plotted counts say the same
+        meta = world["daily"].asset_materializations_for_node("due_alerts")[0].metadata
+        preview = meta["preview"].value.replace("\\", "")  # Markdown escapes
+        assert "renamed (was Review)" in preview and "| cancelled |" in preview
+        assert "| new |" in preview and "date changed, was 2027-03-12" in preview
+        counts = {k: meta[f"changes_{k}"].value for k in ("new", "moved", "renamed", "cancelled")}
+        assert counts == {"new": 1, "moved": 1, "renamed": 1, "cancelled": 1}
 
         clock.move_to(dt.datetime(2027, 3, 3, 7, tzinfo=dt.UTC))
         day3 = morning(world, 3)

@@ -11,6 +11,7 @@ import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
 
 from calendar_pipeline.alerts import change_log, feed_problems, store
+from calendar_pipeline.alerts.change_words import change_words, with_changes
 from calendar_pipeline.alerts.changes import (
     LOOKBACK_DAYS,
     Change,
@@ -101,7 +102,10 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             changes[day] = detect_changes(document, before, calendar.cancel_after)
             change_problems.extend(verify_changes(document, before, changes[day]))
             earlier.keep(day, document)
-            counts[day] = (count_by_threshold(alerts, thresholds), _alerts_markdown(alerts))
+            preview = _alerts_markdown(
+                with_changes(alerts, changes[day], day, max(thresholds), calendar.timezone)
+            )
+            counts[day] = (count_by_threshold(alerts, thresholds), preview)
             seen.add(partition)
             yield day, alerts
         missing = [p for p in partitions if p not in seen]
@@ -229,14 +233,28 @@ def _key(change: Change) -> tuple[str, str]:
 
 
 def _alerts_markdown(alerts, limit: int = 30) -> str:
+    """The day's lines as a table: the same time and change words as the Slack lines
+    (change notices, bucket 0, first)."""
     if not alerts:
         return "Nothing due."
-    ordered = sorted(alerts, key=lambda a: (a.days_until, a.entity_name))[:limit]
+    ordered = sorted(alerts, key=lambda a: (a.threshold_days > 0, a.days_until, a.entity_name))
     rows = [
-        (f"D\\-{a.threshold_days}", a.event_date, a.days_until, md_text(a.entity_name, 100),
-         md_text(a.title, 200))
-        for a in ordered
+        ("change" if a.notice else f"D\\-{a.threshold_days}",
+         f"{a.event_date} {a.time_text}" if a.time_text else a.event_date, a.days_until,
+         md_text(a.entity_name, 100), md_text(a.title, 200), md_text(_change_text(a), 200))
+        for a in ordered[:limit]
     ]  # fmt: skip
     return md_table(
-        ("bucket", "date", "days", "entity", "event"), rows, more=len(alerts) - len(rows)
+        ("bucket", "date", "days", "entity", "event", "change"),
+        rows,
+        more=len(alerts) - len(rows),
     )
+
+
+def _change_text(alert) -> str:
+    words = change_words(alert)
+    if alert.previous_date is not None and alert.previous_date != alert.event_date:
+        words.append(f"date changed, was {alert.previous_date}")
+    if alert.previous_time_text:
+        words.append(f"time changed, was {alert.previous_time_text}")
+    return "; ".join(words)
