@@ -27,6 +27,7 @@ import dagster as dg
 from dotenv import dotenv_values
 
 from calendar_pipeline.alerts.intent import HISTORY, intent_for
+from calendar_pipeline.instance import open_dagster_home
 from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings, today_in
 from calendar_pipeline.universe import UniverseError
 
@@ -35,8 +36,14 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
+    """The instance at DAGSTER_HOME, created under a lock when the directory is fresh
+    (runs started together never race on its schema), with the runs of this machine whose
+    process is gone marked failed and their pool slots freed (``instance.py``); else a
+    throwaway one."""
     if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
+        return open_dagster_home(
+            say=lambda line: print(f"calendar-pipeline: {line}", file=sys.stderr)
+        )
     return dg.DagsterInstance.ephemeral()
 
 

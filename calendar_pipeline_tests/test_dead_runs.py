@@ -148,3 +148,102 @@ def test_a_killed_run_is_failed_by_the_monitoring_daemon_and_frees_its_pool_slot
     data = tmp_path / "data" / "snapshots"
     assert list((data / NEXT_DAY.isoformat()).glob("snapshot_*.json"))
     assert not (data / KILLED_DAY.isoformat()).exists()  # killed before it wrote anything
+
+
+WAITING_DAY, LATER_DAY = dt.date(2026, 3, 12), dt.date(2026, 3, 13)
+
+
+def test_a_killed_run_is_released_within_a_minute_without_the_daemon(tmp_path, processes):
+    """No daemon at all (CLI-only use with DAGSTER_HOME set). A run waiting for the pool
+    when the slot's holder is SIGKILLed gets the slot within seconds: its own watch
+    (``calendar_pipeline/instance.py``) sees the holder's process gone, marks that run
+    failed, frees the slot and says so in its log. Then a run killed the same way is
+    released by the next ``calendar-pipeline run`` at its start, on stderr."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    fetching, release = threading.Event(), threading.Event()
+
+    def slow_feed(request: Request) -> Reply:
+        fetching.set()
+        release.wait(60)
+        return Reply(body=feed(), content_type="text/calendar")
+
+    with (
+        UpstreamServer() as upstream,
+        dg.DagsterInstance.from_config(str(home)) as instance,
+    ):
+        upstream.route("/team.ics", slow_feed)
+        universe = write_universe(tmp_path / "universe.csv", upstream)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
+        env.update(
+            DAGSTER_HOME=str(home),
+            CALENDAR_DATA_DIR=str(tmp_path / "data"),
+            CALENDAR_UNIVERSE=str(universe),
+            CALENDAR_START_DATE="2026-01-01",
+        )
+        procs = processes(env)
+
+        def start_holder(name: str, day: dt.date):
+            fetching.clear()
+            release.clear()
+            tags = f'{{"{PARTITION_NAME_TAG}": "{day.isoformat()}"}}'
+            proc = procs.start(
+                name, "-m", "dagster", "job", "execute", "-m", "calendar_pipeline.definitions",
+                "-j", "daily_calendar_job", "--tags", tags,
+            )  # fmt: skip
+            assert fetching.wait(60), procs.output(proc)[-3000:]
+            run = wait_for("the holder", lambda: run_of(instance, day))
+            assert holders(instance) == [(run.run_id, "raw_snapshot")]
+            return proc, run
+
+        # 1. The holder fetches; a second run (dagster CLI) waits for the pool.
+        killed, dead = start_holder("killed", KILLED_DAY)
+        waiting = procs.start(
+            "waiting", "-m", "dagster", "job", "execute", "-m", "calendar_pipeline.definitions",
+            "-j", "daily_calendar_job", "--tags", f'{{"{PARTITION_NAME_TAG}": "{WAITING_DAY}"}}',
+        )  # fmt: skip
+        second = wait_for("the waiting run", lambda: run_of(instance, WAITING_DAY))
+        blocked = f"Step blocked by limit for pool {POOL}"
+        wait_for(blocked, lambda: blocked in messages(instance, second.run_id), timeout=60)
+
+        # 2. SIGKILL the holder; nothing else runs (no daemon, no UI).
+        os.killpg(killed.pid, signal.SIGKILL)
+        assert killed.wait(timeout=10) == -signal.SIGKILL
+        killed_at = time.monotonic()
+        release.set()
+        wait_for(
+            "the waiting run to end",
+            lambda: waiting.poll() is not None,
+            timeout=90,
+            diagnose=lambda: procs.output(waiting)[-3000:],
+        )
+        elapsed = time.monotonic() - killed_at
+        assert waiting.returncode == 0, procs.output(waiting)[-3000:]
+        print(f"slot of the killed run released and used {elapsed:.1f} s after the kill")
+        assert elapsed < 60
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        assert any(
+            f"released dead run {dead.run_id}" in (m or "")
+            for m in messages(instance, second.run_id)
+        )
+        assert instance.get_run_by_id(second.run_id).status == DagsterRunStatus.SUCCESS
+        assert holders(instance) == []
+
+        # 3. Killed again; the next calendar-pipeline run releases it at its start.
+        killed, dead = start_holder("killed2", LATER_DAY)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=10)
+        release.set()
+        started = time.monotonic()
+        cli = procs.start(
+            "cli", "-m", "calendar_pipeline.cli", "run", "--date", NEXT_DAY.isoformat(),
+            "--mode", "dry_run",
+        )  # fmt: skip
+        assert cli.wait(timeout=90) == 0, procs.output(cli)[-3000:]
+        print(f"calendar-pipeline run after a kill: {time.monotonic() - started:.1f} s")
+        line = f"calendar-pipeline: released dead run {dead.run_id} (daily_calendar_job,"
+        assert line in procs.output(cli)
+        assert f"freed its slot in pool {POOL}" in procs.output(cli)
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        assert holders(instance) == [] and pool(instance).pending_steps == []

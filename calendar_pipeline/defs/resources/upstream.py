@@ -10,6 +10,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from calendar_pipeline import settings
+from calendar_pipeline.instance import guard_run, unguard_run
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources import default_sources
 from calendar_pipeline.sources.http.config import (
@@ -41,6 +42,13 @@ class UpstreamSources(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
+        # The runs that use the upstreams take the calendar_upstream pool: before a step
+        # waits for it, and while this run lives, end the runs of this machine whose
+        # process is gone and free their slots (calendar_pipeline/instance.py).
+        guard_run(context)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        unguard_run(context)
 
     def validate(self) -> None:
         """Parse and range-check every value once; ``SettingError`` names the bad one."""
