@@ -28,7 +28,7 @@ import json
 import socket
 import threading
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -99,6 +99,7 @@ class _Scripted:
 SCOPES_NEEDED = {
     "chat.postMessage": "chat:write",
     "conversations.history": "channels:history,groups:history",
+    "conversations.replies": "channels:history,groups:history",
     "conversations.list": "channels:read,groups:read",
 }
 ALL_SCOPES = frozenset(
@@ -120,6 +121,7 @@ class FakeSlackServer(LoopbackServer):
         self._fail_after: deque[int] = deque()  # accepted posts then answered with a 5xx
         self._channel_ids: dict[str, str] = {}  # name without '#' -> id
         self._history: dict[str, list[dict[str, Any]]] = {}  # id -> messages, oldest first
+        self._replies: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         self.webhook_path = "/services/T000/B000/webhooksecret123"
         self._lock = threading.Lock()
         self._last_ts_micros = 0
@@ -277,6 +279,8 @@ class FakeSlackServer(LoopbackServer):
             return self._post_message(params)
         if method == "conversations.history":
             return self._conversations_history(params)
+        if method == "conversations.replies":
+            return self._conversations_replies(params)
         if method == "conversations.list":
             return self._conversations_list(params)
         return 200, {"ok": False, "error": "unknown_method"}, {}
@@ -297,8 +301,16 @@ class FakeSlackServer(LoopbackServer):
             message["blocks"] = params["blocks"]
         if isinstance(params.get("metadata"), dict):
             message["metadata"] = params["metadata"]
+        thread_ts = params.get("thread_ts")
+        if thread_ts:  # a reply: in its thread, not in the channel's history (as Slack)
+            if not any(m["ts"] == thread_ts for m in self._history.get(channel_id, [])):
+                return 200, {"ok": False, "error": "thread_not_found"}, {}
+            message["thread_ts"] = thread_ts
         with self._lock:
-            self._history[channel_id].append(message)
+            if thread_ts:
+                self._replies[(channel_id, thread_ts)].append(message)
+            else:
+                self._history[channel_id].append(message)
         shown = {k: v for k, v in message.items() if k != "metadata"}
         return 200, {"ok": True, "channel": channel_id, "ts": message["ts"], "message": shown}, {}
 
@@ -320,6 +332,29 @@ class FakeSlackServer(LoopbackServer):
         body = {"ok": True, "messages": page, "has_more": more}
         body["response_metadata"] = {"next_cursor": str(start + limit) if more else ""}
         return 200, body, {}
+
+    def _conversations_replies(self, params: dict[str, Any]):
+        """The parent message and its replies, oldest first (as Slack)."""
+        channel, ts = str(params.get("channel", "")), str(params.get("ts", ""))
+        with self._lock:
+            parent = [m for m in self._history.get(channel, []) if m["ts"] == ts]
+            replies = list(self._replies.get((channel, ts), []))
+        if not parent:
+            return 200, {"ok": False, "error": "thread_not_found"}, {}
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = parent + [m for m in replies if float(m["ts"]) > oldest]
+        if not with_metadata:
+            found = [{k: v for k, v in m.items() if k != "metadata"} for m in found]
+        body = {"ok": True, "messages": found, "has_more": False}
+        body["response_metadata"] = {"next_cursor": ""}
+        return 200, body, {}
+
+    def replies(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The replies posted in the thread of ``thread_ts`` in ``channel`` (a name or id)."""
+        channel_id = self.channel_id(channel)  # takes the lock itself
+        with self._lock:
+            return list(self._replies.get((channel_id, thread_ts), []))
 
     def _conversations_list(self, params: dict[str, Any]):
         with self._lock:

@@ -125,14 +125,36 @@ def morning(world, n: int) -> list[str]:
     return lines_of(world["slack"], day)
 
 
+def digests(slack) -> list:
+    return [m for m in slack.messages if not m.params.get("thread_ts")]
+
+
+def replies(slack) -> list:
+    return [m for m in slack.messages if m.params.get("thread_ts")]
+
+
 def lines_of(slack, day: dt.date) -> list[str]:
     out = []
-    for message in slack.messages:
+    for message in digests(slack):
         texts = [b.get("text", {}).get("text", "") for b in message.blocks or []]
         contexts = [e.get("text", "") for b in message.blocks or [] for e in b.get("elements", [])]
         if any(f"partition {day}" in c for c in contexts):
             out += [line for t in texts for line in t.splitlines()]
     return out
+
+
+def lines_of_message(message) -> list[str]:
+    return [
+        line
+        for block in message.blocks or []
+        for line in block.get("text", {}).get("text", "").splitlines()
+        if line.startswith("• ")
+    ]
+
+
+def reply_line(message) -> str:
+    (line,) = lines_of_message(message)
+    return line
 
 
 def line_for(lines: list[str], title: str) -> list[str]:
@@ -176,7 +198,26 @@ def test_four_mornings_of_a_changing_feed(world):
         counts = {k: meta[f"changes_{k}"].value for k in ("new", "moved", "renamed", "cancelled")}
         assert counts == {"new": 1, "moved": 1, "renamed": 1, "cancelled": 1}
 
+        # every change of an announced event is also a reply in the announcing thread
+        announced = {
+            line.split(" · ")[0]: message.response["ts"]
+            for message in digests(world["slack"])
+            for line in lines_of_message(message)
+            if f"partition {D1}" in str(message.params.get("blocks"))
+        }
+        threaded = {reply_line(m): m.params["thread_ts"] for m in replies(world["slack"])}
+        assert set(threaded) == {
+            "• *Team*: Offsite · Tue 2027-03-16 · in 14 days · _cancelled_",
+            "• *Team*: Sprint review · Wed 2027-03-10 · in 8 days · _renamed (was Review)_",
+            "• *Team*: Planning · Sat 2027-03-13 · in 11 days · _date changed, was Fri 2027-03-12_",
+        }  # the new Hotfix release was never announced: no thread
+        for line, thread in threaded.items():
+            title = line.split(": ", 1)[1].split(" · ")[0]
+            first = {"Sprint review": "Review"}.get(title, title)
+            assert thread == announced[f"• *Team*: {first}"], line
+
         clock.move_to(dt.datetime(2027, 3, 3, 7, tzinfo=dt.UTC))
+        world["slack"].drop_after_accepting(times=2)  # the digest's and a reply's answers
         day3 = morning(world, 3)
         assert line_for(day3, "Vendor visit") == [
             "• *Team*: Vendor visit · Mon 2027-03-08 · in 5 days · _cancelled_"
@@ -192,6 +233,8 @@ def test_four_mornings_of_a_changing_feed(world):
         day4 = morning(world, 4)
         assert not any("cancelled" in line or "Since yesterday" in line for line in day4)
 
+    threaded = [reply_line(m) for m in replies(world["slack"])]
+    assert len(threaded) == len(set(threaded)) == 5  # + Vendor visit, Customer call; once
     every = [line for line in lines_all(world["slack"]) if line.startswith("• ")]
     repeated = {line: n for line, n in Counter(every).items() if n > 1}
     assert repeated == {}
@@ -207,7 +250,7 @@ def test_four_mornings_of_a_changing_feed(world):
 def lines_all(slack) -> list[str]:
     return [
         line
-        for message in slack.messages
+        for message in digests(slack)
         for block in message.blocks or []
         for line in block.get("text", {}).get("text", "").splitlines()
     ]

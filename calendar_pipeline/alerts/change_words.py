@@ -61,7 +61,10 @@ def with_changes(
     for alert in alerts:
         change = by_event.get((alert.entity_id, alert.event_id))
         alert = dataclasses.replace(alert, time_text=time_text(alert.start, timezone))
-        if change is not None and CANCELLED not in change.kinds:
+        waiting = (alert.entity_id, alert.event_id) in pending and (
+            pending_keys is None or alert.dedup_key in pending_keys
+        )  # a line already posted is not posted again: its event's change is a notice
+        if change is not None and CANCELLED not in change.kinds and waiting:
             alert = dataclasses.replace(
                 alert,
                 change=",".join(change.kinds),

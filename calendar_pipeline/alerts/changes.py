@@ -73,10 +73,6 @@ def is_fresh(document: Mapping[str, Any], entity_id: str) -> bool:
     return entity_id not in {e["entity_id"] for e in document.get("errors", [])}
 
 
-def _events_of(document: Mapping[str, Any], entity_id: str) -> dict[str, Mapping[str, Any]]:
-    return {e["event_id"]: e for e in document.get("events", []) if e["entity_id"] == entity_id}
-
-
 def _cancelled(event: Mapping[str, Any]) -> bool:
     return (event.get("details") or {}).get("status") == "cancelled"
 
@@ -99,12 +95,13 @@ def detect_changes(
     """The changes of every entity fresh in ``today``; ``earlier``: accepted snapshots
     before today's partition, newest first."""
     changes: list[Change] = []
+    grouped = _Grouped()  # each document's events by entity, built once per call
     for entity_id in sorted({e["entity_id"] for e in today.get("entities", [])}):
         if not is_fresh(today, entity_id):
             continue
-        history = [doc for doc in earlier if is_fresh(doc, entity_id)]
+        history = [doc for doc in earlier if grouped.fresh(doc, entity_id)]
         if history:
-            changes.extend(_entity_changes(today, history, entity_id, cancel_after))
+            changes.extend(_entity_changes(today, history, entity_id, cancel_after, grouped))
     entities = {e["entity_id"]: e for e in today.get("entities", [])}
     return [
         replace(
@@ -117,17 +114,43 @@ def detect_changes(
     ]
 
 
+class _Grouped:
+    """Events of a document by entity, and which entities are fresh in it, computed once
+    per document (a day compares a few hundred entities with up to 14 earlier days)."""
+
+    def __init__(self) -> None:
+        self._events: dict[int, dict[str, dict[str, Mapping[str, Any]]]] = {}
+        self._fresh: dict[int, set[str]] = {}
+
+    def events(self, document: Mapping[str, Any], entity_id: str) -> dict[str, Mapping[str, Any]]:
+        key = id(document)
+        if key not in self._events:
+            by_entity: dict[str, dict[str, Mapping[str, Any]]] = {}
+            for event in document.get("events", []):
+                by_entity.setdefault(event["entity_id"], {})[event["event_id"]] = event
+            self._events[key] = by_entity
+        return self._events[key].get(entity_id, {})
+
+    def fresh(self, document: Mapping[str, Any], entity_id: str) -> bool:
+        key = id(document)
+        if key not in self._fresh:
+            ids = {e["entity_id"] for e in document.get("entities", [])}
+            self._fresh[key] = {i for i in ids if is_fresh(document, i)}
+        return entity_id in self._fresh[key]
+
+
 def _entity_changes(
     today: Mapping[str, Any],
     history: Sequence[Mapping[str, Any]],
     entity_id: str,
     cancel_after: int,
+    grouped: _Grouped,
 ) -> list[Change]:
     day = str(today["partition"])
     window_end = str(today["window"]["end"])
-    now = _events_of(today, entity_id)
-    before = _events_of(history[0], entity_id)
-    looked_at = [_events_of(doc, entity_id) for doc in history[: max(cancel_after, 1)]]
+    now = grouped.events(today, entity_id)
+    before = grouped.events(history[0], entity_id)
+    looked_at = [grouped.events(doc, entity_id) for doc in history[: max(cancel_after, 1)]]
     # UID churn: an id that vanished and an id that appeared with the same title and start
     vanished = {_shape(e): i for i, e in before.items() if i not in now and not _cancelled(e)}
     churned = {i for i, e in now.items() if i not in before and _shape(e) in vanished}
@@ -153,7 +176,9 @@ def _entity_changes(
         if kinds:
             changes.append(_change(entity_id, event, tuple(kinds), earlier))
     changes.extend(
-        _silent_cancellations(history, now, churned_away, entity_id, cancel_after, day, window_end)
+        _silent_cancellations(
+            history, now, churned_away, entity_id, cancel_after, day, window_end, grouped
+        )
     )
     return changes
 
@@ -166,13 +191,14 @@ def _silent_cancellations(
     cancel_after: int,
     day: str,
     window_end: str,
+    grouped: _Grouped,
 ) -> list[Change]:
     """Events present in the fresh snapshot ``cancel_after`` before today and absent from
     today's and every fresh one in between: reported once, when the count is reached."""
     if cancel_after < 1 or len(history) < cancel_after:
         return []
-    absent_in = [_events_of(doc, entity_id) for doc in history[: cancel_after - 1]]
-    last_seen = _events_of(history[cancel_after - 1], entity_id)
+    absent_in = [grouped.events(doc, entity_id) for doc in history[: cancel_after - 1]]
+    last_seen = grouped.events(history[cancel_after - 1], entity_id)
     shapes_now = {_shape(e) for e in now.values()}
     out = []
     for event_id, event in sorted(last_seen.items()):

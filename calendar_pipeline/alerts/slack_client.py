@@ -25,6 +25,7 @@ lost); ``SlackPoster`` is most of it, and ``SlackWebhookPoster`` shares its erro
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import http.client
 import logging
 import random
@@ -235,6 +236,8 @@ class SlackPoster:
                 "event_type": METADATA_EVENT_TYPE,
                 "event_payload": {"delivery_id": delivery_id, "alerts": len(message.dedup_keys)},
             }
+        if message.thread_ts:
+            extra["thread_ts"] = message.thread_ts
         first_try = dt.datetime.now(dt.UTC)
         for attempt in range(self.max_retries + 1):
             self._wait_for_turn(channel)
@@ -254,7 +257,9 @@ class SlackPoster:
             except SlackDeliveryError as exc:
                 if not (exc.ambiguous and delivery_id):
                     raise  # without an id to look for, a blind repeat could post it twice
-                ts = self._settle_lost_reply(channel, delivery_id, first_try, exc)
+                ts = self._settle_lost_reply(
+                    channel, delivery_id, first_try, exc, thread_ts=message.thread_ts
+                )
                 if ts is not None:
                     return ts
                 if attempt == self.max_retries:
@@ -276,14 +281,20 @@ class SlackPoster:
         return ts
 
     def _settle_lost_reply(
-        self, channel: str, delivery_id: str, since: dt.datetime, error: SlackDeliveryError
+        self,
+        channel: str,
+        delivery_id: str,
+        since: dt.datetime,
+        error: SlackDeliveryError,
+        thread_ts: str | None = None,
     ) -> str | None:
         """After an unanswered post: the ``ts`` if Slack has it, ``None`` to post again.
 
         A failed lookup (Slack still down) raises ``error``: posting blind could repeat it.
         """
         try:
-            ts = self.find_delivery(channel, delivery_id, since - dt.timedelta(minutes=1))
+            oldest = since - dt.timedelta(minutes=1)
+            ts = self.find_delivery(channel, delivery_id, oldest, thread_ts=thread_ts)
         except HistoryUnavailable as exc:
             if self.history_warning is None:
                 self.history_warning = str(exc)
@@ -296,15 +307,23 @@ class SlackPoster:
                 self.found_after_lost_reply += 1
         return ts
 
-    def find_delivery(self, channel: str, delivery_id: str, oldest: dt.datetime) -> str | None:
-        """The ``ts`` of our message with ``delivery_id`` in ``channel`` since ``oldest``.
+    def find_delivery(
+        self, channel: str, delivery_id: str, oldest: dt.datetime, thread_ts: str | None = None
+    ) -> str | None:
+        """The ``ts`` of our message with ``delivery_id`` in ``channel`` since ``oldest``
+        (in the thread of ``thread_ts`` when given: replies are not in the history).
 
         Raises :class:`HistoryUnavailable` when the token lacks the scopes to look.
         """
         channel_id = self._channel_id(channel)
+        method = (
+            self._client.conversations_history
+            if thread_ts is None
+            else functools.partial(self._client.conversations_replies, ts=thread_ts)
+        )
         pages = self._pages(
             channel,
-            lambda cursor: self._client.conversations_history(
+            lambda cursor: method(
                 channel=channel_id,
                 oldest=f"{oldest.timestamp():.6f}",
                 include_all_metadata=True,
@@ -530,7 +549,9 @@ class SlackWebhookPoster:
         with self._lock:
             return self._post(message)
 
-    def find_delivery(self, channel: str, delivery_id: str, oldest: dt.datetime) -> str | None:
+    def find_delivery(
+        self, channel: str, delivery_id: str, oldest: dt.datetime, thread_ts: str | None = None
+    ) -> str | None:
         raise HistoryUnavailable(
             "an incoming webhook cannot read channel history: a message whose reply was "
             "lost may be posted twice (use SLACK_BOT_TOKEN for exactly-once delivery)"

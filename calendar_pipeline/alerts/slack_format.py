@@ -49,6 +49,7 @@ class SlackMessage:
     text: str  # plain-text fallback, used in notifications
     blocks: list[dict]
     dedup_keys: tuple[str, ...]
+    thread_ts: str | None = None  # a reply in the thread of this message (alerts/threads.py)
 
 
 def escape_slack(text: str, max_len: int | None = None) -> str:
@@ -192,6 +193,9 @@ def _event_line(alert: DueAlert) -> str:
     if alert.data_note:
         line += f" · _{escape_slack(alert.data_note, 120)}_"
     return line
+
+
+event_line = _event_line  # the public name: alerts/threads.py replies with the same line
 
 
 def _day(day: dt.date) -> str:

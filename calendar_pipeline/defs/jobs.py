@@ -11,6 +11,7 @@ from calendar_pipeline.alerts.change_words import with_changes
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
 from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
 from calendar_pipeline.alerts.slack_client import SlackConfigError
+from calendar_pipeline.alerts.threads import ThreadReport, reply_in_threads
 from calendar_pipeline.defs.markdown import md_code_block
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
@@ -117,16 +118,18 @@ def send_slack_alerts(
     )
     totals: Counter[str] = Counter()
     modes: Counter[str] = Counter()
+    replies: Counter[str] = Counter(ThreadReport().as_metadata())
     poster = None
     last_report = None
     for partition_date in partitions:
         mode = choose_mode(configured, slack.mode, intent_for(partition_date, reference))
         if mode == "send" and poster is None:
             poster = slack.poster()
+        alerts = _alerts_to_deliver(engine, partition_date, calendar)
         try:
             last_report = deliver(
                 engine,
-                _alerts_to_deliver(engine, partition_date, calendar),
+                alerts,
                 partition_date=partition_date,
                 mode=mode,
                 run_id=context.run_id,
@@ -140,6 +143,23 @@ def send_slack_alerts(
         except SlackConfigError as exc:  # a wrong token or channel: retrying will not fix it
             raise dg.Failure(str(exc), allow_retries=False) from None
         modes[mode] += 1
+        if mode == "send":  # replies in the threads of the messages that announced them
+            threads = reply_in_threads(
+                engine,
+                partition_date,
+                alerts,
+                poster=poster,
+                run_id=context.run_id,
+                claim_timeout=calendar.claim_timeout,
+                default_channel=slack.channel,
+                log=context.log.info,
+            )
+            replies.update(threads.as_metadata())
+            if threads.error:
+                context.log.warning(
+                    f"{threads.failed} thread replies of {partition_date} not posted "
+                    f"({threads.error}); the next run of the day posts them"
+                )
         totals.update({k: v for k, v in last_report.as_metadata().items() if k != "mode"})
     notice = _tell_broken_entities(context, engine, calendar, slack, partitions, reference,
                                    configured, poster)  # fmt: skip
@@ -157,6 +177,7 @@ def send_slack_alerts(
         **{key: totals[key] for key in DeliveryReport(mode="").as_metadata() if key != "mode"},
         "pruned": pruned,
         **notice.as_metadata(),
+        **replies,
     }
     context.log.info(", ".join(f"{key}={value}" for key, value in metadata.items()))
     if last_report is not None and last_report.outbox:

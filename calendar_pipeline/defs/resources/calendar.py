@@ -16,6 +16,7 @@ from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.change_log import create_change_tables
 from calendar_pipeline.alerts.changes import DEFAULT_CANCEL_AFTER
 from calendar_pipeline.alerts.feed_problems import create_feed_problem_tables
+from calendar_pipeline.alerts.threads import create_thread_tables
 from calendar_pipeline.defs.partitions import TIMEZONE
 from calendar_pipeline.lake.atomic import check_writable
 from calendar_pipeline.quality.carry import DEFAULT_STALE_AFTER_DAYS
@@ -221,4 +222,5 @@ def _engine_for(url: str) -> Engine:
     create_http_cache_table(engine)
     create_feed_problem_tables(engine)
     create_change_tables(engine)
+    create_thread_tables(engine)
     return engine
