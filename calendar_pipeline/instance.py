@@ -260,7 +260,7 @@ def guard_run(context: dg.InitResourceContext) -> None:
     """At a run's (or a sensor's) resource set-up: release dead runs at once, and in a run,
     tag it with this machine and keep releasing them every ``WATCH_INTERVAL_SECONDS``
     while it lives (a step waiting for the pool gets a dead run's slot within seconds)."""
-    instance, run_id = context.instance, context.run_id
+    instance, run_id = context.instance, _run_id(context)
     if instance is None:
         return
     log = context.log
@@ -285,10 +285,15 @@ def guard_run(context: dg.InitResourceContext) -> None:
     ).start()
 
 
+def _run_id(context: dg.InitResourceContext) -> str | None:
+    run = context.run
+    return run.run_id if run is not None else None
+
+
 def unguard_run(context: dg.InitResourceContext) -> None:
     """At the resource's teardown: stop the run's watcher."""
     with _watchers_lock:
-        stop = _watchers.pop(context.run_id or "", None)
+        stop = _watchers.pop(_run_id(context) or "", None)
     if stop is not None:
         stop.set()
 
