@@ -18,13 +18,12 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    delete,
-    insert,
     select,
 )
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.changes import Change
+from calendar_pipeline.alerts.claims import replace_per_partition
 
 metadata = MetaData()
 
@@ -54,14 +53,11 @@ def create_change_tables(engine: Engine) -> None:
 
 def replace_changes(engine: Engine, by_partition: Mapping[dt.date, Sequence[Change]]) -> None:
     """Replace the stored changes of each given day, in one transaction."""
-    with engine.begin() as conn:
-        for day, changes in by_partition.items():
-            conn.execute(delete(event_changes).where(event_changes.c.partition_date == day))
-            if changes:
-                conn.execute(
-                    insert(event_changes),
-                    [{"partition_date": day, **change.as_row()} for change in changes],
-                )
+    replace_per_partition(
+        engine,
+        event_changes,
+        {day: [change.as_row() for change in changes] for day, changes in by_partition.items()},
+    )
 
 
 def read_changes(engine: Engine, day: dt.date) -> list[Change]:

@@ -30,14 +30,10 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    delete,
-    insert,
-    or_,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
+from calendar_pipeline.alerts.claims import claim_rows, mark_rows, replace_per_partition
 from calendar_pipeline.alerts.deliver import HistoryUnavailable
 from calendar_pipeline.alerts.slack_format import (
     SlackMessage,
@@ -85,14 +81,11 @@ def replace_problems(
     engine: Engine, rows_by_partition: Mapping[dt.date, Sequence[Mapping[str, Any]]]
 ) -> None:
     """Replace the stored broken entities of each given day, in one transaction."""
-    with engine.begin() as conn:
-        for day, rows in rows_by_partition.items():
-            conn.execute(delete(feed_problems).where(feed_problems.c.partition_date == day))
-            if rows:
-                conn.execute(
-                    insert(feed_problems),
-                    [{"partition_date": day, **_problem_row(row)} for row in rows],
-                )
+    replace_per_partition(
+        engine,
+        feed_problems,
+        {day: [_problem_row(row) for row in rows] for day, rows in rows_by_partition.items()},
+    )
 
 
 def _problem_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,57 +116,19 @@ def notes_for(engine: Engine, day: dt.date) -> dict[str, str]:
     return {row["entity_id"]: row["note"] for row in read_problems(engine, day) if row["note"]}
 
 
-def _insert_ignoring_conflicts(engine: Engine):
-    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    return dialect.insert(feed_problem_notices).on_conflict_do_nothing(
-        index_elements=["partition_date", "entity_id"]
-    )
-
-
 def claim_notices(
     engine: Engine,
     day: dt.date,
     entity_ids: Iterable[str],
     run_id: str,
     claim_timeout: dt.timedelta,
-    now: dt.datetime | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Claim the notices of ``entity_ids`` for ``day``; returns those this run now owns,
     with the row as it was (``delivery_id`` set: an earlier attempt may have posted it).
     Told ones (sent, recorded) and ones another run claimed recently are not returned."""
-    ids = sorted(set(entity_ids))
-    if not ids:
-        return {}
-    now = now or dt.datetime.now(dt.UTC)
-    with engine.begin() as conn:
-        conn.execute(
-            _insert_ignoring_conflicts(engine),
-            [
-                {"partition_date": day, "entity_id": entity_id, "state": "new", "updated_at": now}
-                for entity_id in ids
-            ],
-        )
-        table = feed_problem_notices.c
-        mine = and_(table.partition_date == day, table.entity_id.in_(ids))
-        before = {
-            row["entity_id"]: dict(row)
-            for row in conn.execute(select(feed_problem_notices).where(mine)).mappings()
-        }
-        claimable = or_(
-            table.state.in_(("new", "failed")),
-            and_(table.state == "claimed", table.claimed_at < now - claim_timeout),
-        )
-        conn.execute(
-            update(feed_problem_notices)
-            .where(and_(mine, claimable))
-            .values(state="claimed", run_id=run_id, claimed_at=now, updated_at=now)
-        )
-        owned = conn.execute(
-            select(table.entity_id).where(
-                and_(mine, table.state == "claimed", table.run_id == run_id)
-            )
-        ).scalars()
-        return {entity_id: before[entity_id] for entity_id in owned}
+    keys = [{"partition_date": day, "entity_id": e} for e in sorted(set(entity_ids))]
+    rows = claim_rows(engine, feed_problem_notices, keys, run_id, claim_timeout)
+    return {row["entity_id"]: row for row in rows}
 
 
 def mark_notices(
@@ -185,22 +140,13 @@ def mark_notices(
     delivery_id: str | None = None,
     slack_ts: str | None = None,
 ) -> None:
-    values: dict[str, Any] = {"state": state, "updated_at": dt.datetime.now(dt.UTC)}
-    if delivery_id is not None:
-        values["delivery_id"] = delivery_id
-    if slack_ts is not None:
-        values["slack_ts"] = slack_ts
-    with engine.begin() as conn:
-        conn.execute(
-            update(feed_problem_notices)
-            .where(
-                and_(
-                    feed_problem_notices.c.partition_date == day,
-                    feed_problem_notices.c.entity_id.in_(list(entity_ids)),
-                )
-            )
-            .values(**values)
-        )
+    extra = {"delivery_id": delivery_id} if delivery_id is not None else {}
+    extra |= {"slack_ts": slack_ts} if slack_ts is not None else {}
+    where = and_(
+        feed_problem_notices.c.partition_date == day,
+        feed_problem_notices.c.entity_id.in_(list(entity_ids)),
+    )
+    mark_rows(engine, feed_problem_notices, where, state=state, **extra)
 
 
 def notice_states(engine: Engine, day: dt.date) -> dict[str, str]:

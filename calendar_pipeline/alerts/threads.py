@@ -30,13 +30,11 @@ from sqlalchemy import (
     String,
     Table,
     and_,
-    or_,
     select,
-    update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.claims import claim_rows, mark_rows
 from calendar_pipeline.alerts.deliver import HistoryUnavailable
 from calendar_pipeline.alerts.model import DueAlert
 from calendar_pipeline.alerts.slack_format import SlackMessage, event_line
@@ -109,11 +107,6 @@ def announcements(
     return found
 
 
-def _insert_ignoring_conflicts(engine: Engine):
-    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
-    return dialect.insert(thread_notices).on_conflict_do_nothing(index_elements=["dedup_key"])
-
-
 def reply_in_threads(
     engine: Engine,
     day: dt.date,
@@ -137,45 +130,17 @@ def reply_in_threads(
     todo = [a for a in changed if (a.entity_id, a.event_id) in threads]
     if not todo:
         return report
-    now = dt.datetime.now(dt.UTC)
-    table = thread_notices.c
-    with engine.begin() as conn:
-        conn.execute(
-            _insert_ignoring_conflicts(engine),
-            [
-                {
-                    "dedup_key": a.dedup_key,
-                    "partition_date": day,
-                    "channel": threads[(a.entity_id, a.event_id)][0] or default_channel,
-                    "thread_ts": threads[(a.entity_id, a.event_id)][1],
-                    "state": "new",
-                    "updated_at": now,
-                }
-                for a in todo
-            ],
-        )
-        keys = [a.dedup_key for a in todo]
-        claimable = or_(
-            table.state.in_(("new", "failed")),
-            and_(table.state == "claimed", table.claimed_at < now - claim_timeout),
-        )
-        conn.execute(
-            update(thread_notices)
-            .where(and_(table.dedup_key.in_(keys), claimable))
-            .values(state="claimed", run_id=run_id, claimed_at=now, updated_at=now)
-        )
-        owned = {
-            row["dedup_key"]: dict(row)
-            for row in conn.execute(
-                select(thread_notices).where(
-                    and_(
-                        table.dedup_key.in_(keys),
-                        table.state == "claimed",
-                        table.run_id == run_id,
-                    )
-                )
-            ).mappings()
+    keys = [
+        {
+            "dedup_key": a.dedup_key,
+            "partition_date": day,
+            "channel": threads[(a.entity_id, a.event_id)][0] or default_channel,
+            "thread_ts": threads[(a.entity_id, a.event_id)][1],
         }
+        for a in todo
+    ]
+    rows = claim_rows(engine, thread_notices, keys, run_id, claim_timeout)
+    owned = {row["dedup_key"]: row for row in rows}
     report.already = len(todo) - len(owned)
     for alert in todo:
         row = owned.get(alert.dedup_key)
@@ -223,12 +188,7 @@ def _reply_once(engine: Engine, poster, row: dict, alert: DueAlert) -> str:
 
 
 def _mark(engine: Engine, key: str, **values) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            update(thread_notices)
-            .where(thread_notices.c.dedup_key == key)
-            .values(updated_at=dt.datetime.now(dt.UTC), **values)
-        )
+    mark_rows(engine, thread_notices, thread_notices.c.dedup_key == key, **values)
 
 
 def thread_states(engine: Engine) -> dict[str, str]:
