@@ -113,10 +113,17 @@ def run_range(defs, instance, first: dt.date, last: dt.date, **kwargs):
 def slack_tick(defs, instance, cursor: str | None = None, sensor=None):
     """One tick of slack_alert_sensor (or ``sensor``): its run requests and new cursor."""
     sensor = sensor or defs.resolve_sensor_def("slack_alert_sensor")
-    context = dg.build_sensor_context(
+    return evaluate(sensor, defs, instance, cursor)
+
+
+def evaluate(sensor, defs, instance, cursor: str | None = None):
+    """One tick of ``sensor`` with the definitions' resources, as the daemon runs it: in a
+    context manager, since a resource with a teardown (the upstream resource's run guard)
+    is opened and closed around the tick."""
+    with dg.build_sensor_context(
         instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
-    )
-    return sensor.evaluate_tick(context)
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def run_requests(defs, instance, requests) -> list:

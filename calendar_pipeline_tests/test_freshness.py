@@ -18,6 +18,7 @@ from dagster._daemon.freshness import FreshnessDaemon
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW, judge
+from calendar_pipeline_tests.flows import evaluate
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 T0 = dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.UTC)  # the schedule's tick
@@ -51,10 +52,7 @@ def test_a_stale_pipeline_is_told_once_per_stale_period(setup, slack_server):
     def tick(hours: float):
         nonlocal cursor
         with time_machine.travel(T0 + dt.timedelta(hours=hours), tick=False):
-            context = dg.build_sensor_context(
-                instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
-            )
-            result = sensor.evaluate_tick(context)
+            result = evaluate(sensor, defs, instance, cursor)
             cursor = result.cursor
             return result.skip_message, ui_state(defs, instance)
 
@@ -101,14 +99,9 @@ def test_a_failed_post_is_retried_on_the_next_tick(setup, slack_server):
         )
     with time_machine.travel(T0 + dt.timedelta(hours=30), tick=False):
         slack_server.fail_next(status=200, error="channel_not_found", method="chat.postMessage")
-        context = dg.build_sensor_context(
-            instance=instance, resources=defs.resources, definitions=defs
-        )
         with pytest.raises(Exception, match="channel_not_found"):
-            sensor.evaluate_tick(context)  # the tick fails, its cursor is not advanced
-        retried = sensor.evaluate_tick(
-            dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs)
-        )
+            evaluate(sensor, defs, instance)  # the tick fails, its cursor is not advanced
+        retried = evaluate(sensor, defs, instance)
     assert "alerted #ops" in retried.skip_message
     assert len([m for m in slack_server.messages if m.channel == "#ops"]) == 1
 

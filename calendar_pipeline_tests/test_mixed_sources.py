@@ -12,7 +12,7 @@ import pytest
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.lake.snapshots import latest_snapshot
-from calendar_pipeline_tests.flows import resources
+from calendar_pipeline_tests.flows import evaluate, resources
 from calendar_pipeline_tests.upstream_server import (
     Fault,
     Reply,
@@ -110,7 +110,16 @@ def test_mixed_universe_end_to_end(tmp_path, servers):
     assert ("2025-12-22", "Team offsite <!channel>") in team
     assert ("2025-12-29", "Weekly review") not in team  # EXDATE
     assert ("2025-12-22", "Weekly review") in team
-    assert not any("Cancelled" in title for _, title in team)
+    cancelled = {
+        e["title"]
+        for e in by_entity["team"]
+        if (e.get("details") or {}).get("status") == "cancelled"
+    }
+    assert all("Cancelled" in title for title in cancelled)  # kept, marked, never alerted
+    due_titles = {
+        a.title for a in store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(D))
+    }
+    assert not any("Cancelled" in title for title in due_titles)
     assert snapshot["counts"]["entities_ok"] == 7 and snapshot["counts"]["entities_failed"] == 1
 
     meta = result.asset_materializations_for_node("raw_snapshot")[0].metadata
@@ -154,13 +163,7 @@ def test_upstream_sensor_probes_http_sources(tmp_path, servers):
     with dg.instance_for_test() as instance:
 
         def tick(cursor=None):
-            context = dg.build_sensor_context(
-                instance=instance,
-                cursor=cursor,
-                resources=defs.resources,
-                definitions=defs,
-            )
-            return sensor.evaluate_tick(context)
+            return evaluate(sensor, defs, instance, cursor)
 
         first = tick()
         assert len(first.run_requests) == 1

@@ -30,6 +30,7 @@ from dagster._daemon.auto_run_reexecution.auto_run_reexecution import (
 
 from calendar_pipeline_tests.flows import (
     duplicates,
+    evaluate,
     never_reached_slack,
     serve_feed,
     write_universe,
@@ -202,13 +203,7 @@ def test_a_crashed_slack_run_is_retried_once_and_still_posts_its_day_after_midni
         daily = deployment.launch("daily_calendar_job", {"dagster/partition": D.isoformat()})
         assert daily.status == DagsterRunStatus.SUCCESS
         sensor = deployment.defs.resolve_sensor_def("slack_alert_sensor")
-        tick = sensor.evaluate_tick(
-            dg.build_sensor_context(
-                instance=deployment.instance,
-                definitions=deployment.defs,
-                resources=deployment.defs.resources,
-            )
-        )
+        tick = evaluate(sensor, deployment.defs, deployment.instance)
         (request,) = tick.run_requests
         crashed = deployment.create(
             "slack_alert_job", {**request.tags, "dagster/partition": D.isoformat()}

@@ -9,6 +9,7 @@ import pytest
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
+from calendar_pipeline_tests.flows import evaluate
 
 D = "2025-12-18"
 
@@ -28,11 +29,7 @@ def defs_for(tmp_path, universe, **overrides):
 
 def slack_tick(defs, instance, cursor=None):
     sensor = defs.resolve_sensor_def("slack_alert_sensor")
-    return sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
-        )
-    )
+    return evaluate(sensor, defs, instance, cursor)
 
 
 def test_slack_sensor_requests_one_run_per_due_alerts_materialization(
@@ -95,10 +92,7 @@ def test_upstream_sensor_starts_once_then_skips_unchanged(tmp_path, small_univer
     sensor = defs.resolve_sensor_def("upstream_availability_sensor")
 
     def tick(cursor=None):
-        context = dg.build_sensor_context(
-            instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
-        )
-        return sensor.evaluate_tick(context)
+        return evaluate(sensor, defs, instance, cursor)
 
     first = tick()
     today = calendar.today().isoformat()

@@ -16,7 +16,7 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings, UpstreamSources
 from calendar_pipeline.sources.probe import sha16
 from calendar_pipeline_tests import upstream_server
-from calendar_pipeline_tests.flows import feed, resources
+from calendar_pipeline_tests.flows import evaluate, feed, resources
 from calendar_pipeline_tests.upstream_server import (
     Fault,
     Reply,
@@ -91,13 +91,7 @@ class Ticks:
         self.seen: list[str] = []  # every skip message, tag and cursor, for the secret check
 
     def __call__(self):
-        context = dg.build_sensor_context(
-            instance=self.instance,
-            cursor=self.cursor,
-            resources=self.defs.resources,
-            definitions=self.defs,
-        )
-        result = self.sensor.evaluate_tick(context)
+        result = evaluate(self.sensor, self.defs, self.instance, self.cursor)
         self.cursor = result.cursor
         self.seen += [result.cursor or "", result.skip_message or ""]
         self.seen += [json.dumps(r.tags) for r in result.run_requests]
