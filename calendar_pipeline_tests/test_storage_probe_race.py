@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
 import time
 import traceback
 from pathlib import Path
+
+import pytest
 
 from calendar_pipeline.lake import atomic
 
@@ -77,3 +80,26 @@ def test_a_probe_left_by_a_killed_check_is_harmless_and_swept_when_stale(tmp_pat
     (lake / ".write_check").write_bytes(b"created\n")
     atomic.check_writable(lake)
     assert sorted(p.name for p in lake.iterdir()) == [".write_check", ".write_check.lock"]
+
+
+def test_a_read_only_lake_is_refused_in_one_line_naming_it_once(tmp_path):
+    """A real read-only mount (a tmpfs, where the machine lets the test mount one)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (mount / "lake").mkdir()
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        with pytest.raises(atomic.StorageError) as raised:
+            atomic.check_writable(mount / "lake")
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    message = str(raised.value)
+    assert message == (
+        f"cannot write {mount / 'lake'}: atomic create or rename failed: Read-only file "
+        "system (file system tmpfs) [EROFS]"
+    )

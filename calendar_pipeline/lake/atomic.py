@@ -327,9 +327,10 @@ def _check_lock_excludes(lock_path: Path) -> None:
 
 
 def _with_fs(exc: OSError, directory: Path, step: str) -> OSError:
-    return OSError(
-        exc.errno, f"{step} failed: {exc.strerror} (file system {filesystem_type(directory)})"
-    )
+    # the bare reason: a StorageError's own text already names the probe file and the errno,
+    # which the directory-level error repeats ("cannot write DIR: …: … [EROFS]" once)
+    reason = os.strerror(exc.errno) if exc.errno else exc.strerror
+    return OSError(exc.errno, f"{step} failed: {reason} (file system {filesystem_type(directory)})")
 
 
 def filesystem_type(path: Path) -> str:
