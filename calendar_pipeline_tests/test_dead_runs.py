@@ -8,7 +8,11 @@ repository's ``dagster.yaml``: the killed one is ``dagster job execute``, the wa
 is ``calendar-pipeline run``. The daemon is Dagster's own code, run in-process once per
 pass (``MonitoringDaemon.run_iteration`` and ``execute_concurrency_slots_iteration``),
 with this process's clock moved past ``max_runtime_seconds`` and
-``free_slots_after_run_end_seconds`` instead of waiting for them."""
+``free_slots_after_run_end_seconds`` instead of waiting for them.
+
+Without any daemon, the project releases such a run itself (``calendar_pipeline/instance.py``):
+a run already waiting for the slot does within seconds of the kill, and the next
+``calendar-pipeline`` does at its start; each says which run it released."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG, WILL_RETRY_TAG
 from dagster._daemon.daemon import MonitoringDaemon
 from dagster._daemon.monitoring.concurrency import execute_concurrency_slots_iteration
 
+from calendar_pipeline.instance import WATCH_INTERVAL_SECONDS, assign_lost_slots
 from calendar_pipeline_tests import daemons
 from calendar_pipeline_tests.daemons import (
     holders,
@@ -247,3 +252,26 @@ def test_a_killed_run_is_released_within_a_minute_without_the_daemon(tmp_path, p
         assert f"freed its slot in pool {POOL}" in procs.output(cli)
         assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
         assert holders(instance) == [] and pool(instance).pending_steps == []
+
+
+def test_a_free_slot_no_waiting_step_was_given_is_handed_on(tmp_path):
+    """The lost hand-over seen with runs started together on a SQLite instance: the pool
+    is empty, a step waits unassigned. ``assign_lost_slots`` gives it the slot once it has
+    waited longer than a watch interval, and never gives a slot the pool does not have."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots(POOL, 1)
+        storage.add_pending_step(POOL, "run-a", "raw_snapshot")
+        storage.add_pending_step(POOL, "run-b", "raw_snapshot")
+        said: list[str] = []
+        assert assign_lost_slots(instance, said.append) == []  # not waited long enough
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=WATCH_INTERVAL_SECONDS + 5)
+        with time_machine.travel(later):
+            assert assign_lost_slots(instance, said.append) == [POOL]
+            assert assign_lost_slots(instance, said.append) == []  # one slot, given once
+        assigned = [s.run_id for s in pool(instance).pending_steps if s.assigned_timestamp]
+        assert assigned == ["run-a"]  # the oldest waiting step
+        assert said == [f"pool {POOL} had a free slot no waiting step was given: handed it on"]
