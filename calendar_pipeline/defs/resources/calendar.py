@@ -5,11 +5,13 @@ on a deployment whose runs execute on several machines (``check_deployment``).""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from calendar_pipeline import settings
 from calendar_pipeline.alerts import store
@@ -214,13 +216,27 @@ def describe_instance(instance: dg.DagsterInstance) -> str:
     return f"{type(instance.run_storage).__name__} and {type(instance.run_launcher).__name__}"
 
 
+TABLE_CREATION_ATTEMPTS = 5
+
+
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
     """One engine (one connection pool) per URL per process, its tables created; raises
-    ``store.DatabaseUnavailable`` (not cached) when the database cannot be used."""
-    engine = store.check_database(url)
-    create_http_cache_table(engine)
-    create_feed_problem_tables(engine)
-    create_change_tables(engine)
-    create_thread_tables(engine)
-    return engine
+    ``store.DatabaseUnavailable`` (not cached) when the database cannot be used.
+
+    Runs started together on a new database race to create the same tables: each checks
+    that a table is missing, then one of the two `CREATE TABLE`s fails with "already
+    exists". Creation is idempotent, so the loser simply tries again."""
+    for attempt in range(1, TABLE_CREATION_ATTEMPTS + 1):
+        try:
+            engine = store.check_database(url)
+            create_http_cache_table(engine)
+            create_feed_problem_tables(engine)
+            create_change_tables(engine)
+            create_thread_tables(engine)
+            return engine
+        except (store.DatabaseUnavailable, SQLAlchemyError) as exc:
+            if "already exists" not in str(exc) or attempt == TABLE_CREATION_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
