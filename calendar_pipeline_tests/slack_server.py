@@ -31,7 +31,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -125,7 +125,41 @@ class FakeSlackServer(LoopbackServer):
         self.webhook_path = "/services/T000/B000/webhooksecret123"
         self._lock = threading.Lock()
         self._last_ts_micros = 0
+        # channel name (without '#') or id -> the error every post to it gets:
+        # "channel_not_found", "is_archived" or "not_in_channel"
+        self.bad_channels: dict[str, str] = {}
+        # a whole-Slack outage: None, "http_500" (every request) or "invalid_auth"
+        # (see also go_down("refuse"): nothing listens on the port)
+        self.outage: str | None = None
         self._listen(_make_handler(self))
+
+    def go_down(self, kind: str = "http_500") -> None:
+        """Slack down until :meth:`come_back`: ``http_500`` answers every request with
+        HTTP 500, ``invalid_auth`` refuses the token, ``refuse`` closes the port (the
+        connection is refused, the request never sent)."""
+        if kind not in ("http_500", "invalid_auth", "refuse"):
+            raise ValueError(f"unknown outage {kind!r}")
+        self.outage = kind
+        if kind == "refuse":
+            self._port = self._httpd.server_address[1]
+            self.stop()
+
+    def come_back(self) -> None:
+        """End the outage (a closed port listens again, on the same port)."""
+        if self.outage == "refuse":
+            handler = self._httpd.RequestHandlerClass
+            self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+            self._httpd.daemon_threads = True
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            self._thread.start()
+        self.outage = None
+
+    def stop(self) -> None:
+        if self.outage == "refuse" and not self._thread.is_alive():
+            return  # already closed by go_down("refuse")
+        super().stop()
 
     @property
     def url(self) -> str:
@@ -257,6 +291,10 @@ class FakeSlackServer(LoopbackServer):
     def _answer(
         self, method: str, headers: dict[str, str], params: dict[str, Any]
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        if self.outage == "http_500":
+            return 500, {"ok": False, "error": "internal_error"}, {}
+        if self.outage == "invalid_auth":
+            return 200, {"ok": False, "error": "invalid_auth"}, {}
         scripted = self._pop_scripted(method)
         if scripted is not None:
             extra = (
@@ -286,7 +324,9 @@ class FakeSlackServer(LoopbackServer):
         return 200, {"ok": False, "error": "unknown_method"}, {}
 
     def _post_message(self, params: dict[str, Any]):
-        error = _validate_message(params)
+        error = _validate_message(params) or self.bad_channels.get(
+            str(params["channel"]).lstrip("#")
+        )
         if error:
             return 200, {"ok": False, "error": error}, {}
         channel_id = self.channel_id(params["channel"])

@@ -175,13 +175,64 @@ def test_rate_limit_and_5xx_are_retried_and_counted(engine, slack_server):
     assert calls[1].received_at - calls[0].received_at >= 1.0  # waited for Retry-After
 
 
-@pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found", "invalid_auth"])
-def test_configuration_errors_fail_at_once_with_what_to_fix(engine, slack_server, error):
-    slack_server.fail_next(error=error)
-    with pytest.raises(SlackConfigError, match=r"invite the bot|channel|SLACK_BOT_TOKEN"):
+def test_a_bad_token_fails_at_once_with_what_to_fix(engine, slack_server):
+    slack_server.fail_next(error="invalid_auth")
+    with pytest.raises(SlackConfigError, match="SLACK_BOT_TOKEN"):
         run(engine, make_alerts(2, channels=1), poster_for(slack_server))
     assert len(slack_server.calls_to("chat.postMessage")) == 1  # no retry
     assert {r["state"] for r in store.ledger_rows(engine)} == {"failed"}
+
+
+@pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found", "is_archived"])
+def test_one_bad_channel_fails_alone(engine, slack_server, error):
+    """Issue 24 item 5: the bad channel's keys end failed, named with what to fix; every
+    alert of every other channel reaches Slack, once."""
+    slack_server.bad_channels["chan2"] = error
+    alerts = make_alerts(200, channels=5)  # 40 per channel; #chan2 is refused
+    report = run(engine, alerts, poster_for(slack_server))
+    healthy = {a.entity_name for a in alerts if a.channel != "#chan2"}
+    assert posted_entities(slack_server) == Counter(dict.fromkeys(healthy, 1))
+    assert len(slack_server.calls_to("chat.postMessage")) == 4 + 1  # one refused, not retried
+    assert list(report.failed_channels) == ["#chan2"]
+    assert error in report.failed_channels["#chan2"]
+    why = report.failed_channels["#chan2"]
+    assert re.search(r"invite the bot|check the channel|unarchive", why)
+    assert (report.sent, report.failed) == (160, 40)
+    states = {r["dedup_key"]: r["state"] for r in store.ledger_rows(engine)}
+    assert {states[a.dedup_key] for a in alerts if a.channel == "#chan2"} == {"failed"}
+    assert {states[a.dedup_key] for a in alerts if a.channel != "#chan2"} == {"sent"}
+    slack_server.bad_channels.clear()  # fixed: the next run posts only the failed channel
+    again = run(engine, alerts, poster_for(slack_server), run_id="run-2")
+    assert (again.sent, again.already_delivered) == (40, 160)
+    assert posted_entities(slack_server) == Counter({a.entity_name: 1 for a in alerts})
+
+
+@pytest.mark.parametrize("outage", ["http_500", "refuse", "invalid_auth"])
+def test_slack_down_leaves_no_key_claimed(engine, slack_server, outage):
+    """Issue 24 item 2: Slack down, also while an earlier attempt is being checked: every
+    key ends failed (never claimed), within a bounded time."""
+    alerts = make_alerts(30, channels=3)
+    slack_server.fail_after_accepting(status=503)  # an attempt whose answer is lost
+    slack_server.go_down("http_500")
+    with pytest.raises((SlackDeliveryError, SlackConfigError)):
+        run(engine, alerts, poster_for(slack_server, max_retries=1))
+    slack_server.come_back()
+    assert {r["state"] for r in store.ledger_rows(engine)} == {"failed"}
+    slack_server.fail_after_accepting(status=503)  # a post Slack has, answer lost
+    first = run(engine, alerts[:10], poster_for(slack_server, max_retries=0), run_id="run-2")
+    assert first.sent == 10
+    slack_server.go_down(outage)
+    started = time.monotonic()
+    with pytest.raises((SlackDeliveryError, SlackConfigError)):
+        run(engine, alerts, poster_for(slack_server, max_retries=2), run_id="run-3")
+    elapsed = time.monotonic() - started
+    slack_server.come_back()
+    assert elapsed < 20, elapsed
+    states = Counter(r["state"] for r in store.ledger_rows(engine))
+    assert states == Counter({"sent": 10, "failed": 20})
+    again = run(engine, alerts, poster_for(slack_server), run_id="run-4")
+    assert again.sent == 20 and states["claimed"] == 0
+    assert posted_entities(slack_server) == Counter({a.entity_name: 1 for a in alerts})
 
 
 @pytest.mark.parametrize("fault", ["drop", "timeout", "5xx"])

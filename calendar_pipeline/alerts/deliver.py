@@ -2,9 +2,14 @@
 
 Modes (``choose_mode`` picks one per partition):
 - ``send``: claim the pending keys, post one digest per channel (split at Slack's
-  limits), mark each message's keys ``sent`` with its ``ts``. When a post fails, the
-  claims not yet sent are marked ``failed`` (released for the next run) and the error is
-  raised.
+  limits), mark each message's keys ``sent`` with its ``ts``. A channel Slack refuses
+  (``channel_not_found``, ``is_archived``, ``not_in_channel``: ``CHANNEL_ERRORS``) fails
+  alone: its keys are marked ``failed`` and named in ``DeliveryReport.failed_channels``,
+  every other channel is posted in full, and nothing is raised (the caller fails the run
+  after its other work). Any other failure (Slack down, a bad token) stops every channel
+  before its next post. Whatever stops the run, every claim it still holds is marked
+  ``failed`` before the error is raised (never left ``claimed``), also when the failure
+  happens while checking an earlier attempt.
 - ``dry_run``: nothing posted, nothing recorded; digests go to the outbox and the log.
 - ``record_only``: nothing posted; pending keys are recorded as delivered. Only when
   forced (run config or CALENDAR_ALERT_MODE), e.g. when moving from another alerting tool.
@@ -40,11 +45,21 @@ from sqlalchemy import Engine
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.intent import HISTORY
 from calendar_pipeline.alerts.model import DueAlert
-from calendar_pipeline.alerts.slack_format import SlackMessage, render_digests, render_outbox_text
+from calendar_pipeline.alerts.slack_format import (
+    SlackMessage,
+    escape_slack,
+    render_digests,
+    render_outbox_text,
+)
 from calendar_pipeline.lake.atomic import atomic_write_text
 
 MAX_PARALLEL_CHANNELS = 16  # threads posting to distinct channels at once
 MODES = ("send", "dry_run", "record_only", "history")
+# How far back a run catches up alerts earlier runs claimed and could not post (Slack
+# down): their lines say how late they are; those whose event passed are named in one line.
+CATCH_UP_DAYS = 7
+# Slack errors that concern one channel only: that channel's messages fail, the others go.
+CHANNEL_ERRORS = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 
 
 class HistoryUnavailable(RuntimeError):
@@ -85,6 +100,11 @@ class DeliveryReport:
     confirmed_from_history: int = 0
     outbox: list[Path] = field(default_factory=list)
     outbox_text: str = ""
+    # channel -> one line saying why Slack refused it (its alerts are counted in failed)
+    failed_channels: dict[str, str] = field(default_factory=dict)
+    late: int = 0  # alerts an earlier run could not post, posted now marked late
+    passed: int = 0  # alerts an earlier run could not post whose event has passed
+    passed_line: str = ""  # the one line naming them
 
     def as_metadata(self) -> dict[str, int | str]:
         return {
@@ -100,6 +120,8 @@ class DeliveryReport:
             "date_changed": self.moved,
             "history_not_posted": self.history,
             "confirmed_from_slack_history": self.confirmed_from_history,
+            "delivered_late": self.late,
+            "passed_undelivered": self.passed,
         }
 
 
@@ -169,6 +191,16 @@ def deliver(
         )
         return report
 
+    passed: list[DueAlert] = []
+    if mode == "send":
+        pending, passed = _catch_up(engine, pending, partition_date)
+        report.late = sum(1 for a in pending if a.data_note and a.data_note.startswith("late"))
+        if report.late or passed:
+            log(
+                f"catching up after a failed delivery: {report.late} alert(s) posted late, "
+                f"{len(passed)} whose event passed named in one line"
+            )
+        pending = pending + passed
     holders = store.claim_holders(engine, [a.dedup_key for a in pending]) - {run_id}
     dead = {holder for holder in holders if is_dead(holder)}
     if dead:
@@ -186,11 +218,62 @@ def deliver(
     assert poster is not None
     retries_before = poster.retries  # a poster may serve several partitions of a range
     found_before = poster.found_after_lost_reply
+    try:
+        passed_keys = {a.dedup_key for a in passed}
+        _post_owned(
+            engine,
+            owned,
+            poster,
+            run_id,
+            report,
+            log,
+            partition_date,
+            default_channel,
+            passed_keys,
+        )
+    except BaseException as exc:
+        # Every claim this run still holds is released, whatever failed (a post, the
+        # history check of an earlier attempt, the database): never left ``claimed``.
+        # A key with a delivery id stays an unconfirmed attempt the next run looks up.
+        reason = f"{type(exc).__name__}: {exc}"
+        report.failed += store.mark_failed(
+            engine, sorted(a.dedup_key for a in owned), run_id, reason
+        )
+        if report.failed:
+            log(f"{report.failed} alert(s) not sent, released for the next run: {reason}")
+        raise
+    finally:
+        report.retries = poster.retries - retries_before
+        report.confirmed_from_history += poster.found_after_lost_reply - found_before
+    return report
+
+
+def is_channel_error(error: BaseException) -> bool:
+    """Whether ``error`` is Slack refusing one channel (the others can still be posted)."""
+    return getattr(error, "error", None) in CHANNEL_ERRORS and bool(getattr(error, "channel", None))
+
+
+def _post_owned(
+    engine: Engine,
+    owned: list[DueAlert],
+    poster: Poster,
+    run_id: str,
+    report: DeliveryReport,
+    log: Callable[[str], None],
+    partition_date: dt.date,
+    default_channel: str,
+    passed_keys: set[str] = frozenset(),  # type: ignore[assignment]
+) -> None:
     owned = _settle_earlier_attempts(engine, owned, poster, run_id, report, log)
-    messages = render_digests(owned, partition_date, default_channel)
-    unsent = {a.dedup_key for a in owned}
+    ahead = [a for a in owned if a.dedup_key not in passed_keys]
+    messages = render_digests(ahead, partition_date, default_channel)
+    passed = [a for a in owned if a.dedup_key in passed_keys]
+    if passed:
+        message = passed_message(passed, default_channel)
+        report.passed, report.passed_line = len(passed), message.text
+        messages.append(message)
     lock = threading.Lock()
-    stop = threading.Event()  # the first failure stops every channel before its next post
+    stop = threading.Event()  # a failure that is not one channel's stops every channel
 
     def post_channel(channel_messages: list[SlackMessage]) -> None:
         for message in channel_messages:
@@ -200,6 +283,17 @@ def deliver(
             store.mark_attempt(engine, message.dedup_keys, run_id, delivery_id, message.channel)
             try:
                 ts = poster.post(message, delivery_id)
+            except Exception as exc:
+                if not is_channel_error(exc):
+                    stop.set()
+                    raise
+                keys = sorted({k for m in channel_messages for k in m.dedup_keys})
+                failed = store.mark_failed(engine, keys, run_id, f"{type(exc).__name__}: {exc}")
+                with lock:
+                    report.failed += failed
+                    report.failed_channels[message.channel] = str(exc)
+                log(f"{message.channel}: {failed} alert(s) not sent: {exc}")
+                return
             except BaseException:
                 stop.set()
                 raise
@@ -209,7 +303,6 @@ def deliver(
             with lock:
                 report.sent += sent
                 report.messages += 1
-                unsent.difference_update(message.dedup_keys)
             log(f"posted {len(message.dedup_keys)} alert(s) to {message.channel} (ts {ts})")
 
     # Channels are paced independently (one message per second each), so they are posted
@@ -217,16 +310,67 @@ def deliver(
     by_channel = group_by_channel(messages)
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CHANNELS, len(by_channel)) or 1) as pool:
         futures = [pool.submit(post_channel, batch) for batch in by_channel.values()]
-    report.retries = poster.retries - retries_before
-    report.confirmed_from_history += poster.found_after_lost_reply - found_before
     failures = [error for error in (f.exception() for f in futures) if error is not None]
     if failures:
-        if unsent:
-            reason = f"{type(failures[0]).__name__}: {failures[0]}"
-            report.failed = store.mark_failed(engine, sorted(unsent), run_id, reason)
-            log(f"{report.failed} alert(s) not sent, released for the next run: {reason}")
         raise failures[0]
-    return report
+
+
+def late_note(first_due: dt.date, day: dt.date) -> str:
+    """``late: due yesterday`` / ``late: due 3 days ago`` (Slack could not be reached)."""
+    days = (day - first_due).days
+    return "late: due yesterday" if days == 1 else f"late: due {days} days ago"
+
+
+def _catch_up(
+    engine: Engine, pending: list[DueAlert], day: dt.date
+) -> tuple[list[DueAlert], list[DueAlert]]:
+    """The alerts runs of the last ``CATCH_UP_DAYS`` days claimed and did not deliver
+    (Slack down, a bad channel): those still ahead join ``pending`` marked late (also when
+    ``day`` has them due again), those whose event passed are returned apart, to be named
+    in one line. An alert that was never claimed (a day never run) is not caught up."""
+    earlier = store.undelivered_before(engine, day, day - dt.timedelta(days=CATCH_UP_DAYS))
+    if not earlier:
+        return pending, []
+
+    def marked(alert: DueAlert, first_due: dt.date) -> DueAlert:
+        note = late_note(first_due, day)
+        return dataclasses.replace(
+            alert, data_note=f"{note}; {alert.data_note}" if alert.data_note else note
+        )
+
+    pending_keys = {a.dedup_key for a in pending}
+    result = [marked(a, earlier[a.dedup_key][0]) if a.dedup_key in earlier else a for a in pending]
+    passed: list[DueAlert] = []
+    missing = {key: first for key, (first, _) in earlier.items() if key not in pending_keys}
+    for first_due in sorted(set(missing.values())):
+        for alert in store.read_due_alerts(engine, first_due):
+            if missing.get(alert.dedup_key) != first_due:
+                continue
+            days_until = (alert.event_date - day).days
+            if days_until >= 0:
+                moved = dataclasses.replace(alert, partition_date=day, days_until=days_until)
+                result.append(marked(moved, first_due))
+            else:
+                passed.append(alert)
+    return result, passed
+
+
+def passed_message(alerts: Sequence[DueAlert], channel: str) -> SlackMessage:
+    """One line naming alerts that could not be posted before their event passed."""
+    names = [
+        f"{escape_slack(a.entity_name, 60)}: {escape_slack(a.title, 80)} "
+        f"({a.event_date.isoformat()}, due {a.partition_date.isoformat()})"
+        for a in sorted(alerts, key=lambda a: (a.event_date, a.entity_name, a.title))
+    ]
+    text = f"Not posted in time (Slack unreachable), event passed: {'; '.join(names)}"
+    if len(text) > 2900:
+        text = text[:2850].rsplit(";", 1)[0] + f"; and {len(names)} in all"
+    return SlackMessage(
+        channel=channel,
+        text=text,
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        dedup_keys=tuple(a.dedup_key for a in alerts),
+    )
 
 
 def _settle_earlier_attempts(

@@ -472,6 +472,27 @@ def unconfirmed_attempts(engine: Engine, keys: Iterable[str]) -> dict[str, Attem
     return found
 
 
+def undelivered_before(
+    engine: Engine, day: dt.date, since: dt.date
+) -> dict[str, tuple[dt.date, dt.date]]:
+    """Keys a run of a partition in [``since``, ``day``) claimed and did not deliver
+    (``failed``, or ``claimed`` by a run that died): key -> (the partition that first
+    claimed it, the event's date). What a run of ``day`` catches up after an outage."""
+    with engine.connect() as conn:
+        query = select(
+            alert_deliveries.c.dedup_key,
+            alert_deliveries.c.partition_date,
+            alert_deliveries.c.event_date,
+        ).where(
+            and_(
+                alert_deliveries.c.state.in_(("failed", "claimed")),
+                alert_deliveries.c.partition_date < day,
+                alert_deliveries.c.partition_date >= since,
+            )
+        )
+        return {key: (first, event) for key, first, event in conn.execute(query)}
+
+
 def mark_failed(engine: Engine, keys: Sequence[str], run_id: str, error: str) -> int:
     """The post failed: record why and release this run's claims for the next run."""
     with engine.begin() as conn:

@@ -10,7 +10,7 @@ from calendar_pipeline.alerts import change_log, feed_problems, store
 from calendar_pipeline.alerts.change_words import with_changes
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
 from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
-from calendar_pipeline.alerts.slack_client import SlackConfigError
+from calendar_pipeline.alerts.slack_client import SlackConfigError, SlackDeliveryError
 from calendar_pipeline.alerts.threads import ThreadReport, reply_in_threads
 from calendar_pipeline.defs.markdown import md_code_block
 from calendar_pipeline.defs.partitions import daily_partitions
@@ -90,10 +90,16 @@ def slack_run_reference(context: dg.OpExecutionContext, timezone: str) -> Refere
     return reference_for_run(context.instance, upstream or context.run, timezone)
 
 
+# Slack unreachable (HTTP 5xx, connection refused, timeouts): each attempt gives up after
+# slack_sdk's own retries (4, backoff 0.5 s doubling: about 8-15 s for a whole outage),
+# then the op is retried once after 30 s (+-jitter): a run gives up within about a
+# minute (docs/RUNBOOK.md; test_slack_outage measures it). What it could not post is
+# marked failed and posted, marked late, by the next run.
+SLACK_RETRY_POLICY = dg.RetryPolicy(max_retries=1, delay=30, jitter=dg.Jitter.PLUS_MINUS)
+
+
 @dg.op(
-    retry_policy=dg.RetryPolicy(
-        max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-    ),
+    retry_policy=SLACK_RETRY_POLICY,
     tags={"kind": "slack"},
 )
 def send_slack_alerts(
@@ -121,6 +127,8 @@ def send_slack_alerts(
     replies: Counter[str] = Counter(ThreadReport().as_metadata())
     poster = None
     last_report = None
+    bad_channels: dict[str, str] = {}  # channel -> why Slack refused it (item: fails alone)
+    bad_channel_alerts = 0
     for partition_date in partitions:
         mode = choose_mode(configured, slack.mode, intent_for(partition_date, reference))
         if mode == "send" and poster is None:
@@ -141,8 +149,20 @@ def send_slack_alerts(
                 is_dead=lambda run_id: _run_ended(context.instance, run_id),
             )
         except SlackConfigError as exc:  # a wrong token or channel: retrying will not fix it
-            raise dg.Failure(str(exc), allow_retries=False) from None
+            raise dg.Failure(
+                _not_posted(engine, alerts, partition_date, slack.channel, exc),
+                metadata={"slack_error": exc.error},
+                allow_retries=False,
+            ) from None
+        except SlackDeliveryError as exc:  # Slack down: retried once, then the next run
+            raise dg.Failure(
+                _not_posted(engine, alerts, partition_date, slack.channel, exc),
+                metadata={"slack_error": exc.error},
+            ) from None
         modes[mode] += 1
+        if last_report.failed_channels:
+            bad_channels.update(last_report.failed_channels)
+            bad_channel_alerts += last_report.failed
         if mode == "send":  # replies in the threads of the messages that announced them
             threads = reply_in_threads(
                 engine,
@@ -179,11 +199,36 @@ def send_slack_alerts(
         **notice.as_metadata(),
         **replies,
     }
+    if bad_channels:
+        metadata["failed_channels"] = ", ".join(sorted(bad_channels))
     context.log.info(", ".join(f"{key}={value}" for key, value in metadata.items()))
     if last_report is not None and last_report.outbox:
         metadata["outbox"] = dg.MetadataValue.path(str(last_report.outbox[0]))
         metadata["digest"] = dg.MetadataValue.md(md_code_block(last_report.outbox_text))
+    if bad_channels:
+        # Every other channel was posted in full; the run still fails so that the failure
+        # notice names the channels (retrying does not fix a channel: no retries).
+        lines = [f"{channel}: {why}" for channel, why in sorted(bad_channels.items())]
+        raise dg.Failure(
+            f"{bad_channel_alerts} alert(s) not posted: Slack refused "
+            f"{len(bad_channels)} channel(s), every other channel was posted: " + "; ".join(lines),
+            metadata={**metadata, "failed_channel_reasons": "\n".join(lines)},
+            allow_retries=False,
+        )
     return dg.Output(None, metadata=metadata)
+
+
+def _not_posted(engine, alerts, partition_date: dt.date, default_channel: str, error) -> str:
+    """One line per channel: how many of its alerts of ``partition_date`` are not posted
+    (marked failed: the next run posts them, marked late), and why."""
+    delivered = store.delivered_keys(engine, [a.dedup_key for a in alerts])
+    unsent = Counter(a.channel or default_channel for a in alerts if a.dedup_key not in delivered)
+    head = f"Slack delivery of {partition_date} stopped: {error}"
+    lines = [
+        f"{channel}: {count} alert(s) not posted, the next run posts them (marked late)"
+        for channel, count in sorted(unsent.items())
+    ]
+    return "\n".join([head, *lines])
 
 
 def _alerts_to_deliver(engine, partition_date: dt.date, calendar: CalendarSettings) -> list:
