@@ -270,6 +270,7 @@ def _check_ledger(
 ) -> None:
     rows = store.ledger_rows(engine)
     report.checked["ledger rows"] = len(rows)
+    _check_undelivered(rows, now, report)
     for row in rows:
         day = str(row["partition_date"])
         if row["state"] not in KNOWN_STATES:
@@ -287,3 +288,32 @@ def _check_ledger(
                     "the claim timeout (the next Slack run of the day settles it)",
                     day,
                 )
+
+
+def _check_undelivered(rows: Sequence[dict], now: dt.datetime, report: Report) -> None:
+    """Alerts a Slack run claimed and could not post (state ``failed``: Slack down, a bad
+    token or channel), one finding per day they were due: an error while their event is
+    still ahead (the next Slack run posts them, marked late, once the cause is fixed), a
+    warning once it has passed (they are named in one line by the next run, or lost)."""
+    today = now.date()
+    by_day: dict[tuple[str, bool], list[dict]] = {}
+    for row in rows:
+        if row["state"] == "failed":
+            ahead = row["event_date"] >= today
+            by_day.setdefault((str(row["partition_date"]), ahead), []).append(row)
+    for (day, ahead), failed in sorted(by_day.items()):
+        error = (failed[-1]["error"] or "no error recorded").splitlines()[0][:200]
+        if ahead:
+            report.add(
+                "ledger",
+                ERROR,
+                f"{len(failed)} alert(s) due {day} not delivered (last error: {error}); "
+                "fix the cause, the next Slack run posts them marked late",
+            )
+        else:
+            report.add(
+                "ledger",
+                WARNING,
+                f"{len(failed)} alert(s) due {day} never delivered and their event has "
+                f"passed (last error: {error})",
+            )

@@ -159,3 +159,38 @@ def test_a_bad_database_url_is_named_without_its_password(lake, capsys, monkeypa
     err = capsys.readouterr().err
     assert "CALENDAR_DB_URL='mysql://me:***@127.0.0.1/calendar': unsupported database URL" in err
     assert "hunter2" not in err
+
+
+def test_alerts_slack_could_not_take_are_reported_until_delivered(lake, capsys):
+    """Issue 24 item 2: after a Slack outage (or invalid_auth), verify is not OK while
+    undelivered alerts are still ahead, and says what happens next."""
+    engine = lake.engine()
+    now = dt.datetime.now(dt.UTC)
+    ahead = now.date() + dt.timedelta(days=5)
+    failed = "SlackConfigError: Slack rejected the bot token (invalid_auth): check SLACK_BOT_TOKEN"
+    rows = [
+        (f"a|e|{ahead}|D-7", ahead),
+        (f"b|e|{ahead}|D-7", ahead),
+        ("c|e|2025-12-25|D-7", dt.date(2025, 12, 25)),
+    ]
+    with engine.begin() as conn:
+        for key, event_date in rows:
+            values = {**LEDGER_ROW, "event_date": event_date}
+            conn.execute(
+                store.alert_deliveries.insert().values(
+                    dedup_key=key, state="failed", error=failed, updated_at=now, **values
+                )
+            )
+    code, out = run_verify(capsys)
+    assert code == 1, out
+    assert "ERROR   ledger: 2 alert(s) due 2025-12-18 not delivered (last error: " in out
+    assert "invalid_auth" in out and "the next Slack run posts them marked late" in out
+    assert "WARNING ledger: 1 alert(s) due 2025-12-18 never delivered" in out
+    with engine.begin() as conn:  # delivered the next day: verify is OK again
+        conn.execute(
+            update(store.alert_deliveries)
+            .where(store.alert_deliveries.c.event_date == ahead)
+            .values(state="sent")
+        )
+    code, out = run_verify(capsys)
+    assert code == 0 and "not delivered" not in out, out
