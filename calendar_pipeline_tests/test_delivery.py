@@ -466,7 +466,7 @@ def test_run_failure_sensor_posts_job_partition_error_and_link(tmp_path, slack_s
             dagster_event=failure,
             dagster_instance=instance,
             dagster_run=run,
-            resources={"slack": slack},
+            resources={"slack": slack, "calendar": calendar},
         ).for_run_failure()
         sensor = defs.resolve_sensor_def("slack_run_failure_sensor")
         sensor(context)

@@ -14,6 +14,7 @@ Measured from the Slack server's side (what it received), not from the ledger.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from collections import Counter
@@ -179,3 +180,55 @@ def texts_of(message) -> list[str]:
             found.append(block["text"].get("text", ""))
         found += [e.get("text", "") for e in block.get("elements", []) if isinstance(e, dict)]
     return found
+
+
+@pytest.mark.parametrize("webhook", [False, True])
+def test_the_outage_days_failure_notice_is_not_lost(
+    tmp_path, upstream, slack_server, instance, webhook
+):
+    """The Slack run of the outage day fails; slack_run_failure_sensor's notice for it
+    goes through SLACK_WEBHOOK_URL when one is set, else is kept (Dagster moves the
+    sensor's cursor past the run even when the post raises) and posted by the next Slack
+    run that reaches Slack, once."""
+    from calendar_pipeline.definitions import build_defs
+    from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+    from calendar_pipeline_tests.flows import evaluate
+    from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
+
+    universe = tmp_path / "u.csv"
+    universe.write_text(
+        f"entity_id,name,source,key,channel\nteam,Team,ics,{upstream.url}/team.ics,#team\n"
+    )
+    calendar = CalendarSettings(data_dir=str(tmp_path / "data"), universe=str(universe))
+    slack = SlackSettings(
+        token=DEFAULT_TOKEN,
+        api_url=slack_server.url,
+        channel="#general",
+        alerts_channel="#ops",
+        webhook_url=slack_server.webhook_url if webhook else "",
+    )
+    defs = build_defs({"calendar": calendar, "slack": slack})
+    sensor = defs.resolve_sensor_def("slack_run_failure_sensor")
+    with time_machine.travel(at(D, 9), tick=True) as clock:
+        first = evaluate(sensor, defs, instance)  # the sensor starts watching
+        assert run_daily(defs, instance, D).success
+        slack_server.go_down("invalid_auth")  # no op retry: fast
+        (down,), cursor = slack_run(defs, instance)
+        assert not down.success
+        tick = evaluate(sensor, defs, instance, first.cursor)
+        if webhook:
+            (notice,) = slack_server.calls_to("webhook")
+            wire = json.dumps(notice.params)
+            assert "slack_alert_job" in wire and "#team: 31 alert(s) not posted" in wire
+            return
+        assert slack_server.messages == []
+        evaluate(sensor, defs, instance, tick.cursor)  # a later tick: nothing new
+        slack_server.come_back()
+        clock.move_to(at(D + DAY, 9))
+        assert run_daily(defs, instance, D + DAY).success
+        (back,), _ = slack_run(defs, instance, cursor)
+        assert back.success
+    (notice,) = [m for m in slack_server.messages if m.channel == "#ops"]
+    wire = json.dumps(notice.blocks)
+    assert "slack_alert_job" in wire and "#team: 31 alert(s) not posted" in wire
+    assert down.run_id in wire and DEFAULT_TOKEN not in wire

@@ -6,7 +6,7 @@ from collections import Counter
 
 import dagster as dg
 
-from calendar_pipeline.alerts import change_log, feed_problems, store
+from calendar_pipeline.alerts import change_log, feed_problems, pending_notices, store
 from calendar_pipeline.alerts.change_words import with_changes
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
 from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
@@ -183,6 +183,7 @@ def send_slack_alerts(
         totals.update({k: v for k, v in last_report.as_metadata().items() if k != "mode"})
     notice = _tell_broken_entities(context, engine, calendar, slack, partitions, reference,
                                    configured, poster)  # fmt: skip
+    kept_notices = _post_kept_failure_notices(context, calendar, poster)
     if poster is not None and poster.history_warning:
         context.log.warning(poster.history_warning)
     pruned = store.prune_deliveries(engine, partitions[-1] - calendar.retention)
@@ -198,6 +199,7 @@ def send_slack_alerts(
         "pruned": pruned,
         **notice.as_metadata(),
         **replies,
+        "failure_notices_posted_late": kept_notices,
     }
     if bad_channels:
         metadata["failed_channels"] = ", ".join(sorted(bad_channels))
@@ -216,6 +218,20 @@ def send_slack_alerts(
             allow_retries=False,
         )
     return dg.Output(None, metadata=metadata)
+
+
+def _post_kept_failure_notices(context, calendar: CalendarSettings, poster) -> int:
+    """Post the run-failure notices Slack did not take when their run failed (an outage
+    day's own failure: alerts/pending_notices.py), now that this run reached Slack."""
+    if poster is None or not pending_notices.pending(calendar.data_path):
+        return 0
+    try:
+        posted = pending_notices.flush(calendar.data_path, poster.post)
+    except (SlackConfigError, SlackDeliveryError) as exc:
+        context.log.warning(f"kept failure notices not posted yet ({exc.error})")
+        return 0
+    context.log.info(f"posted {posted} failure notice(s) kept while Slack was unreachable")
+    return posted
 
 
 def _not_posted(engine, alerts, partition_date: dt.date, default_channel: str, error) -> str:

@@ -5,7 +5,13 @@ import datetime as dt
 
 import dagster as dg
 
+from calendar_pipeline.alerts import pending_notices
 from calendar_pipeline.alerts.intent import Reference, span
+from calendar_pipeline.alerts.slack_client import (
+    SlackConfigError,
+    SlackDeliveryError,
+    SlackWebhookPoster,
+)
 from calendar_pipeline.alerts.slack_format import render_run_failure, render_stale
 from calendar_pipeline.defs.jobs import (
     DUE_ALERTS_RUN_TAG,
@@ -175,12 +181,17 @@ slack_alert_sensor = build_slack_alert_sensor()
     description="Posts to SLACK_ALERTS_CHANNEL (default SLACK_CHANNEL) when any run of "
     "this project fails: job, partition, failing step, its error, and a link to the run.",
 )
-def slack_run_failure_sensor(context: dg.RunFailureSensorContext, slack: SlackSettings) -> None:
+def slack_run_failure_sensor(
+    context: dg.RunFailureSensorContext, slack: SlackSettings, calendar: CalendarSettings
+) -> None:
     run = context.dagster_run
     failures = context.get_step_failure_events()
     step = failures[0].step_key if failures else None
     if failures and failures[0].step_failure_data.error is not None:
-        error = failures[0].step_failure_data.error.message
+        failed = failures[0].step_failure_data.error
+        while failed.cause is not None and failed.message.startswith("Exceeded max_retries"):
+            failed = failed.cause  # the retried step's own error says what happened
+        error = failed.message
     else:
         error = context.failure_event.message or "run failed"
     message = render_run_failure(
@@ -195,7 +206,29 @@ def slack_run_failure_sensor(context: dg.RunFailureSensorContext, slack: SlackSe
     if not slack.can_post:
         context.log.info(f"no Slack token: not posting failure alert\n{message.text}")
         return
-    slack.poster().post(message)
+    # Dagster moves this sensor's cursor past the run even if posting raises: a notice
+    # Slack does not take now is kept and posted later (alerts/pending_notices.py).
+    poster = slack.poster()
+    try:
+        pending_notices.flush(calendar.data_path, poster.post)
+        poster.post(message)
+        return
+    except (SlackConfigError, SlackDeliveryError) as exc:
+        failure = exc
+    # Slack down or the token refused (often the very failure being reported): the
+    # incoming webhook, when one is set, is another way in.
+    if slack.token.strip() and slack.webhook_url.strip():
+        context.log.warning(f"bot token post failed ({failure.error}); posting through the webhook")
+        try:
+            SlackWebhookPoster(url=slack.webhook_url.strip()).post(message)
+            return
+        except (SlackConfigError, SlackDeliveryError) as exc:
+            failure = exc
+    path = pending_notices.keep(calendar.data_path, run.run_id, message)
+    context.log.warning(
+        f"failure notice of run {run.run_id} not posted ({failure.error}); kept in {path}, "
+        "posted by the next Slack run or failure notice that reaches Slack"
+    )
 
 
 def _redact(text: str, slack: SlackSettings) -> str:
