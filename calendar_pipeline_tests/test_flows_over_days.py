@@ -26,6 +26,7 @@ from calendar_pipeline_tests.flows import (
     make_defs,
     never_reached_slack,
     posted,
+    posted_partitions,
     run_daily,
     run_range,
     run_requests,
@@ -256,3 +257,26 @@ def test_a_backfill_longer_than_the_sensor_page_reaches_slack_in_one_run(
 
 def _check(result, name: str):
     return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
+
+
+def test_switching_the_slack_sensor_on_after_a_backlog_posts_no_stale_digest(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    """Daily runs for four mornings with the Slack sensor off; it is switched on on the
+    fourth. Days more than one day old post no digest (GRACE_DAYS); yesterday's run still
+    posts (late by hours); everything due today reaches Slack, nothing twice."""
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, _ = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    with time_machine.travel(at(D - 3 * DAY, 6), tick=True) as clock:
+        for back in (3, 2, 1, 0):
+            clock.move_to(at(D - back * DAY, 6))
+            assert run_daily(defs, instance, D - back * DAY).success
+        tick = slack_tick(defs, instance)  # the sensor, switched on at last
+        assert len(tick.run_requests) == 4
+        results = run_requests(defs, instance, tick.run_requests)
+        assert all(result.success for result in results)
+    assert posted_partitions(slack_server) == {D - DAY, D}  # no digest of D-3 or D-2
+    assert never_reached_slack(slack_server, D) == set()
+    assert duplicates(slack_server) == {}
+    stale = output_metadata(results[0])
+    assert stale["history_partitions"] == 1 and stale["daily_partitions"] == 0

@@ -10,6 +10,8 @@ The rule (docs/ARCHITECTURE.md, "Daily or history"):
   time's date in CALENDAR_TIMEZONE.
 - Partition D is **daily** when D >= the reference day: its alerts are posted, even when
   the Slack run starts after midnight, is queued for hours or is a retry.
+- A reference day more than `GRACE_DAYS` (1) before today is replaced by today
+  (`within_grace`): a Slack run for a materialization of days ago posts no stale digest.
 - D is **history** when D < the reference day (a backfill over past days, a past day
   materialized by hand, ``calendar-pipeline run --date <past day>``): nothing is posted
   and nothing is written to the delivery ledger, so replaying a day never suppresses an
@@ -82,6 +84,25 @@ def reference_for(
     else:
         at, why = root_created_at, f"run {root_run_id[:8]} created {root_created_at.isoformat()}"
     return Reference(at.astimezone(zone).date(), why)
+
+
+GRACE_DAYS = 1
+"""How old a Slack run's reference day may be and still post its digest: a run late by
+hours (after midnight, queued, retried) posts; a run for a materialization of three days
+ago (the sensor switched on after a backlog, the daemon back after days down) does not."""
+
+
+def within_grace(reference: Reference, today: dt.date, grace_days: int = GRACE_DAYS) -> Reference:
+    """``reference``, or today's when it is older than ``grace_days``: the run's partitions
+    before today are then history (not posted), and their alerts still ahead join today's
+    digest by the catch-up rule (the ledger has not seen them)."""
+    if (today - reference.day).days <= grace_days:
+        return reference
+    return Reference(
+        today,
+        f"{reference.why}; {reference.day} is more than {grace_days} day(s) before today "
+        f"({today}): its digest is not posted, its alerts still ahead join today's digest",
+    )
 
 
 def intent_for(partition: dt.date, reference: Reference) -> str:

@@ -9,7 +9,14 @@ import dagster as dg
 from calendar_pipeline.alerts import change_log, feed_problems, pending_notices, store
 from calendar_pipeline.alerts.change_words import with_changes
 from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
-from calendar_pipeline.alerts.intent import HISTORY, Reference, describe, intent_for, reference_for
+from calendar_pipeline.alerts.intent import (
+    HISTORY,
+    Reference,
+    describe,
+    intent_for,
+    reference_for,
+    within_grace,
+)
 from calendar_pipeline.alerts.slack_client import SlackConfigError, SlackDeliveryError
 from calendar_pipeline.alerts.threads import ThreadReport, reply_in_threads
 from calendar_pipeline.defs.markdown import md_code_block
@@ -117,7 +124,7 @@ def send_slack_alerts(
     )
     engine = calendar.engine()
     partitions = [dt.date.fromisoformat(p) for p in context.partition_keys]
-    reference = slack_run_reference(context, calendar.timezone)
+    reference = within_grace(slack_run_reference(context, calendar.timezone), calendar.today())
     context.log.info(
         f"delivery: {describe(partitions, reference)}"
         + (f"; mode forced to {configured} by the run config" if configured else "")
