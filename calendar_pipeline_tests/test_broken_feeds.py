@@ -285,3 +285,36 @@ def test_a_404_says_to_check_the_key_and_a_timeout_says_the_server_failed(world)
         assert "no alerts: there is no earlier good data to use" in notice
         assert posted_titles(lines_posted(slack, D1), "a", D1)  # the others are posted
         assert never_posted(slack, "a", D1) == set()
+
+
+def test_through_calendar_pipeline_run_the_terminal_names_each_broken_entity(
+    world, monkeypatch, capsys
+):
+    """The same outage through `calendar-pipeline run` (in-process, the definitions of this
+    test's servers): exit 0, each broken entity named with its problem, no stack trace,
+    the healthy feeds' alerts and the day's notice in Slack."""
+    from calendar_pipeline import cli
+    from calendar_pipeline import definitions as definitions_module
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setattr(definitions_module, "defs", world["defs"])
+    slack, upstream = world["slack"], world["upstream"]
+    with time_machine.travel(at(D1), tick=True) as clock:
+        assert cli.main(["run"]) == 0
+        capsys.readouterr()
+        D2 = D1 + DAY
+        clock.move_to(at(D2))
+        serve(upstream, "b", Reply(status=500, body=b"oops", content_type="text/plain"))
+        serve(upstream, "c", Reply(body=b"<html>moved</html>", content_type="text/html"))
+        assert cli.main(["run"]) == 0
+        captured = capsys.readouterr()
+    terminal = captured.out + captured.err
+    assert "Traceback" not in terminal and "DagsterExecutionStepExecutionError" not in terminal
+    assert "team-b (Team B, ics): HTTP 500 from 127.0.0.1, since Tue 2027-05-04" in terminal
+    assert "team-c (Team C, ics): not an iCalendar feed: the server sent an HTML" in terminal
+    for team in ("a", "d"):
+        assert never_posted(slack, team, D2) == set()
+    for team in ("b", "c"):
+        assert never_posted(slack, team, D2) == set()
+    (notice,) = notices(slack, D2)
+    assert "team-b" in notice and "team-c" in notice
