@@ -136,6 +136,7 @@ def test_a_day_without_slack_costs_a_day_never_an_alert(
     # every alert of the outage day still ahead reached Slack, each line marked late
     late = {date for date, line in posted if "late: due yesterday" in line}
     assert ahead <= late, sorted(ahead - late)
+    print(f"{outage}: {len(late)} alert(s) of the outage day posted late, marked")
     # what is due on D+1 under the same key was not posted twice
     assert all(by_date[date] <= 2 for date in by_date)
     same_key = {(d, b) for _, d, b in outage_day} & {(d, b) for _, d, b in expected_due(D + DAY)}
