@@ -278,3 +278,31 @@ def test_digest_lines_name_their_change_in_the_dry_run_too(world, tmp_path):
         assert "Offsite · Tue 2027-03-16 · in 14 days · _cancelled_" in digest
         assert re.search(r"Hotfix release · .* · in 2 days · _new_", digest)
         assert "Since yesterday: 1 new, 1 moved, 1 renamed, 1 cancelled" in digest
+
+
+def test_an_entity_with_its_own_thresholds(tmp_path, slack_server):
+    """`thresholds` in the universe (7,1 for this team) replaces CALENDAR_THRESHOLDS for
+    that entity only: its 15-day event is not due, its 3-day one is in its 7-day bucket."""
+    with UpstreamServer() as upstream, dg.instance_for_test() as instance:
+        upstream.route("/team.ics", Reply(body=feed_of(1), content_type="text/calendar"))
+        universe = tmp_path / "universe.csv"
+        universe.write_text(
+            "entity_id,name,source,key,channel,thresholds\n"
+            f'team,Team,ics,{upstream.url}/team.ics,#team,"7,1"\n'
+            "fr,France,holidays,country:FR,#team,\n",
+            encoding="utf-8",
+        )
+        calendar_settings = CalendarSettings(
+            data_dir=str(tmp_path / "data"), universe=str(universe)
+        )
+        slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url, channel="#general")
+        defs = build_defs({"calendar": calendar_settings, "slack": slack})
+        with time_machine.travel(dt.datetime(2027, 3, 1, 7, tzinfo=dt.UTC), tick=True):
+            assert run_daily(defs, instance, D1).success
+            tick = slack_tick(defs, instance)
+            assert all(r.success for r in run_requests(defs, instance, tick.run_requests))
+    lines = lines_of(slack_server, D1)
+    assert line_for(lines, "Offsite") == []  # 15 days away: beyond the team's 7
+    assert line_for(lines, "Customer call")  # 3 days away
+    assert "*Within a week*" in lines and "*Within 15 days*" not in lines
+    assert not any(line.startswith("• *Team*") and "in 15 days" in line for line in lines)
