@@ -4,10 +4,10 @@ Two BetaWarnings of Dagster 1.13 are silenced here, once, before anything is def
 so that every process that loads the code (and the README's first command) starts
 quietly. Any other Dagster warning still shows.
 
-- ``backfill_policy`` (single-run backfills: a year of history is one run) is marked
+- `backfill_policy` (single-run backfills: a year of history is one run) is marked
   beta; we use it on purpose.
-- ``owners`` of ``SensorDefinition``: Dagster warns about its own call when it copies a
-  sensor to attach resources (``Definitions`` -> ``with_updated_jobs``); our sensors set
+- `owners` of `SensorDefinition`: Dagster warns about its own call when it copies a
+  sensor to attach resources (`Definitions` -> `with_updated_jobs`); our sensors set
   no owners.
 """
 

@@ -1,4 +1,4 @@
-"""What the three assets (raw_snapshot, snapshot_index, due_alerts) share: the ``DAILY``
+"""What the three assets (raw_snapshot, snapshot_index, due_alerts) share: the `DAILY`
 definition arguments and the helpers their check results and failures go through."""
 
 import dagster as dg
@@ -46,7 +46,7 @@ def storage_failure(exc: StorageError, what: str) -> dg.Failure:
 
 
 def first_ids(ids: list[str], limit: int = 20) -> str | None:
-    """``a, b, c and 5 more``: the first ``limit`` ids for a check description."""
+    """`a, b, c and 5 more`: the first `limit` ids for a check description."""
     if not ids:
         return None
     more = f" and {len(ids) - limit} more" if len(ids) > limit else ""

@@ -1,4 +1,4 @@
-"""``due_alerts``: the rows of the SQL table ``due_alerts`` for each day, computed from
+"""`due_alerts`: the rows of the SQL table `due_alerts` for each day, computed from
 the day's indexed snapshot by the bucket rule (alerts/due.py); with its blocking check
 rows_match_bucket_rule. slack_alert_sensor reads these rows after a successful run.
 """
@@ -60,7 +60,7 @@ from calendar_pipeline.sources.collect import parse_snapshot_text
     ],
 )
 def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
-    """Rows of the SQL table ``due_alerts`` for partition D: every event whose days-until
+    """Rows of the SQL table `due_alerts` for partition D: every event whose days-until
     falls in a threshold bucket (the smallest threshold >= days until). A pure function
     of D's indexed snapshot, replaced per partition in one transaction (a range: one
     transaction for all its partitions)."""
@@ -192,7 +192,7 @@ class _Earlier:
             del self._documents[old]
 
     def before(self, day: dt.date) -> list[dict]:
-        """Accepted documents of the LOOKBACK_DAYS days before ``day``, newest first."""
+        """Accepted documents of the LOOKBACK_DAYS days before `day`, newest first."""
         found = []
         for back in range(1, LOOKBACK_DAYS + 1):
             other = day - dt.timedelta(days=back)

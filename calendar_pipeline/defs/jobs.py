@@ -36,8 +36,8 @@ daily_calendar_job = dg.define_asset_job(
 
 class SendSlackAlertsConfig(dg.Config):
     mode: str = ""
-    """Force ``send``, ``dry_run`` or ``record_only`` for every partition of the run; empty
-    picks it per partition: ``history`` partitions are replayed (nothing posted, nothing
+    """Force `send`, `dry_run` or `record_only` for every partition of the run; empty
+    picks it per partition: `history` partitions are replayed (nothing posted, nothing
     recorded), daily ones use the settings' mode (alerts/intent.py)."""
 
 
@@ -49,7 +49,7 @@ DUE_ALERTS_RUN_TAG = "calendar/due_alerts_run"
 
 
 def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone: str) -> Reference:
-    """The reference day of ``run``: its schedule tick, else its backfill's launch, else the
+    """The reference day of `run`: its schedule tick, else its backfill's launch, else the
     creation of the first run of its retry chain (alerts/intent.py states the rule)."""
     scheduled = run.tags.get(SCHEDULED_TIME_TAG)
     backfill_id = run.tags.get(BACKFILL_TAG)
@@ -72,9 +72,9 @@ def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone
 
 
 def _created_at(instance: dg.DagsterInstance, run_id: str) -> dt.datetime | None:
-    """When ``run_id`` was created: the time of its first event (written by the process
+    """When `run_id` was created: the time of its first event (written by the process
     that created it, as the run is created), else the run record's creation time (the
-    database server's clock), else ``None`` when the run is unknown."""
+    database server's clock), else `None` when the run is unknown."""
     first = instance.get_records_for_run(run_id, limit=1, ascending=True).records
     if first:
         return dt.datetime.fromtimestamp(first[0].event_log_entry.timestamp, dt.UTC)
@@ -242,7 +242,7 @@ def _post_kept_failure_notices(context, calendar: CalendarSettings, poster) -> i
 
 
 def _not_posted(engine, alerts, partition_date: dt.date, default_channel: str, error) -> str:
-    """One line per channel: how many of its alerts of ``partition_date`` are not posted
+    """One line per channel: how many of its alerts of `partition_date` are not posted
     (marked failed: the next run posts them, marked late), and why."""
     delivered = store.delivered_keys(engine, [a.dedup_key for a in alerts])
     unsent = Counter(a.channel or default_channel for a in alerts if a.dedup_key not in delivered)
@@ -321,7 +321,7 @@ def slack_alert_job():
 
 
 def _run_ended(instance: dg.DagsterInstance, run_id: str) -> bool:
-    """Whether ``run_id`` is a run of this instance that has ended. A run the instance does
+    """Whether `run_id` is a run of this instance that has ended. A run the instance does
     not know (another instance, a throwaway one) is not judged: its claims wait for
     CALENDAR_CLAIM_TIMEOUT."""
     run = instance.get_run_by_id(run_id)

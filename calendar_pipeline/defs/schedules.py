@@ -16,4 +16,5 @@ daily_calendar_schedule = dg.build_schedule_from_partitioned_job(
     "slack_alert_sensor then posts the day's alerts.",
     hour_of_day=SCHEDULE_HOUR,
     minute_of_hour=0,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )

@@ -31,6 +31,9 @@ DUE_ALERTS = dg.AssetKey("due_alerts")
 @dg.sensor(
     job=daily_calendar_job,
     minimum_interval_seconds=15 * 60,
+    # Opt-in: it polls every upstream every 15 minutes (network traffic, rate limits)
+    # and starts runs of its own; the daily schedule is enough for most (RUNBOOK).
+    default_status=dg.DefaultSensorStatus.STOPPED,
     description="Probes every upstream politely (each iCalendar feed, each Nager.Date "
     "country-year, one Finnhub range call; conditional GETs within the per-host rate limit "
     "and a 45 s budget per tick, sources/probe.py). Starts today's daily_calendar_job when "
@@ -78,7 +81,7 @@ def upstream_availability_sensor(
 
 
 def _per_source_tag(report) -> str:
-    """``ics 1 changed 299 unchanged; nager 220 unchanged``: a tag's worth of report."""
+    """`ics 1 changed 299 unchanged; nager 220 unchanged`: a tag's worth of report."""
     return "; ".join(
         f"{source} " + " ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         for source, counts in sorted(report.per_source().items())
@@ -90,12 +93,13 @@ MAX_PAGES = 50  # per tick: 50,000 partitions, far below a tick's time limit
 
 
 def build_slack_alert_sensor(page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES):
-    """``slack_alert_sensor``; tests build it with a small page size."""
+    """`slack_alert_sensor`; tests build it with a small page size."""
 
     @dg.sensor(
         name="slack_alert_sensor",
         job=slack_alert_job,
         minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
         description="Starts slack_alert_job once per successful run that materialized "
         "due_alerts: for its partition, or for its whole range after a single-run backfill, "
         "tagged with that run's reference day (alerts/intent.py: which partitions post and "
@@ -139,8 +143,8 @@ def build_slack_alert_sensor(page_size: int = PAGE_SIZE, max_pages: int = MAX_PA
 def _new_due_alerts_records(
     instance: dg.DagsterInstance, after: int | None, page_size: int, max_pages: int
 ) -> tuple[list, bool]:
-    """due_alerts materializations after storage id ``after``, oldest first, paging through
-    up to ``max_pages`` queries; ``complete`` is False when more remain."""
+    """due_alerts materializations after storage id `after`, oldest first, paging through
+    up to `max_pages` queries; `complete` is False when more remain."""
     records: list = []
     for _ in range(max_pages):
         page = instance.fetch_materializations(
@@ -178,6 +182,7 @@ slack_alert_sensor = build_slack_alert_sensor()
 @dg.run_failure_sensor(
     name="slack_run_failure_sensor",
     minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts to SLACK_ALERTS_CHANNEL (default SLACK_CHANNEL) when any run of "
     "this project fails: job, partition, failing step, its error, and a link to the run.",
 )
@@ -243,6 +248,7 @@ RAW_SNAPSHOT = dg.AssetKey("raw_snapshot")
 @dg.sensor(
     name="raw_snapshot_freshness_sensor",
     minimum_interval_seconds=5 * 60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts to SLACK_ALERTS_CHANNEL (default SLACK_CHANNEL) once per stale "
     "period when raw_snapshot's newest materialization is older than its 26 h freshness "
     "window: the rule of its FreshnessPolicy, which the UI shows as Failing "

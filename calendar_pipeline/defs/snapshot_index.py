@@ -1,4 +1,4 @@
-"""``snapshot_index``: ``{data_dir}/index/snapshots.jsonl``, one line per partition
+"""`snapshot_index`: `{data_dir}/index/snapshots.jsonl`, one line per partition
 pointing at its newest raw_snapshot file; with its checks (index_consistent,
 row_count_matches_snapshot, both blocking; index_history_consistent, a warning).
 """
@@ -48,7 +48,7 @@ from calendar_pipeline.quality.reconcile import index_row_count_problem
     ],
 )
 def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings):
-    """``{data_dir}/index/snapshots.jsonl``: one line per partition pointing at its newest
+    """`{data_dir}/index/snapshots.jsonl`: one line per partition pointing at its newest
     snapshot, sorted by partition, so the newest partition is the last line.
     Re-materializing D replaces D's line; a range is one atomic rewrite."""
     rows: list[int] = []

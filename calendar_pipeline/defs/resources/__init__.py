@@ -1,16 +1,16 @@
 """The Dagster resources, one per system, each filled from the environment:
 
-- ``calendar`` (:class:`CalendarSettings`, ``calendar.py``): the lake, the SQL database,
+- `calendar` (`CalendarSettings`, `calendar.py`): the lake, the SQL database,
   the universe, the lookahead, the thresholds and the check budgets;
-- ``upstream`` (:class:`UpstreamSources`, ``upstream.py``): the source adapters and the
+- `upstream` (`UpstreamSources`, `upstream.py`): the source adapters and the
   polite HTTP client they share;
-- ``slack`` (:class:`SlackSettings`, ``slack.py``): tokens, channels, the alert mode.
+- `slack` (`SlackSettings`, `slack.py`): tokens, channels, the alert mode.
 
-A setting present in the environment is passed as ``EnvVar`` (``EnvVar.int`` for whole
+A setting present in the environment is passed as `EnvVar` (`EnvVar.int` for whole
 numbers) so the UI shows which variable it came from (and never a secret's value); an
-absent one takes its default. Values are validated by ``calendar_pipeline.settings`` when
+absent one takes its default. Values are validated by `calendar_pipeline.settings` when
 a run starts, so a bad one fails with one line naming the variable and the value.
-``CALENDAR_ENV``, ``UPSTREAM_ENV`` and ``SLACK_ENV`` map each field to its variable.
+`CALENDAR_ENV`, `UPSTREAM_ENV` and `SLACK_ENV` map each field to its variable.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _is_int(resource: type[dg.ConfigurableResource], field: str) -> bool:
 
 
 def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
-    """``resource`` with ``EnvVar(name)`` (``EnvVar.int`` for an ``int`` field) for each
+    """`resource` with `EnvVar(name)` (`EnvVar.int` for an `int` field) for each
     variable set and not blank, so the UI shows where each value came from and never a
     secret's value; an unset variable leaves the field's default. Values are resolved and
     validated when a run starts."""
@@ -74,9 +74,9 @@ def _from_env(resource: type[dg.ConfigurableResource], names: dict[str, str]):
 
 
 def resource_from_env(key: str) -> dg.ConfigurableResource:
-    """The resource ``key`` with the environment's values themselves (not ``EnvVar``s),
-    each ``int`` parsed here so a bad one raises ``SettingError`` naming the variable: for
-    code that runs outside Dagster (``calendar-pipeline``)."""
+    """The resource `key` with the environment's values themselves (not `EnvVar`s),
+    each `int` parsed here so a bad one raises `SettingError` naming the variable: for
+    code that runs outside Dagster (`calendar-pipeline`)."""
     resource, names, minimums = RESOURCES[key]
     values: dict[str, object] = {}
     for field, name in names.items():
@@ -94,8 +94,8 @@ def resource_from_env(key: str) -> dg.ConfigurableResource:
 def check_environment() -> dict[str, dg.ConfigurableResource]:
     """Every setting of the environment parsed and checked, before anything runs: the
     values, the universe file and the database (which answers within seconds or is named
-    unusable). Raises ``SettingError`` or ``UniverseError`` with a one-line message.
-    ``calendar-pipeline`` calls this first; Dagster runs check the same at run start."""
+    unusable). Raises `SettingError` or `UniverseError` with a one-line message.
+    `calendar-pipeline` calls this first; Dagster runs check the same at run start."""
     settings.load_time_settings()
     resources = {key: resource_from_env(key) for key in RESOURCES}
     for resource in resources.values():

@@ -1,6 +1,6 @@
-"""``CalendarSettings``, the ``calendar`` resource: the lake, the SQL database, the
+"""`CalendarSettings`, the `calendar` resource: the lake, the SQL database, the
 universe and the rules the checks apply. Also the rule that refuses per-machine storage
-on a deployment whose runs execute on several machines (``check_deployment``)."""
+on a deployment whose runs execute on several machines (`check_deployment`)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ class CalendarSettings(dg.ConfigurableResource):
     """Where data lives (the lake and the SQL database) and what the pipeline watches
     (the universe, the lookahead, the thresholds) and accepts (the check budgets).
 
-    Whole numbers are ``int`` fields (``EnvVar.int`` when set in the environment). Dagster
-    reads an environment variable only into a ``str`` or ``int`` field, so the fractional
-    numbers, the threshold list and the deployment mode are ``str`` here and parsed into
-    their types (``float``, ``tuple[int, ...]``, :class:`~calendar_pipeline.settings.Deployment`)
-    by the properties below. :meth:`validate` parses and range-checks everything once, when
+    Whole numbers are `int` fields (`EnvVar.int` when set in the environment). Dagster
+    reads an environment variable only into a `str` or `int` field, so the fractional
+    numbers, the threshold list and the deployment mode are `str` here and parsed into
+    their types (`float`, `tuple[int, ...]`, `calendar_pipeline.settings.Deployment`)
+    by the properties below. `validate` parses and range-checks everything once, when
     a run starts; each error is one line naming the variable, the value and what is allowed.
     """
 
@@ -62,7 +62,7 @@ class CalendarSettings(dg.ConfigurableResource):
 
     def check_deployment(self, instance: dg.DagsterInstance | None) -> None:
         """On a deployment whose runs may execute on other machines, refuse the per-machine
-        defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (``SettingError`` saying why)."""
+        defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (`SettingError` saying why)."""
         mode = settings.parse_deployment(self.deployment)
         if mode is settings.Deployment.AUTO:
             shared = instance is not None and not runs_on_this_machine(instance)
@@ -86,7 +86,7 @@ class CalendarSettings(dg.ConfigurableResource):
 
     def check_storage(self) -> None:
         """Before any fetch: the data dir takes a write, an fsync and a lock, and the
-        database answers. Raises ``SettingError`` naming the variable within seconds (a
+        database answers. Raises `SettingError` naming the variable within seconds (a
         storage problem is not retried: a retry would fetch everything again)."""
         try:
             check_writable(self.data_path)
@@ -95,7 +95,7 @@ class CalendarSettings(dg.ConfigurableResource):
         self.engine()
 
     def validate(self) -> None:
-        """Parse and range-check every value once; raises ``SettingError`` naming the bad
+        """Parse and range-check every value once; raises `SettingError` naming the bad
         one. The threshold list must fit in the lookahead."""
         for field, minimum in INT_MINIMUMS.items():
             value, name = getattr(self, field), CALENDAR_ENV[field]
@@ -155,7 +155,7 @@ class CalendarSettings(dg.ConfigurableResource):
 
     def engine(self) -> Engine:
         """The SQL engine for CALENDAR_DB_URL (tables created on first use); raises
-        ``SettingError`` naming the URL (password hidden) when the database cannot be used."""
+        `SettingError` naming the URL (password hidden) when the database cannot be used."""
         url = self.db_url or store.default_db_url(self.data_path)
         try:
             return _engine_for(url)
@@ -164,7 +164,7 @@ class CalendarSettings(dg.ConfigurableResource):
 
     @property
     def budgets(self) -> Budgets:
-        """What raw_snapshot's checks allow (``verify --repair`` judges by the same)."""
+        """What raw_snapshot's checks allow (`verify --repair` judges by the same)."""
         return Budgets(
             self.failed_share, self.missing_share, self.volume_ratio, self.stale_after_days
         )
@@ -222,7 +222,7 @@ TABLE_CREATION_ATTEMPTS = 5
 @lru_cache(maxsize=8)
 def _engine_for(url: str) -> Engine:
     """One engine (one connection pool) per URL per process, its tables created; raises
-    ``store.DatabaseUnavailable`` (not cached) when the database cannot be used.
+    `store.DatabaseUnavailable` (not cached) when the database cannot be used.
 
     Runs started together on a new database race to create the same tables: each checks
     that a table is missing, then one of the two `CREATE TABLE`s fails with "already

@@ -1,4 +1,4 @@
-"""``SlackSettings``, the ``slack`` resource: how alerts reach Slack (bot token or
+"""`SlackSettings`, the `slack` resource: how alerts reach Slack (bot token or
 incoming webhook, API URL, channels, alert mode) and where run links point."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from calendar_pipeline.sources.http_sources import parse_base_url
 
 
 class SlackSettings(SlackResource):
-    """How alerts reach Slack: ``dagster_slack.SlackResource`` (``token``, the bot token;
-    ``get_client()``) plus the API URL, channels, mode and an optional incoming webhook.
+    """How alerts reach Slack: `dagster_slack.SlackResource` (`token`, the bot token;
+    `get_client()`) plus the API URL, channels, mode and an optional incoming webhook.
     Neither a token nor a webhook means dry-run: digests go to the outbox and the log."""
 
     token: str = ""  # SLACK_BOT_TOKEN; optional here (SlackResource requires it)
@@ -35,7 +35,7 @@ class SlackSettings(SlackResource):
         self.validate()
 
     def validate(self) -> None:
-        """The mode parses and the URLs are http(s) URLs; ``SettingError`` otherwise."""
+        """The mode parses and the URLs are http(s) URLs; `SettingError` otherwise."""
         self.mode  # noqa: B018 - parsing is the check
         parse_base_url(self.api_url, "SLACK_API_URL")
         if self.webhook_url.strip():
@@ -47,7 +47,7 @@ class SlackSettings(SlackResource):
                 ) from None
 
     def get_client(self) -> WebClient:
-        """A ``slack_sdk.WebClient`` for SLACK_API_URL with this project's retry handlers
+        """A `slack_sdk.WebClient` for SLACK_API_URL with this project's retry handlers
         (429, 5xx and connection errors) and a logger that redacts tokens."""
         return web_client(self.token.strip(), self.api_url)
 
@@ -57,9 +57,9 @@ class SlackSettings(SlackResource):
 
     @property
     def mode(self) -> settings.AlertMode:
-        """CALENDAR_ALERT_MODE as an ``AlertMode`` (a ``str`` field, as Dagster reads an
-        environment variable only into ``str`` and ``int``); blank: ``send`` with a token
-        or webhook, else ``dry_run``."""
+        """CALENDAR_ALERT_MODE as an `AlertMode` (a `str` field, as Dagster reads an
+        environment variable only into `str` and `int`); blank: `send` with a token
+        or webhook, else `dry_run`."""
         return settings.parse_alert_mode(self.alert_mode, has_token=self.can_post)
 
     @property

@@ -1,6 +1,6 @@
-"""``UpstreamSources``, the ``upstream`` resource: the source adapters and the polite HTTP
+"""`UpstreamSources`, the `upstream` resource: the source adapters and the polite HTTP
 client they share (rate limit, concurrency, retries, timeouts, size cap, proxies), the
-upstream addresses and keys, and the probe budget of ``upstream_availability_sensor``."""
+upstream addresses and keys, and the probe budget of `upstream_availability_sensor`."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from calendar_pipeline.sources.model import Source
 
 
 class UpstreamSources(dg.ConfigurableResource):
-    """How the pipeline talks to the upstreams (nager, ics, finnhub; ``holidays`` is
-    embedded and needs nothing). Fractional numbers are ``str`` (Dagster reads an
-    environment variable only into ``str`` and ``int``) and parsed by :meth:`validate`."""
+    """How the pipeline talks to the upstreams (nager, ics, finnhub; `holidays` is
+    embedded and needs nothing). Fractional numbers are `str` (Dagster reads an
+    environment variable only into `str` and `int`) and parsed by `validate`."""
 
     rate_limit: str = "2"  # requests per second per host
     max_concurrency: int = 4
@@ -51,7 +51,7 @@ class UpstreamSources(dg.ConfigurableResource):
         unguard_run(context)
 
     def validate(self) -> None:
-        """Parse and range-check every value once; ``SettingError`` names the bad one."""
+        """Parse and range-check every value once; `SettingError` names the bad one."""
         for field, minimum in INT_MINIMUMS.items():
             value, name = getattr(self, field), UPSTREAM_ENV[field]
             settings.parse_positive_int(value, name, allow_zero=minimum == 0)
@@ -85,9 +85,9 @@ class UpstreamSources(dg.ConfigurableResource):
     def sources(
         self, engine: Engine, timezone: str, on_progress: ProgressCallback | None = None
     ) -> dict[str, Source]:
-        """Every adapter by its universe name (``SOURCE_NAMES``): the embedded
-        ``holidays`` source and the HTTP ones sharing one polite client whose
-        conditional-GET cache lives in ``engine``'s database. ``timezone`` dates the
+        """Every adapter by its universe name (`SOURCE_NAMES`): the embedded
+        `holidays` source and the HTTP ones sharing one polite client whose
+        conditional-GET cache lives in `engine`'s database. `timezone` dates the
         events of iCalendar feeds that name none."""
         http = build_http_sources(
             self.http_config(),
