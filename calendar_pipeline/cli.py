@@ -1,24 +1,30 @@
-"""``calendar-pipeline``: run a day of the pipeline from a terminal, without the UI.
+"""`calendar-pipeline`: run a day of the pipeline from a terminal, without the UI.
 
     calendar-pipeline run                 # today's partition, then Slack (dry-run without a token)
-    calendar-pipeline run --date 2026-12-01 --mode dry_run
+    calendar-pipeline run --date 2026-12-01 --mode dry_run --full   # the whole digest
+    calendar-pipeline run --json          # the result for machines, on stdout
     calendar-pipeline verify [--repair] [--json]   # audit the lake, the tables and the ledger
 
-It executes ``daily_calendar_job`` in-process for the partition, then ``slack_alert_job``
-for the same partition, and prints the digest it posted or would post. Runs are recorded
-in the Dagster instance at DAGSTER_HOME when it is set (so ``dagster dev`` shows them),
-else in a throwaway instance.
+It executes `daily_calendar_job` in-process for the partition, then `slack_alert_job`
+for the same partition, and prints a summary (run_summary.py): the checks, per channel
+how many alerts by threshold and the first lines of its digest, where the whole digest
+is, warnings, and one closing line. Runs are recorded in the Dagster instance at
+DAGSTER_HOME when it is set (so `dagster dev` shows them), else in a throwaway instance.
 
-Like ``dagster dev``, it first reads ``.env`` in the working directory (its values win
-over the environment's) and says so. Then every setting is checked before anything runs:
-a bad value, option or date is one line on stderr and exit code 2, never a traceback.
+It first reads `.env` in the working directory without replacing exported variables (an
+exported variable beats the file) and says so on its first line, naming the variables
+the environment overrode (names only). Then every setting is checked before anything
+runs: a bad value, option or date, or a DAGSTER_HOME that is not a directory, is one line
+on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -28,11 +34,9 @@ from dotenv import dotenv_values
 
 from calendar_pipeline.alerts.intent import HISTORY, intent_for
 from calendar_pipeline.instance import open_dagster_home
+from calendar_pipeline.run_summary import FULL_SECTIONS, Check, RunFacts, as_json, summary_lines
 from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings, today_in
 from calendar_pipeline.universe import UniverseError
-
-# Dagster's console logger at INFO: progress and warnings, not every engine event.
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
@@ -51,20 +55,40 @@ class OptionError(ValueError):
     """A command-line option the pipeline cannot use; the message says why."""
 
 
-def read_dotenv(directory: Path) -> tuple[Path, list[str]] | None:
-    """Load ``directory/.env`` into the environment the way ``dagster dev`` does (the
-    file's values win); return its path and the names it set, or None without a file."""
+@dataclasses.dataclass(frozen=True)
+class DotEnv:
+    """What `read_dotenv` did: the file, the names it holds, and those of them the
+    environment already had (the environment's value was kept). Names only: values may
+    be secrets."""
+
+    path: Path
+    names: list[str]
+    overridden: list[str]
+
+    def line(self) -> str:
+        """`read ./.env: A, B, C; the environment overrides B` (names only)."""
+        text = f"read {self.path}: {', '.join(self.names) or 'nothing'}"
+        if self.overridden:
+            text += f"; the environment overrides {', '.join(self.overridden)}"
+        return text
+
+
+def read_dotenv(directory: Path) -> DotEnv | None:
+    """Load `directory/.env` into the environment without replacing what is already
+    there: an exported variable beats the file (python-dotenv's default, twelve-factor).
+    None without a file."""
     path = directory / ".env"
     if not path.is_file():
         return None
     values = {name: value for name, value in dotenv_values(path).items() if value is not None}
-    os.environ.update(values)
-    return path, sorted(values)
+    overridden = sorted(name for name in values if name in os.environ)
+    os.environ.update({name: value for name, value in values.items() if name not in overridden})
+    return DotEnv(path=path, names=sorted(values), overridden=overridden)
 
 
 def partition_to_run(date: str | None) -> str:
-    """``--date`` (default today in CALENDAR_TIMEZONE), checked against the daily
-    partitions; ``OptionError`` with the valid range otherwise."""
+    """`--date` (default today in CALENDAR_TIMEZONE), checked against the daily
+    partitions; `OptionError` with the valid range otherwise."""
     timezone, start, _ = load_time_settings()
     today = today_in(timezone).isoformat()
     partition = date or today
@@ -76,76 +100,158 @@ def partition_to_run(date: str | None) -> str:
     return partition
 
 
-def run(partition: str, mode: str) -> int:
+@dataclasses.dataclass(frozen=True)
+class Output:
+    """How `run` prints: the summary (default), the whole digest too (`--full`), or JSON
+    on stdout (`--json`: every other line goes to stderr); Dagster's INFO log with
+    `--verbose` (default: its warnings and errors only)."""
+
+    full: bool = False
+    json: bool = False
+    verbose: bool = False
+
+    @property
+    def progress(self):  # where the lines that are not the result go
+        return sys.stderr if self.json else sys.stdout
+
+
+def slack_header(partition: str, intent: str, mode: str, reference_day: dt.date) -> str:
+    """The line before the Slack run: what it will do with the day, never contradicted by
+    what it then does (a past day with `--mode send` is posted, and says so)."""
+    head = f"calendar_pipeline: slack_alert_job for partition {partition} ({intent}"
+    if mode:
+        does = {
+            "send": "posts the day's alerts",
+            "dry_run": "posts nothing, prints what it would post",
+            "record_only": "posts nothing, records the day's alerts as delivered",
+        }.get(mode, "as that mode does")
+        return f"{head}, --mode {mode}: {does})"
+    if intent == HISTORY:
+        return (
+            f"{head}: a past day, posts nothing unless --mode says so; "
+            f"reference day {reference_day})"
+        )
+    return head + ")"
+
+
+def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "") -> int:
     from calendar_pipeline.definitions import defs
     from calendar_pipeline.defs.jobs import DUE_ALERTS_RUN_TAG, reference_for_run
     from calendar_pipeline.defs.partitions import TIMEZONE
 
+    say = output.progress
+    level = "INFO" if output.verbose else "WARNING"
+    logs = {"loggers": {"console": {"config": {"log_level": level}}}}
     with _instance() as instance:
-        print(f"calendar_pipeline: daily_calendar_job for partition {partition}", flush=True)
-        result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET
+        facts = RunFacts(
+            partition=partition,
+            forced_mode=mode,
+            mode_note=mode_note,
+            in_ui=not instance.is_ephemeral,
         )
-        for check in result.get_asset_check_evaluations():
-            status = "passed" if check.passed else check.severity.value.replace("ERROR", "FAILED")
-            print(f"  check {check.asset_key.to_user_string()}:{check.check_name} {status}")
-            if not check.passed and check.description:
-                print("    " + check.description.replace("\n", "\n    "))
-        if not result.success:
-            for cause in _root_causes(result):
-                print(f"  error: {cause}", file=sys.stderr)
-            print(
-                f"daily_calendar_job failed for {partition}; the failed check or the error "
-                "above says why and what to do (also in the log above)",
-                file=sys.stderr,
+        print(
+            f"calendar_pipeline: daily_calendar_job for partition {partition}", file=say, flush=True
+        )
+        result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+            partition_key=partition, instance=instance, raise_on_error=False, run_config=logs
+        )
+        facts.daily_run_id = result.run_id
+        facts.checks = [
+            Check(
+                asset=check.asset_key.to_user_string(),
+                name=check.check_name,
+                passed=check.passed,
+                severity=check.severity.value,
+                description=check.description or "",
             )
-            return 1
+            for check in result.get_asset_check_evaluations()
+        ]
         for event in result.get_asset_materialization_events():
             mat = event.step_materialization_data.materialization
-            rows = mat.metadata.get("dagster/row_count")
-            print(
-                f"  materialized {mat.asset_key.to_user_string()} [{partition}]"
-                f" rows={rows.value if rows else '?'}"
-            )
+            if mat.partition in (None, partition):
+                facts.assets.setdefault(mat.asset_key.to_user_string(), {}).update(
+                    _plain(mat.metadata)
+                )
+        if not result.success:
+            facts.errors = _root_causes(result) or ["daily_calendar_job failed"]
+            return _failed(facts, output, "daily_calendar_job")
 
-        run_config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
         if mode:
-            run_config["ops"] = {"send_slack_alerts": {"config": {"mode": mode}}}
+            logs["ops"] = {"send_slack_alerts": {"config": {"mode": mode}}}
         # The Slack run judges "daily or history" by the daily run's reference day (the day
         # this command started it), not by the clock when Slack runs (alerts/intent.py).
         daily_run = instance.get_run_by_id(result.run_id)
         reference = reference_for_run(instance, daily_run, TIMEZONE)
         tags = {DUE_ALERTS_RUN_TAG: result.run_id, **reference.as_tags()}
-        intent = intent_for(dt.date.fromisoformat(partition), reference)
-        print(
-            f"calendar_pipeline: slack_alert_job for partition {partition} ({intent}"
-            + (f": posts nothing unless --mode says so, reference day {reference.day})"
-               if intent == HISTORY else ")"),
-            flush=True,
-        )  # fmt: skip
+        facts.intent = intent_for(dt.date.fromisoformat(partition), reference)
+        print(slack_header(partition, facts.intent, mode, reference.day), file=say, flush=True)
         slack = defs.resolve_job_def("slack_alert_job").execute_in_process(
             partition_key=partition,
             instance=instance,
-            run_config=run_config,
+            run_config=logs,
             tags=tags,
             raise_on_error=False,
         )
-        if not slack.success:
-            print("slack_alert_job failed; see the log above", file=sys.stderr)
-            return 1
+        facts.slack_run_id = slack.run_id
         for event in slack.all_node_events:
             if event.event_type_value == "STEP_OUTPUT":
                 metadata = event.step_output_data.metadata
-                summary = {k: v.value for k, v in metadata.items() if k not in ("digest", "outbox")}
-                print("  " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+                facts.delivery = _plain(
+                    {k: v for k, v in metadata.items() if k not in ("digest", "outbox")}
+                )
                 if "digest" in metadata:
-                    print(f"  outbox: {metadata['outbox'].value}\n")
-                    print(metadata["digest"].value.strip("`\n"))
+                    facts.outbox = str(metadata["outbox"].value)
+                    facts.digest = metadata["digest"].value.strip("`\n") + "\n"
+        if not slack.success:
+            facts.errors = _root_causes(slack) or ["slack_alert_job failed"]
+            return _failed(facts, output, "slack_alert_job")
+    if output.json:
+        print(json.dumps(as_json(facts), indent=2, default=str))
+        return 0
+    if output.full:
+        print("  " + ", ".join(f"{k}={v}" for k, v in facts.delivery.items()))
+        if facts.outbox:
+            print(f"  outbox: {facts.outbox}\n")
+        print(facts.digest, end="" if facts.digest.endswith("\n") else "\n")
+    print("\n".join(summary_lines(facts, FULL_SECTIONS if output.full else None)))
     return 0
 
 
+def _failed(facts: RunFacts, output: Output, job: str) -> int:
+    """A run that failed: the summary (its errors and failed checks, with what each check
+    says in full) or the JSON, exit 1."""
+    if output.json:
+        print(json.dumps(as_json(facts), indent=2, default=str))
+        return 1
+    for check in facts.checks:
+        if not check.passed and check.description:
+            print(f"  check {check.asset}:{check.name} {check.status}", file=sys.stderr)
+            print("    " + check.description.replace("\n", "\n    "), file=sys.stderr)
+    for line in summary_lines(facts):
+        print(line, file=sys.stderr)
+    print(
+        f"{job} failed for {facts.partition}; the failed check or the error above says why "
+        "and what to do (--verbose shows Dagster's log)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _plain(metadata) -> dict:
+    """Dagster metadata values as plain Python values (a table as a list of dicts)."""
+    plain = {}
+    for key, value in metadata.items():
+        raw = getattr(value, "value", value)
+        if isinstance(value, dg.TableMetadataValue):
+            raw = [dict(record.data) for record in value.records]
+        elif isinstance(raw, dg.MetadataValue):
+            raw = str(raw)
+        plain[key] = raw
+    return plain
+
+
 def _root_causes(result) -> list[str]:
-    """The first line of the innermost error of each failure event of ``result``."""
+    """The first line of the innermost error of each failure event of `result`."""
     causes: list[str] = []
     for event in result.all_events:
         error = getattr(event.event_specific_data, "error", None)
@@ -187,31 +293,61 @@ def _partition_date(text: str) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a bad option reported in one line (``--help`` shows the usage)."""
+    """argparse, with a bad option reported in one line (`--help` shows the usage)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: {message} (--help lists the options)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="calendar-pipeline", description=__doc__.split("\n")[0])
+    parser = _Parser(
+        prog="calendar-pipeline",
+        description="Run a day of the calendar pipeline from a terminal, without the UI: "
+        "`run` a partition (then Slack), or `verify` what is stored. Reads `./.env` first "
+        "(an exported variable beats it).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run_cmd = commands.add_parser("run", help="run one partition of the daily job, then Slack")
+    run_cmd = commands.add_parser(
+        "run",
+        help="run one partition of `daily_calendar_job`, then `slack_alert_job`; print a summary",
+        description="Run one partition of `daily_calendar_job`, then `slack_alert_job`, "
+        "in-process, and print a summary: checks, alerts per channel and threshold, the "
+        "first lines of each digest, warnings.",
+    )
     run_cmd.add_argument(
         "--date",
         type=_partition_date,
-        help="partition YYYY-MM-DD (default: today in CALENDAR_TIMEZONE); a past day is "
-        "history: nothing is posted unless --mode says so",
+        help="partition `YYYY-MM-DD` (default: today in `CALENDAR_TIMEZONE`); a past day is "
+        "history: nothing is posted unless `--mode` says so",
     )
     run_cmd.add_argument(
         "--mode",
         choices=ALERT_MODES,
         default="",
-        help="force an alert mode (default: from the settings)",
+        help="force an alert mode (default: from the settings; `send` posts a past day too)",
+    )
+    shape = run_cmd.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--full",
+        action="store_true",
+        help="also print the whole digest (it is always in the outbox file the summary "
+        "names, and in the UI as the Slack run's `digest` metadata)",
+    )
+    shape.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (partition, mode, checks, per-channel "
+        "counts, alerts, warnings, the digest); progress goes to stderr",
+    )
+    run_cmd.add_argument(
+        "--verbose", action="store_true", help="show Dagster's INFO log (default: warnings)"
     )
     verify_cmd = commands.add_parser(
         "verify",
-        help="audit snapshots, index, due_alerts, ledger and temporary files (exit 1 on an error)",
+        help="audit snapshots, index, `due_alerts`, ledger and temporary files (exit 1 on an "
+        "error)",
+        description="Audit snapshots, index, `due_alerts`, ledger and temporary files "
+        "(exit 1 on an error).",
     )
     verify_cmd.add_argument(
         "--repair",
@@ -223,16 +359,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env_file = read_dotenv(Path.cwd())
     if env_file is not None:
-        path, names = env_file
-        print(f"calendar-pipeline: read {path}: {', '.join(names) or 'nothing'}", file=sys.stderr)
+        print(f"calendar-pipeline: {env_file.line()}", file=sys.stderr)
     try:
         if args.command == "verify":
             return verify(args.repair, args.json)
         from calendar_pipeline.defs.resources import check_environment
 
         partition = partition_to_run(args.date)
-        check_environment()
-        return run(partition, args.mode)
+        slack = check_environment()["slack"]
+        output = Output(full=args.full, json=args.json, verbose=args.verbose)
+        why = "" if slack.can_post else "no Slack token: SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL"
+        return run(partition, args.mode, output, mode_note=why)
     except (SettingError, UniverseError, OptionError) as exc:
         print(f"calendar-pipeline: {exc}", file=sys.stderr)
         return 2
