@@ -148,7 +148,7 @@ def test_cli_past_date_posts_nothing_and_a_late_cli_run_posts_its_day(
         assert cli.main(["run", "--date", past]) == 0  # with a token: still history
         out = capsys.readouterr().out
         assert f"slack_alert_job for partition {past} (history" in out
-        assert "history_not_posted=" in out
+        assert "Slack: history, nothing posted or recorded" in out
         assert slack_server.messages == [] and store.ledger_rows(calendar.engine()) == []
 
         late = _ClockMovingDefs(defs, clock, at(D, 0, 5))  # Slack starts after midnight

@@ -46,9 +46,10 @@ def test_readme_first_command_in_a_fresh_copy(tmp_path):
         ["bash", "-c", first], cwd=copy, env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "materialized due_alerts" in done.stdout
-    assert "mode=dry_run" in done.stdout
-    assert "=== #calendar-alerts" in done.stdout
+    # a summary (issue 23): the alerts of the channel, one closing line, at most 30 lines
+    assert len(done.stdout.splitlines()) <= 30, done.stdout
+    assert "\n#calendar-alerts: " in done.stdout and "Slack: dry run" in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("Done: ")
     assert list((copy / "data" / "snapshots").glob("*/snapshot_*.json"))
     assert (copy / "data" / "index" / "snapshots.jsonl").stat().st_size > 0
 
