@@ -91,6 +91,15 @@ def test_full_prints_the_whole_digest_and_json_the_result(tmp_path, small_univer
     assert "daily_calendar_job for partition 2025-12-20" in done.stderr  # progress
 
 
+def test_verbose_shows_dagsters_log(tmp_path, small_universe):
+    args = ("--date", "2025-12-20", "--mode", "dry_run")
+    quiet = run_cli(tmp_path, *args, CALENDAR_UNIVERSE=str(small_universe))
+    loud = run_cli(tmp_path, *args, "--verbose", CALENDAR_UNIVERSE=str(small_universe))
+    assert quiet.returncode == loud.returncode == 0, loud.stderr[-3000:]
+    assert quiet.stderr == "" and "fetched 4/4 entities" in loud.stderr
+    assert loud.stdout.splitlines()[-1] == quiet.stdout.splitlines()[-1]
+
+
 def test_run_with_a_date_and_channel(tmp_path):
     done = run_cli(tmp_path, "--date", "2025-12-20", "--mode", "dry_run", SLACK_CHANNEL="#ops")
     assert done.returncode == 0, done.stderr[-3000:]
