@@ -1,7 +1,8 @@
 """The one Definitions object: everything the project has, in one screen.
 
-Data flow: raw_snapshot -> snapshot_index -> due_alerts (assets, group ``calendar``)
-           -> slack_alert_sensor -> slack_alert_job (send_slack_alerts op).
+Data flow: raw_snapshot -> snapshot_index -> due_alerts -> calendar_feed (assets, group
+           ``calendar``); due_alerts -> slack_alert_sensor -> slack_alert_job
+           (send_slack_alerts op).
 Settings come from the environment (see .env.example) through three resources, one per
 system: ``calendar`` (lake, database, universe, rules), ``upstream`` (the sources and
 their HTTP client) and ``slack``. Tests build the same definitions with their own
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
+from calendar_pipeline.defs.calendar_feed import calendar_feed
 from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
 from calendar_pipeline.defs.resources import UpstreamSources, resources_from_env
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
@@ -26,7 +28,7 @@ from calendar_pipeline.defs.sensors import (
 
 def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_snapshot, snapshot_index, due_alerts],
+        assets=[raw_snapshot, snapshot_index, due_alerts, calendar_feed],
         jobs=[daily_calendar_job, slack_alert_job],
         schedules=[daily_calendar_schedule],
         sensors=[

@@ -59,7 +59,8 @@ def test_range_run_equals_day_by_day(tmp_path, small_universe):
         mat = event.step_materialization_data.materialization
         by_asset.setdefault(mat.asset_key.to_user_string(), set()).add(mat.partition)
     assert by_asset == {
-        name: set(DAYS) for name in ("raw_snapshot", "snapshot_index", "due_alerts")
+        name: set(DAYS)
+        for name in ("raw_snapshot", "snapshot_index", "due_alerts", "calendar_feed")
     }
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 9 and all(c.passed for c in checks)  # unpartitioned: once each

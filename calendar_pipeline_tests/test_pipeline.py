@@ -138,7 +138,7 @@ def test_a_failed_entity_never_holds_back_the_others(tmp_path, instance):
     assert "zz (Nowhere, holidays)" in failed.description
     assert "no alerts: there is no earlier good data" in failed.description
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert materialized == {"raw_snapshot", "snapshot_index", "due_alerts"}
+    assert materialized == {"raw_snapshot", "snapshot_index", "due_alerts", "calendar_feed"}
     snapshot = json.loads(next((tmp_path / "data" / "snapshots" / D).glob("*.json")).read_text())
     assert snapshot["errors"] == [
         {

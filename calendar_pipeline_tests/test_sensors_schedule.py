@@ -153,7 +153,7 @@ def test_jobs_are_partitioned_and_in_process(tmp_path, small_universe):
     assert daily.executor_def.name == slack.executor_def.name == "in_process"
     assert daily.partitions_def == slack.partitions_def
     assert set(daily.asset_layer.asset_graph.get_all_asset_keys()) >= {
-        dg.AssetKey(k) for k in ("raw_snapshot", "snapshot_index", "due_alerts")
+        dg.AssetKey(k) for k in ("raw_snapshot", "snapshot_index", "due_alerts", "calendar_feed")
     }
     assert list(slack.graph.node_names()) == ["send_slack_alerts"]
 
