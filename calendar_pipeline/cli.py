@@ -356,6 +356,14 @@ def main(argv: list[str] | None = None) -> int:
         "newest snapshot that passes the checks",
     )
     verify_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    feeds_cmd = commands.add_parser(
+        "serve-feeds",
+        help="serve the calendar feeds (`{data_dir}/feeds/*.ics`) read-only over HTTP",
+        description="Serve the `.ics` files of `{data_dir}/feeds/` read-only over HTTP on "
+        "`CALENDAR_FEEDS_ADDRESS` (ETag, Last-Modified, 304s; 404 for anything else) until "
+        "stopped.",
+    )
+    feeds_cmd.add_argument("--address", help="`HOST:PORT` (default: `CALENDAR_FEEDS_ADDRESS`)")
     args = parser.parse_args(argv)
     env_file = read_dotenv(Path.cwd())
     if env_file is not None:
@@ -363,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return verify(args.repair, args.json)
+        if args.command == "serve-feeds":
+            from calendar_pipeline.feeds.serve import serve_feeds
+
+            return serve_feeds(args.address)
         from calendar_pipeline.defs.resources import check_environment
 
         partition = partition_to_run(args.date)

@@ -54,6 +54,7 @@ class CalendarSettings(dg.ConfigurableResource):
     cancel_after: int = DEFAULT_CANCEL_AFTER
     claim_timeout_minutes: int = 15
     ledger_retention_days: int = 400
+    feeds_address: str = "127.0.0.1:8765"  # `calendar-pipeline serve-feeds` (feeds/serve.py)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
@@ -194,6 +195,7 @@ CALENDAR_ENV = {
     "cancel_after": "CALENDAR_CANCEL_AFTER",
     "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
     "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
+    "feeds_address": "CALENDAR_FEEDS_ADDRESS",
 }
 
 
