@@ -280,8 +280,43 @@ def run_errors(facts: RunFacts) -> list[str]:
     return [f"error: {line}" for line in facts.errors]
 
 
-WARNINGS: list[Section] = [run_errors, failed_checks, delivery_problems]
-SECTIONS: list[Section] = [overview, delivery, channels, where_the_digest_is]
+MAX_BROKEN = 10
+
+
+def changes(facts: RunFacts) -> list[str]:
+    """`Changes since the last snapshot: 1 new, 1 moved, 1 cancelled` (the counts
+    `due_alerts` stores as `changes_*`, the words every Slack line uses)."""
+    due = facts.assets.get("due_alerts", {})
+    kinds = ("new", "moved", "renamed", "cancelled")
+    counts = {kind: due.get(f"changes_{kind}") for kind in kinds}
+    parts = [f"{n} {kind}" for kind, n in counts.items() if isinstance(n, int) and n]
+    return ["Changes since the last snapshot: " + ", ".join(parts)] if parts else []
+
+
+def broken_entities(facts: RunFacts) -> list[str]:
+    """One line per broken entity (`raw_snapshot`'s `broken_entities` table): who, what
+    failed, since when, and what its alerts use now (README "When a feed breaks")."""
+    rows = facts.assets.get("raw_snapshot", {}).get("broken_entities")
+    if not isinstance(rows, list) or not rows:
+        return []
+    lines = []
+    for row in rows[:MAX_BROKEN]:
+        uses = (
+            f"alerts use data of {row.get('data_of')}"
+            if row.get("state") == "carried"
+            else "alerts stopped"
+        )
+        lines.append(
+            f"broken: {row.get('entity_id')} ({row.get('name')}, {row.get('source')}): "
+            f"{row.get('problem')}, since {row.get('since')}; {uses}"
+        )
+    if len(rows) > MAX_BROKEN:
+        lines.append(f"broken: … and {len(rows) - MAX_BROKEN} more (raw_snapshot metadata)")
+    return lines
+
+
+WARNINGS: list[Section] = [run_errors, failed_checks, broken_entities, delivery_problems]
+SECTIONS: list[Section] = [overview, changes, delivery, channels, where_the_digest_is]
 
 
 def channel_counts(facts: RunFacts) -> list[str]:
@@ -289,7 +324,7 @@ def channel_counts(facts: RunFacts) -> list[str]:
     return channels(facts, preview=0)
 
 
-FULL_SECTIONS: list[Section] = [overview, delivery, channel_counts, where_the_digest_is]
+FULL_SECTIONS: list[Section] = [overview, changes, delivery, channel_counts, where_the_digest_is]
 
 
 def warning_lines(facts: RunFacts, parts: list[Section] | None = None) -> list[str]:

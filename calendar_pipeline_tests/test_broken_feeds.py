@@ -312,6 +312,13 @@ def test_through_calendar_pipeline_run_the_terminal_names_each_broken_entity(
     assert "Traceback" not in terminal and "DagsterExecutionStepExecutionError" not in terminal
     assert "team-b (Team B, ics): HTTP 500 from 127.0.0.1, since Tue 2027-05-04" in terminal
     assert "team-c (Team C, ics): not an iCalendar feed: the server sent an HTML" in terminal
+    summary = [line.strip() for line in captured.out.splitlines() if "broken: " in line]
+    assert summary == [
+        "broken: team-b (Team B, ics): HTTP 500 from 127.0.0.1, since 2027-05-04; alerts use "
+        "data of 2027-05-03",
+        "broken: team-c (Team C, ics): not an iCalendar feed: the server sent an HTML/XML page, "
+        "since 2027-05-04; alerts use data of 2027-05-03",
+    ]  # the summary's warnings: one line per broken entity
     for team in ("a", "d"):
         assert never_posted(slack, team, D2) == set()
     for team in ("b", "c"):

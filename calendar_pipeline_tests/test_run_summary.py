@@ -180,23 +180,44 @@ def test_a_failed_run_ends_with_its_errors():
 
 
 def test_a_new_section_is_one_function():
-    """How another part joins the summary (e.g. the broken entities of raw_snapshot)."""
+    """How another part joins the summary (here a made-up asset's rows)."""
 
-    def broken(facts: RunFacts) -> list[str]:
-        rows = facts.assets.get("raw_snapshot", {}).get("broken_entities", [])
-        return [f"Broken: {', '.join(r['entity_id'] for r in rows)}"] if rows else []
+    def example(facts: RunFacts) -> list[str]:
+        rows = facts.assets.get("example_asset", {}).get("rows", [])
+        return [f"Example: {', '.join(r['id'] for r in rows)}"] if rows else []
 
     facts = dry_run(many(3, None))
-    facts.assets["raw_snapshot"]["broken_entities"] = [{"entity_id": "team-b"}]
-    lines = summary_lines(facts, [*SECTIONS, broken])
-    assert lines[-2:] == ["Broken: team-b", lines[-1]] and lines[-1].startswith("Done:")
-    assert "Broken: team-b" not in summary_lines(facts)  # the default parts are unchanged
+    facts.assets["example_asset"] = {"rows": [{"id": "x-1"}]}
+    lines = summary_lines(facts, [*SECTIONS, example])
+    assert lines[-2:] == ["Example: x-1", lines[-1]] and lines[-1].startswith("Done:")
+    assert "Example: x-1" not in summary_lines(facts)  # the default parts are unchanged
     # a warning part is counted in the closing line
-    run_summary.WARNINGS.append(broken)
+    run_summary.WARNINGS.append(example)
     try:
         assert summary_lines(facts)[-1].endswith("; 1 warning.")
     finally:
-        run_summary.WARNINGS.remove(broken)
+        run_summary.WARNINGS.remove(example)
+
+
+def test_broken_entities_are_warnings_one_line_each_and_changes_a_line():
+    facts = dry_run(many(3, None))
+    facts.assets["raw_snapshot"]["broken_entities"] = [
+        {"entity_id": "team-b", "name": "Team B", "source": "ics", "state": "carried",
+         "since": "2027-05-04", "data_of": "2027-05-03", "problem": "HTTP 500 from x.test"},
+        {"entity_id": "zz", "name": "Nowhere", "source": "holidays", "state": "stopped",
+         "since": "2027-05-01", "data_of": "", "problem": "unknown country code 'ZZ'"},
+    ]  # fmt: skip
+    facts.assets.setdefault("due_alerts", {}).update({"changes_new": 2, "changes_cancelled": 1})
+    lines = summary_lines(facts)
+    assert "Changes since the last snapshot: 2 new, 1 cancelled" in lines
+    assert "Warnings (2):" in lines
+    assert (
+        "  broken: team-b (Team B, ics): HTTP 500 from x.test, since 2027-05-04; alerts use "
+        "data of 2027-05-03"
+    ) in lines
+    assert "  broken: zz (Nowhere, holidays): unknown country code 'ZZ', since 2027-05-01; " \
+        "alerts stopped" in lines  # fmt: skip
+    assert lines[-1].endswith("; 2 warnings.")
 
 
 def test_json_holds_the_counts_the_alert_lines_and_the_digest():
