@@ -315,8 +315,26 @@ def broken_entities(facts: RunFacts) -> list[str]:
     return lines
 
 
+def calendar_feed(facts: RunFacts) -> list[str]:
+    """`Calendar feed: data/feeds/all.ics (964 events); subscribe with calendar-pipeline
+    serve-feeds` (the files `calendar_feed` published, README "Subscribe")."""
+    feed = facts.assets.get("calendar_feed", {})
+    path, events = feed.get("file_all"), feed.get("events_all")
+    if not path:
+        return []
+    count = f" ({_plural(events, 'event')})" if isinstance(events, int) else ""
+    return [f"Calendar feed: {path}{count}; `calendar-pipeline serve-feeds` serves it"]
+
+
 WARNINGS: list[Section] = [run_errors, failed_checks, broken_entities, delivery_problems]
-SECTIONS: list[Section] = [overview, changes, delivery, channels, where_the_digest_is]
+SECTIONS: list[Section] = [
+    overview,
+    changes,
+    delivery,
+    channels,
+    where_the_digest_is,
+    calendar_feed,
+]
 
 
 def channel_counts(facts: RunFacts) -> list[str]:
@@ -324,7 +342,14 @@ def channel_counts(facts: RunFacts) -> list[str]:
     return channels(facts, preview=0)
 
 
-FULL_SECTIONS: list[Section] = [overview, changes, delivery, channel_counts, where_the_digest_is]
+FULL_SECTIONS: list[Section] = [
+    overview,
+    changes,
+    delivery,
+    channel_counts,
+    where_the_digest_is,
+    calendar_feed,
+]
 
 
 def warning_lines(facts: RunFacts, parts: list[Section] | None = None) -> list[str]:

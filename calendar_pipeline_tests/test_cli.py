@@ -173,6 +173,7 @@ BAD_INPUTS = [
     ("CALENDAR_MAX_MISSING_SHARE", "x", "CALENDAR_MAX_MISSING_SHARE='x': expected a number from"),
     ("CALENDAR_STALE_AFTER_DAYS", "-2", "CALENDAR_STALE_AFTER_DAYS='-2': expected a non"),
     ("CALENDAR_CANCEL_AFTER", "0", "CALENDAR_CANCEL_AFTER='0': expected a positive"),
+    ("CALENDAR_FEEDS_ADDRESS", "localhost", "CALENDAR_FEEDS_ADDRESS='localhost': expected HOST"),
     ("CALENDAR_MIN_VOLUME_RATIO", "2", "CALENDAR_MIN_VOLUME_RATIO='2': expected a number from 0"),
     ("CALENDAR_CLAIM_TIMEOUT", "-3", "CALENDAR_CLAIM_TIMEOUT='-3': expected a positive"),
     ("CALENDAR_LEDGER_RETENTION_DAYS", "1e3", "CALENDAR_LEDGER_RETENTION_DAYS='1e3': expected"),

@@ -230,3 +230,13 @@ def test_json_holds_the_counts_the_alert_lines_and_the_digest():
     assert len(data["channels"][0]["alert_lines"]) == 12
     assert data["digest"] == facts.digest
     assert [c["status"] for c in data["checks"]] == ["passed", "passed"]
+
+
+def test_the_summary_says_where_the_calendar_feed_is():
+    facts = dry_run(many(3, None))
+    assert not any(line.startswith("Calendar feed:") for line in summary_lines(facts))
+    facts.assets["calendar_feed"] = {"file_all": "data/feeds/all.ics", "events_all": 12}
+    assert (
+        "Calendar feed: data/feeds/all.ics (12 events); `calendar-pipeline serve-feeds` serves it"
+        in summary_lines(facts)
+    )

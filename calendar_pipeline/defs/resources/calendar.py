@@ -20,6 +20,7 @@ from calendar_pipeline.alerts.changes import DEFAULT_CANCEL_AFTER
 from calendar_pipeline.alerts.feed_problems import create_feed_problem_tables
 from calendar_pipeline.alerts.threads import create_thread_tables
 from calendar_pipeline.defs.partitions import TIMEZONE
+from calendar_pipeline.feeds.serve import parse_address
 from calendar_pipeline.lake.atomic import check_writable
 from calendar_pipeline.quality.carry import DEFAULT_STALE_AFTER_DAYS
 from calendar_pipeline.quality.judge import Budgets
@@ -104,6 +105,7 @@ class CalendarSettings(dg.ConfigurableResource):
         settings.check_thresholds_within_lookahead(self.threshold_days, self.lookahead)
         self.budgets  # noqa: B018 - parsing the shares and the ratio is the check
         settings.parse_deployment(self.deployment)
+        parse_address(self.feeds_address)  # CALENDAR_FEEDS_ADDRESS, named when wrong
 
     @property
     def threshold_days(self) -> tuple[int, ...]:
