@@ -432,6 +432,13 @@ def runbook_checks(d: str) -> list[Check]:
     def states_after(box: Sandbox, done) -> None:
         assert done.stdout.split() == ["recorded", str(len(box.due_keys(d)))]
 
+    def switches_after(box: Sandbox, done) -> None:  # "What runs by default", flipped
+        for name, state in (("slack_alert_sensor", "STOPPED"),
+                            ("slack_run_failure_sensor", "STOPPED"),
+                            ("raw_snapshot_freshness_sensor", "STOPPED"),
+                            ("upstream_availability_sensor", "RUNNING")):  # fmt: skip
+            assert f"Sensor: {name} [{state}]" in done.stdout, done.stdout
+
     def dotenv_before(box: Sandbox) -> None:
         (box.work / ".env").write_text("CALENDAR_LEDGER_RETENTION_DAYS=400\n")
 
@@ -458,6 +465,7 @@ def runbook_checks(d: str) -> list[Check]:
         Check("ATTACH DATABASE", restore_after),
         Check("mode: record_only", record_only_after, record_only_before),
         Check("GROUP BY state", states_after),
+        Check("dagster sensor stop slack_alert_sensor", switches_after),
     ]
 
 
@@ -483,7 +491,7 @@ def test_runbook_commands(tmp_path, slack_server):
     )[0][0]
 
     ran = run_document(RUNBOOK, box, runbook_checks(d))
-    assert len(ran) == len(bash_blocks(RUNBOOK)) == 15, ran
+    assert len(ran) == len(bash_blocks(RUNBOOK)) == 16, ran
 
 
 if __name__ == "__main__":  # print what would run
