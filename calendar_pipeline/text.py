@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 ELLIPSIS = "…"
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not strftime: locale-proof
+
+
+def weekday_date(day: dt.date | str) -> str:
+    """`Tue 2027-05-04`: how every line people read shows a day."""
+    if isinstance(day, str):
+        day = dt.date.fromisoformat(day)
+    return f"{WEEKDAYS[day.weekday()]} {day.isoformat()}"
 
 
 def shorten(text: str, limit: int) -> str:

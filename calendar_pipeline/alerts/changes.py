@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from calendar_pipeline.sources.collect import FRESH, status_of
+
 NEW, MOVED, RENAMED, CANCELLED = "new", "moved", "renamed", "cancelled"
 KINDS = (NEW, MOVED, RENAMED, CANCELLED)
 DEFAULT_CANCEL_AFTER = 2
@@ -62,15 +64,9 @@ class Change:
 
 
 def is_fresh(document: Mapping[str, Any], entity_id: str) -> bool:
-    """Whether ``entity_id``'s events in ``document`` were fetched that day. Snapshots
-    written before statuses existed: fresh unless its fetch failed."""
-    status = document.get("entity_status")
-    if status is not None:
-        entry = status.get(entity_id)
-        return entry is not None and entry.get("state") == "fresh"
-    if entity_id not in {e["entity_id"] for e in document.get("entities", [])}:
-        return False
-    return entity_id not in {e["entity_id"] for e in document.get("errors", [])}
+    """Whether `entity_id`'s events in `document` were fetched that day."""
+    status = status_of(document, entity_id)
+    return status is not None and status.get("state") == FRESH
 
 
 def _cancelled(event: Mapping[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from calendar_pipeline.alerts.change_words import change_words, count_line
 from calendar_pipeline.alerts.model import DueAlert
+from calendar_pipeline.text import weekday_date
 
 # Documented Block Kit limits.
 MAX_BLOCKS_PER_MESSAGE = 50
@@ -36,7 +37,6 @@ MAX_TITLE_CHARS = 200
 MAX_ENTITY_NAME_CHARS = 100
 ELLIPSIS = "…"
 
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not strftime: locale-proof
 # Bidirectional-text controls can make visible text lie about its content; drop them.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
@@ -182,12 +182,12 @@ def _event_line(alert: DueAlert) -> str:
     line read alone (a notification, a search result) says what, when and what changed."""
     name = escape_slack(alert.entity_name, MAX_ENTITY_NAME_CHARS) or "(unnamed)"
     title = escape_slack(alert.title, MAX_TITLE_CHARS) or "(untitled)"
-    when = _day(alert.event_date) + (f" {alert.time_text}" if alert.time_text else "")
+    when = weekday_date(alert.event_date) + (f" {alert.time_text}" if alert.time_text else "")
     line = f"• *{name}*: {title} · {when} · {_relative_day(alert.days_until)}"
     for word in change_words(alert):
         line += f" · _{escape_slack(word, MAX_TITLE_CHARS + 20)}_"
     if alert.previous_date is not None and alert.previous_date != alert.event_date:
-        line += f" · _date changed, was {_day(alert.previous_date)}_"
+        line += f" · _date changed, was {weekday_date(alert.previous_date)}_"
     if alert.previous_time_text:
         line += f" · _time changed, was {alert.previous_time_text}_"
     if alert.data_note:
@@ -196,10 +196,6 @@ def _event_line(alert: DueAlert) -> str:
 
 
 event_line = _event_line  # the public name: alerts/threads.py replies with the same line
-
-
-def _day(day: dt.date) -> str:
-    return f"{_WEEKDAYS[day.weekday()]} {day.isoformat()}"
 
 
 def _relative_day(days: int) -> str:
@@ -262,7 +258,7 @@ def _build_message(
 ) -> SlackMessage:
     keys = tuple(key for section in sections for key in section.keys)
     count = len(keys)
-    day = f"{_WEEKDAYS[partition_date.weekday()]} {partition_date.isoformat()}"
+    day = weekday_date(partition_date)
     part_suffix = f" (part {part}/{parts})" if parts > 1 else ""
 
     header = _cut(f"Upcoming events for {day}{part_suffix}", MAX_HEADER_TEXT_CHARS)

@@ -31,8 +31,9 @@ from typing import Any
 
 from calendar_pipeline.quality.problems import describe_problem
 from calendar_pipeline.quality.volume import VolumeReport
+from calendar_pipeline.sources.collect import CARRIED, FRESH, STOPPED, status_of
+from calendar_pipeline.text import weekday_date
 
-FRESH, CARRIED, STOPPED = "fresh", "carried", "stopped"
 DEFAULT_STALE_AFTER_DAYS = 3
 # How far back the newest earlier status of an entity is looked for (to say since when it
 # is broken), beyond the carry limit itself.
@@ -75,19 +76,6 @@ class History:
             if entity_id in self._ids[key]:
                 return document
         return None
-
-
-def status_of(document: Mapping[str, Any], entity_id: str) -> dict[str, Any]:
-    """An entity's status in a stored snapshot. Snapshots written before statuses existed
-    were accepted whole: an entity is fresh there unless its fetch failed."""
-    recorded = document.get("entity_status", {}).get(entity_id)
-    if recorded is not None:
-        return recorded
-    failed = {e["entity_id"] for e in document.get("errors", [])}
-    partition = str(document["partition"])
-    if entity_id in failed:
-        return {"state": STOPPED, "data_of": None, "broken_since": partition}
-    return {"state": FRESH, "data_of": partition}
 
 
 def rejected_by_volume(volume: VolumeReport, payload: Mapping[str, Any]) -> dict[str, str]:
@@ -180,7 +168,8 @@ def _last_known_good(
     }
     if document is None:
         return entry, []
-    before = status_of(document, entity_id)
+    before = status_of(document, entity_id)  # not None: newest_with found it there
+    assert before is not None
     if before["state"] != FRESH:
         entry["broken_since"] = before.get("broken_since") or str(document["partition"])
     data_of = before.get("data_of")
@@ -254,28 +243,22 @@ def data_note(entry: Mapping[str, Any]) -> str | None:
         if entry.get("error", {}).get("error_type") == "VolumeDrop"
         else "feed unavailable"
     )
-    return f"{what} since {_day(entry['broken_since'])}; data of {_day(entry['data_of'])}"
-
-
-_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def _day(partition: str) -> str:
-    day = dt.date.fromisoformat(partition)
-    return f"{_WEEKDAYS[day.weekday()]} {partition}"
+    since, data_of = weekday_date(entry["broken_since"]), weekday_date(entry["data_of"])
+    return f"{what} since {since}; data of {data_of}"
 
 
 def describe_broken(row: Mapping[str, Any], stale_after: int) -> str:
     """One line for one broken entity (a row of :func:`broken_entities`): who, what failed
     in plain words, since when, what its alerts use now, and what to do."""
     problem = describe_problem(row.get("error", {}))
-    since = _day(row["broken_since"])
+    since = weekday_date(row["broken_since"])
     if row["state"] == CARRIED:
-        now = f"its alerts use its data of {_day(row['data_of'])}"
+        now = f"its alerts use its data of {weekday_date(row['data_of'])}"
     elif row.get("data_of"):
+        newest = weekday_date(row["data_of"])
         now = (
-            f"its alerts are stopped: its newest good data ({_day(row['data_of'])}) is more "
-            f"than {stale_after} days old (CALENDAR_STALE_AFTER_DAYS)"
+            f"its alerts are stopped: its newest good data ({newest}) is more than "
+            f"{stale_after} days old (CALENDAR_STALE_AFTER_DAYS)"
         )
     else:
         now = "no alerts: there is no earlier good data to use"

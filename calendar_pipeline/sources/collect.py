@@ -11,6 +11,7 @@ import bisect
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -133,6 +134,24 @@ def entity_error(entity: Entity, exc: BaseException) -> EntityError:
 
 
 SNAPSHOT_SCHEMA_VERSION = 1
+
+# An entity's state in a snapshot's `entity_status` (quality/carry.py writes it).
+FRESH, CARRIED, STOPPED = "fresh", "carried", "stopped"
+
+
+def status_of(document: Mapping[str, Any], entity_id: str) -> dict[str, Any] | None:
+    """An entity's `entity_status` entry in a stored snapshot document; None when the
+    entity is not in that snapshot's universe. Snapshots written before statuses existed
+    were accepted whole: an entity is fresh there unless its fetch failed."""
+    recorded = document.get("entity_status")
+    if recorded is not None:
+        return recorded.get(entity_id)
+    if entity_id not in {e["entity_id"] for e in document.get("entities", [])}:
+        return None
+    partition = str(document["partition"])
+    if entity_id in {e["entity_id"] for e in document.get("errors", [])}:
+        return {"state": STOPPED, "data_of": None, "broken_since": partition}
+    return {"state": FRESH, "data_of": partition}
 
 
 def snapshot_payload(
