@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import compute_due_alerts
+from calendar_pipeline.lake.history import History
 from calendar_pipeline.lake.index import (
     IndexCorruptError,
     SnapshotIndex,
@@ -224,7 +225,7 @@ def _check_newest(
         except (OSError, ValueError):
             continue  # reported as a corrupt snapshot already
         reasons = judge_snapshot(
-            document, find_baseline(index.get, day, include_self=False), budgets
+            document, find_baseline(History(index.get).document, day, include_self=False), budgets
         )
         if reasons:
             finding.problem += f"; it fails the checks, left out: {'; '.join(reasons)}"

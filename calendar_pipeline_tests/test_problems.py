@@ -9,11 +9,11 @@ import json
 
 import pytest
 
+from calendar_pipeline.lake.history import History
 from calendar_pipeline.quality.carry import (
     CARRIED,
     FRESH,
     STOPPED,
-    History,
     apply_last_known_good,
     data_note,
 )

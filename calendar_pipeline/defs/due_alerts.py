@@ -29,6 +29,7 @@ from calendar_pipeline.defs.asset_common import DAILY, logged
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.defs.snapshot_index import snapshot_index
+from calendar_pipeline.lake.history import History
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.quality.carry import problem_rows
 from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
@@ -70,7 +71,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
     problems: dict[dt.date, list[dict]] = {}  # broken entities per day (feed_problems)
     changes: dict[dt.date, list[Change]] = {}  # what changed per day (event_changes)
-    earlier = _Earlier(index)
+    earlier = History(index.get)  # the days before: read once, the run's own days kept
     change_problems: list[str] = []
     counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per day: per bucket, preview
     wrong: list = []
@@ -98,10 +99,11 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             document = json.loads(content)
             expected[day] = expected_buckets(document, day, thresholds)
             problems[day] = problem_rows(document, calendar.stale_after_days)
-            before = earlier.before(day)
+            before = earlier.before(partition, LOOKBACK_DAYS)
             changes[day] = detect_changes(document, before, calendar.cancel_after)
             change_problems.extend(verify_changes(document, before, changes[day]))
-            earlier.keep(day, document)
+            earlier.keep(partition, document)
+            earlier.forget_before((day - dt.timedelta(days=LOOKBACK_DAYS)).isoformat())
             preview = _alerts_markdown(
                 with_changes(alerts, changes[day], day, max(thresholds), calendar.timezone)
             )
@@ -175,38 +177,6 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             ],
         ),
     )
-
-
-class _Earlier:
-    """The indexed snapshot documents of the days before a partition, for the change
-    model: the days of the run already read are kept (a range reads each day once), the
-    others read from the index; no more than LOOKBACK_DAYS are held."""
-
-    def __init__(self, index: SnapshotIndex) -> None:
-        self._index = index
-        self._documents: dict[dt.date, dict | None] = {}
-
-    def keep(self, day: dt.date, document: dict) -> None:
-        self._documents[day] = document
-        for old in [d for d in self._documents if d < day - dt.timedelta(days=LOOKBACK_DAYS)]:
-            del self._documents[old]
-
-    def before(self, day: dt.date) -> list[dict]:
-        """Accepted documents of the LOOKBACK_DAYS days before `day`, newest first."""
-        found = []
-        for back in range(1, LOOKBACK_DAYS + 1):
-            other = day - dt.timedelta(days=back)
-            if other not in self._documents:
-                entry = self._index.get(other.isoformat())
-                try:
-                    self._documents[other] = (
-                        json.loads(entry["content_text"]) if entry is not None else None
-                    )
-                except ValueError:  # a damaged line: verify reports it
-                    self._documents[other] = None
-            if self._documents[other] is not None:
-                found.append(self._documents[other])
-        return found
 
 
 def _changes_check(

@@ -19,12 +19,12 @@ from calendar_pipeline.defs.asset_common import DAILY, first_ids, logged, storag
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 from calendar_pipeline.lake.atomic import StorageError
+from calendar_pipeline.lake.history import History
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import write_snapshot
 from calendar_pipeline.quality.carry import (
     CARRIED,
     STOPPED,
-    History,
     apply_last_known_good,
     broken_entities,
     describe_broken,
@@ -142,7 +142,8 @@ def raw_snapshot(
             entities=universe.entities,
             generated_at=generated_at.isoformat(),
         )
-        volume = volume_report(payload, find_baseline(index.get, partition), calendar.volume_ratio)
+        baseline = find_baseline(history.document, partition)
+        volume = volume_report(payload, baseline, calendar.volume_ratio)
         payload = apply_last_known_good(
             payload, rejected_by_volume(volume, payload), history, calendar.stale_after_days
         )

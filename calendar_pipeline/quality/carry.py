@@ -24,11 +24,11 @@ callable (``SnapshotIndex.get``).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from calendar_pipeline.lake.history import History
 from calendar_pipeline.quality.problems import describe_problem
 from calendar_pipeline.quality.volume import VolumeReport
 from calendar_pipeline.sources.collect import CARRIED, FRESH, STOPPED, status_of
@@ -38,44 +38,6 @@ DEFAULT_STALE_AFTER_DAYS = 3
 # How far back the newest earlier status of an entity is looked for (to say since when it
 # is broken), beyond the carry limit itself.
 SINCE_LOOKBACK_DAYS = 31
-
-Lookup = Callable[[str], Mapping[str, Any] | None]
-
-
-class History:
-    """Accepted snapshot documents by partition, read through ``lookup`` (an index's
-    ``get``) once each and kept for the run (a range run asks for the same days often)."""
-
-    def __init__(self, lookup: Lookup) -> None:
-        self._lookup = lookup
-        self._documents: dict[str, dict[str, Any] | None] = {}
-        self._ids: dict[str, set[str]] = {}
-
-    def document(self, partition: str) -> dict[str, Any] | None:
-        if partition not in self._documents:
-            try:
-                entry = self._lookup(partition)
-                self._documents[partition] = (
-                    json.loads(entry["content_text"]) if entry is not None else None
-                )
-            except ValueError:  # a damaged index line: verify reports it; skip the day
-                self._documents[partition] = None
-        return self._documents[partition]
-
-    def newest_with(self, entity_id: str, partition: str, days: int) -> dict[str, Any] | None:
-        """The newest accepted document at or before ``partition`` (the day itself first: an
-        earlier run of the same day) whose universe holds ``entity_id``."""
-        day = dt.date.fromisoformat(partition)
-        for back in range(days + 1):
-            document = self.document((day - dt.timedelta(days=back)).isoformat())
-            if document is None:
-                continue
-            key = str(document["partition"])
-            if key not in self._ids:
-                self._ids[key] = {e["entity_id"] for e in document.get("entities", [])}
-            if entity_id in self._ids[key]:
-                return document
-        return None
 
 
 def rejected_by_volume(volume: VolumeReport, payload: Mapping[str, Any]) -> dict[str, str]:

@@ -25,7 +25,6 @@ two is not a broken upstream). ``min_ratio = 0`` turns the rule off.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -94,19 +93,16 @@ def baseline_candidates(partition: str) -> list[str]:
 
 
 def find_baseline(
-    lookup: Callable[[str], Mapping[str, Any] | None], partition: str, include_self: bool = True
-) -> dict[str, Any] | None:
+    documents: Callable[[str], Mapping[str, Any] | None], partition: str, include_self: bool = True
+) -> Mapping[str, Any] | None:
     """The baseline of ``partition`` as its JSON document, or None: the first candidate
-    (:func:`baseline_candidates`) that ``lookup`` (``SnapshotIndex.get``) has. Without
-    ``include_self``, the day itself is skipped (``verify`` judges its newest snapshot
-    against the days before). A damaged index line is skipped: it is reported elsewhere."""
+    (:func:`baseline_candidates`) that ``documents`` (``lake.history.History.document``)
+    has. Without ``include_self``, the day itself is skipped (``verify`` judges its newest
+    snapshot against the days before)."""
     for candidate in baseline_candidates(partition)[0 if include_self else 1 :]:
-        try:
-            entry = lookup(candidate)
-            if entry is not None:
-                return json.loads(entry["content_text"])
-        except ValueError:
-            continue
+        document = documents(candidate)
+        if document is not None:
+            return document
     return None
 
 
