@@ -33,6 +33,8 @@ from sqlalchemy import create_engine, make_url, text
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
+from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
+from calendar_pipeline.defs.calendar_feed import calendar_feed
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import latest_snapshots, read_snapshot
@@ -44,7 +46,13 @@ from calendar_pipeline_tests.postgres import pg_bin
 from calendar_pipeline_tests.slack_server import FakeSlackServer
 
 NEEDED = ("redis-server", "pgbouncer", "envsubst", "psql")
-ASSETS = ("raw_snapshot", "snapshot_index", "due_alerts")
+ASSETS = ("raw_snapshot", "snapshot_index", "due_alerts", "calendar_feed")
+# The checks each calendar run evaluates: those declared on the job's assets.
+DAILY_CHECKS = {
+    spec.name
+    for asset in (raw_snapshot, snapshot_index, due_alerts, calendar_feed)
+    for spec in asset.check_specs
+}
 TODAY = dt.datetime.now(dt.UTC).date()  # CALENDAR_TIMEZONE is UTC in deploy/.env.example
 HISTORY = [TODAY - dt.timedelta(days=n) for n in range(30, 0, -1)]
 TASK_TAG = "dagster-celery/task_id"
@@ -256,11 +264,11 @@ def test_today_and_a_30_day_backfill_run_on_the_celery_workers(deployment, tmp_p
     assert set(stored_runs) == {r["runId"] for r in found}
     assert run_id in stored_runs
     per_asset = Counter(key for key, _ in materialized)
-    assert all(n == 31 for n in per_asset.values()) and len(per_asset) == 3, per_asset
+    assert all(n == 31 for n in per_asset.values()) and len(per_asset) == 4, per_asset
     # Each check ran once per calendar run and passed. (Dagster 1.13 also leaves a PLANNED
     # row per partition for checks without partitions, as on SQLite: never evaluated as such.)
     names = {name for name, _, _ in checks}
-    assert len(names) == 8 and "rows_match_bucket_rule" in names, names
+    assert names == DAILY_CHECKS, names
     for run in found:
         if run["jobName"] != "slack_alert_job":
             passed = {n for n, status, r in checks if r == run["runId"] and status == "SUCCEEDED"}

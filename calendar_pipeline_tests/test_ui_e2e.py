@@ -9,7 +9,7 @@ why it runs from a temporary directory so that no ``.env`` is loaded, and how it
 stopped). The code location is the repository's ``workspace.yaml``'s, as users see it.
 Then:
 
-1. ``backfill`` (module fixture): a backfill of three past days for the three assets,
+1. ``backfill`` (module fixture): a backfill of three past days for the four assets,
    launched in Chromium by following the UI steps of docs/RUNBOOK.md, "Backfilling" (see
    "Following the RUNBOOK" below), then polled with ``partitionBackfillOrError`` until it
    completes. Without Chromium (and ``CI`` unset) it is launched with
@@ -25,7 +25,7 @@ Then:
    ``CALENDAR_UPDATE_SCREENSHOTS=1``. Without Chromium or Playwright these tests skip, or
    fail when ``CI`` is set (``.ci/run`` installs Chromium, ``.[test]`` Playwright).
 4. Chromium re-runs one of the backfilled days by following the UI steps of "Re-running a
-   day"; the run must materialize the three assets for that day.
+   day"; the run must materialize the four assets for that day.
 
 Following the RUNBOOK: the steps are read from the "**UI:**" bullet of each section (its
 numbered list), and every label the browser looks for (links, buttons, the dialog's
@@ -255,7 +255,7 @@ def expect_steps(section: str, steps: list[UiStep], shape: list[tuple[int, int]]
 
 
 def open_launch_dialog(page: Page, steps: list[UiStep]) -> Locator:
-    """Steps 1 to 3 of "Re-running a day": tick the three assets in the Catalog, open the
+    """Steps 1 to 3 of "Re-running a day": tick the four assets in the Catalog, open the
     launch dialog, show all partitions. Returns the dialog."""
     expect_steps(RERUN_SECTION, steps, [(1, len(ASSETS)), (2, 0), (2, 0)])
     (catalog,), assets = steps[0].labels, steps[0].code
@@ -576,9 +576,9 @@ def page(chromium: Browser, dagster_dev: DagsterDev, backfill: BackfillOutcome) 
 
 
 def test_asset_graph_shows_the_assets_and_their_checks(page: Page, tmp_path: Path):
-    # The three nodes, each with "n / n Passed" and "... ago" (live data loaded), no dialog.
+    # The four nodes: each "... ago" (live data loaded), the three with checks "n / n Passed".
     nodes = open_asset_graph(page)
-    # Each node has an "Asset checks" row.
+    # Each node has an "Asset checks" row (calendar_feed's is empty).
     expect(nodes.get_by_text("Asset checks", exact=True)).to_have_count(len(ASSETS))
     # The code location as users name it: workspace.yaml's is pyproject.toml's (plain
     # `dagster dev`, `dg dev`), and the page (and the README's screenshot) shows it.
@@ -608,10 +608,10 @@ def test_due_alerts_partition_page_shows_status_and_metadata(page: Page, backfil
     expect(row_count.locator("td").nth(1)).to_have_text(str(rows))
 
 
-def test_runbook_rerun_of_a_day_in_the_ui_materializes_the_three_assets(
+def test_runbook_rerun_of_a_day_in_the_ui_materializes_the_four_assets(
     page: Page, dagster_dev: DagsterDev, backfill: BackfillOutcome
 ):
-    """RUNBOOK, "Re-running a day", UI: one run, for that day, of the three assets."""
+    """RUNBOOK, "Re-running a day", UI: one run, for that day, of the four assets."""
     dev, day = dagster_dev, RERUN_PARTITION
     short_id = rerun_day_as_runbook_says(page, day)
 

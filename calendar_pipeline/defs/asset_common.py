@@ -1,4 +1,4 @@
-"""What the three assets (raw_snapshot, snapshot_index, due_alerts) share: the `DAILY`
+"""What the four assets (raw_snapshot, snapshot_index, due_alerts, calendar_feed) share: the `DAILY`
 definition arguments and the helpers their check results and failures go through."""
 
 import dagster as dg
@@ -9,7 +9,7 @@ from calendar_pipeline.lake.atomic import StorageError
 GROUP = "calendar"
 OWNERS = ["team:data-platform"]
 
-# What the three assets share: daily partitions, the `calendar` group, and single-run
+# What the four assets share: daily partitions, the `calendar` group, and single-run
 # backfills (a range is one run; each asset handles the range in one pass).
 DAILY = {
     "partitions_def": daily_partitions,

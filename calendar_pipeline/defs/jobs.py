@@ -24,7 +24,7 @@ from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.settings import parse_alert_mode
 
-# The three assets and their checks. In-process: one process for the whole run, not a
+# The four assets and their checks. In-process: one process for the whole run, not a
 # new process per step (what the default multiprocess executor would cost).
 daily_calendar_job = dg.define_asset_job(
     "daily_calendar_job",
