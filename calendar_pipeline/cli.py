@@ -4,6 +4,8 @@
     calendar-pipeline run --date 2026-12-01 --mode dry_run --full   # the whole digest
     calendar-pipeline run --json          # the result for machines, on stdout
     calendar-pipeline verify [--repair] [--json]   # audit the lake, the tables and the ledger
+    calendar-pipeline deliveries --date D          # the ledger of a day (ledger_commands.py)
+    calendar-pipeline resend --date D --key K      # post chosen alerts of a day again
 
 It executes `daily_calendar_job` in-process for the partition, then `slack_alert_job`
 for the same partition, and prints a summary (run_summary.py): the checks, per channel
@@ -21,7 +23,6 @@ on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -33,22 +34,11 @@ import dagster as dg
 from dotenv import dotenv_values
 
 from calendar_pipeline.alerts.intent import HISTORY, intent_for
-from calendar_pipeline.instance import open_dagster_home
+from calendar_pipeline.alerts.ledger_view import SelectionError
+from calendar_pipeline.instance import cli_instance, root_causes
 from calendar_pipeline.run_summary import FULL_SECTIONS, Check, RunFacts, as_json, summary_lines
 from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings, today_in
 from calendar_pipeline.universe import UniverseError
-
-
-def _instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
-    """The instance at DAGSTER_HOME, created under a lock when the directory is fresh
-    (runs started together never race on its schema), with the runs of this machine whose
-    process is gone marked failed and their pool slots freed (``instance.py``); else a
-    throwaway one."""
-    if os.environ.get("DAGSTER_HOME"):
-        return open_dagster_home(
-            say=lambda line: print(f"calendar-pipeline: {line}", file=sys.stderr)
-        )
-    return dg.DagsterInstance.ephemeral()
 
 
 class OptionError(ValueError):
@@ -142,7 +132,7 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
     say = output.progress
     level = "INFO" if output.verbose else "WARNING"
     logs = {"loggers": {"console": {"config": {"log_level": level}}}}
-    with _instance() as instance:
+    with cli_instance() as instance:
         facts = RunFacts(
             partition=partition,
             forced_mode=mode,
@@ -173,7 +163,7 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
                     _plain(mat.metadata)
                 )
         if not result.success:
-            facts.errors = _root_causes(result) or ["daily_calendar_job failed"]
+            facts.errors = root_causes(result) or ["daily_calendar_job failed"]
             return _failed(facts, output, "daily_calendar_job")
 
         if mode:
@@ -203,7 +193,7 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
                     facts.outbox = str(metadata["outbox"].value)
                     facts.digest = metadata["digest"].value.strip("`\n") + "\n"
         if not slack.success:
-            facts.errors = _root_causes(slack) or ["slack_alert_job failed"]
+            facts.errors = root_causes(slack) or ["slack_alert_job failed"]
             return _failed(facts, output, "slack_alert_job")
     if output.json:
         print(json.dumps(as_json(facts), indent=2, default=str))
@@ -250,24 +240,6 @@ def _plain(metadata) -> dict:
     return plain
 
 
-def _root_causes(result) -> list[str]:
-    """The first line of the innermost error of each failure event of `result`."""
-    causes: list[str] = []
-    for event in result.all_events:
-        error = getattr(event.event_specific_data, "error", None)
-        if error is None:  # step failures, resource init failures, run failures
-            continue
-        while error.cause is not None:
-            error = error.cause
-        line = (error.message or "").strip().splitlines()[0] if error.message else ""
-        prefix, _, rest = line.partition(": ")
-        if error.cls_name and prefix.endswith(error.cls_name) and rest:
-            line = rest  # "pkg.module.SettingError: X=…" -> "X=…"
-        if line and line not in causes:
-            causes.append(line)
-    return causes
-
-
 def verify(repair: bool, as_json: bool) -> int:
     from calendar_pipeline.defs.resources import check_environment
     from calendar_pipeline.verify import verify as audit
@@ -303,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(
         prog="calendar-pipeline",
         description="Run a day of the calendar pipeline from a terminal, without the UI: "
-        "`run` a partition (then Slack), or `verify` what is stored. Reads `./.env` first "
+        "`run` a partition (then Slack), `verify` what is stored, list a day's `deliveries`, "
+        "`resend` chosen alerts. Reads `./.env` first "
         "(an exported variable beats it).",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -364,6 +337,33 @@ def main(argv: list[str] | None = None) -> int:
         "stopped.",
     )
     feeds_cmd.add_argument("--address", help="`HOST:PORT` (default: `CALENDAR_FEEDS_ADDRESS`)")
+    deliveries_cmd = commands.add_parser(
+        "deliveries",
+        help="list the alerts due on a day and what the ledger holds for each",
+        description="List the alerts due on `--date` (its `due_alerts` rows) with their "
+        "ledger state (`sent`, `recorded`, `claimed`, `failed` or not in the ledger), "
+        "channel, Slack message `ts` and dedup key.",
+    )
+    deliveries_cmd.add_argument("--date", type=_partition_date, required=True, help="`YYYY-MM-DD`")
+    deliveries_cmd.add_argument("--json", action="store_true", help="print the rows as JSON")
+    resend_cmd = commands.add_parser(
+        "resend",
+        help="post chosen alerts of a day to Slack again (by key, entity or event)",
+        description="Post chosen alerts of `--date` again: their ledger rows are removed, "
+        "then `slack_alert_job` runs for the day in mode `send` for those keys only (the "
+        "same exactly-once path as the daily run). `deliveries` lists the keys.",
+    )
+    resend_cmd.add_argument("--date", type=_partition_date, required=True, help="`YYYY-MM-DD`")
+    resend_cmd.add_argument("--key", action="append", default=[], help="a dedup key (repeatable)")
+    resend_cmd.add_argument(
+        "--entity", action="append", default=[], help="every alert of an entity id (repeatable)"
+    )
+    resend_cmd.add_argument(
+        "--event", action="append", default=[], help="every alert of an event id (repeatable)"
+    )
+    resend_cmd.add_argument(
+        "--dry-run", action="store_true", help="say what would be re-sent; change nothing"
+    )
     args = parser.parse_args(argv)
     env_file = read_dotenv(Path.cwd())
     if env_file is not None:
@@ -371,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "verify":
             return verify(args.repair, args.json)
+        if args.command in ("deliveries", "resend"):
+            from calendar_pipeline import ledger_commands
+
+            day = dt.date.fromisoformat(args.date)
+            if args.command == "deliveries":
+                return ledger_commands.deliveries(day, args.json)
+            return ledger_commands.resend(day, args.key, args.entity, args.event, args.dry_run)
         if args.command == "serve-feeds":
             from calendar_pipeline.feeds.serve import serve_feeds
 
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         output = Output(full=args.full, json=args.json, verbose=args.verbose)
         why = "" if slack.can_post else "no Slack token: SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL"
         return run(partition, args.mode, output, mode_note=why)
-    except (SettingError, UniverseError, OptionError) as exc:
+    except (SettingError, UniverseError, OptionError, SelectionError) as exc:
         print(f"calendar-pipeline: {exc}", file=sys.stderr)
         return 2
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -340,3 +341,33 @@ def assign_lost_slots(instance: dg.DagsterInstance, say: Say | None = None) -> l
             if say is not None:
                 say(f"pool {pool} had a free slot no waiting step was given: handed it on")
     return unblocked
+
+
+def cli_instance() -> contextlib.AbstractContextManager[dg.DagsterInstance]:
+    """The instance at DAGSTER_HOME, created under a lock when the directory is fresh
+    (runs started together never race on its schema), with the runs of this machine whose
+    process is gone marked failed and their pool slots freed (above); else a
+    throwaway one."""
+    if os.environ.get("DAGSTER_HOME"):
+        return open_dagster_home(
+            say=lambda line: print(f"calendar-pipeline: {line}", file=sys.stderr)
+        )
+    return dg.DagsterInstance.ephemeral()
+
+
+def root_causes(result) -> list[str]:
+    """The first line of the innermost error of each failure event of `result`."""
+    causes: list[str] = []
+    for event in result.all_events:
+        error = getattr(event.event_specific_data, "error", None)
+        if error is None:  # step failures, resource init failures, run failures
+            continue
+        while error.cause is not None:
+            error = error.cause
+        line = (error.message or "").strip().splitlines()[0] if error.message else ""
+        prefix, _, rest = line.partition(": ")
+        if error.cls_name and prefix.endswith(error.cls_name) and rest:
+            line = rest  # "pkg.module.SettingError: X=…" -> "X=…"
+        if line and line not in causes:
+            causes.append(line)
+    return causes

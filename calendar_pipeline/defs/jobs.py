@@ -5,6 +5,7 @@ import datetime as dt
 from collections import Counter
 
 import dagster as dg
+from pydantic import Field
 
 from calendar_pipeline.alerts import change_log, feed_problems, pending_notices, store
 from calendar_pipeline.alerts.change_words import with_changes
@@ -39,6 +40,8 @@ class SendSlackAlertsConfig(dg.Config):
     """Force `send`, `dry_run` or `record_only` for every partition of the run; empty
     picks it per partition: `history` partitions are replayed (nothing posted, nothing
     recorded), daily ones use the settings' mode (alerts/intent.py)."""
+    keys: list[str] = Field(default_factory=list)
+    """Only these dedup keys of each partition (`calendar-pipeline resend`); empty: all."""
 
 
 # Tags Dagster puts on runs (the scheduled time's key is hidden behind a leading dot).
@@ -141,6 +144,8 @@ def send_slack_alerts(
         if mode == "send" and poster is None:
             poster = slack.poster()
         alerts = _alerts_to_deliver(engine, partition_date, calendar)
+        if config.keys:  # a re-send: only the chosen alerts (alerts/ledger_view.py)
+            alerts = [a for a in alerts if a.dedup_key in set(config.keys)]
         try:
             last_report = deliver(
                 engine,
