@@ -33,7 +33,7 @@ from pathlib import Path
 import dagster as dg
 from dotenv import dotenv_values
 
-from calendar_pipeline.alerts.intent import HISTORY, intent_for
+from calendar_pipeline.alerts.intent import HISTORY, Reference, intent_for
 from calendar_pipeline.alerts.ledger_view import SelectionError
 from calendar_pipeline.instance import cli_instance, root_causes
 from calendar_pipeline.run_summary import FULL_SECTIONS, Check, RunFacts, as_json, summary_lines
@@ -142,8 +142,15 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
         print(
             f"calendar_pipeline: daily_calendar_job for partition {partition}", file=say, flush=True
         )
+        # The command's start is the run's reference (alerts/intent.py), stamped on it.
+        started = dt.datetime.now(dt.UTC)
+        stamp = Reference(today_in(TIMEZONE), f"calendar-pipeline run started {started}")
         result = defs.resolve_job_def("daily_calendar_job").execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False, run_config=logs
+            partition_key=partition,
+            instance=instance,
+            raise_on_error=False,
+            run_config=logs,
+            tags=stamp.as_tags(),
         )
         facts.daily_run_id = result.run_id
         facts.checks = [

@@ -30,16 +30,14 @@ def utc(*args) -> dt.datetime:
     return dt.datetime(*args, tzinfo=UTC)
 
 
-def test_schedule_tick_wins_over_backfill_and_creation_time():
-    ref = reference_for(
-        timezone="UTC",
-        scheduled_at=utc(2026, 3, 9, 23, 0),
-        backfill_id="bf1",
-        backfill_launched_at=utc(2026, 3, 12),
-        root_run_id="abcdef123",
-        root_created_at=utc(2026, 3, 10, 0, 30),
-    )
+def test_a_schedule_tick_is_the_reference_stamped_on_its_run():
+    ref = Reference.of_schedule_tick(utc(2026, 3, 9, 23, 0), "UTC")
     assert ref.day == dt.date(2026, 3, 9) and ref.why.startswith("schedule tick")
+    assert Reference.from_tags(ref.as_tags()) == ref  # what a retry, copying tags, reads
+    # the tick's day in the partitions' time zone
+    assert Reference.of_schedule_tick(utc(2026, 3, 9, 23, 0), "Asia/Tokyo").day == dt.date(
+        2026, 3, 10
+    )
 
 
 def test_backfill_launch_then_root_run_creation():

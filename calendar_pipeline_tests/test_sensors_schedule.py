@@ -6,6 +6,7 @@ import json
 import dagster as dg
 import pytest
 
+from calendar_pipeline.alerts.intent import Reference
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
@@ -140,9 +141,15 @@ def test_schedule_runs_todays_partition_at_the_configured_hour(tmp_path, small_u
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.execution_timezone == "UTC"
     when = dt.datetime(2026, 3, 4, 6, 0, tzinfo=dt.UTC)
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    context = dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+    )
     data = schedule.evaluate_tick(context)
     assert [r.partition_key for r in data.run_requests] == ["2026-03-04"]
+    # the tick is stamped on the run as its reference day (no hidden Dagster tag read)
+    assert Reference.from_tags(data.run_requests[0].tags) == Reference(
+        dt.date(2026, 3, 4), "schedule tick 2026-03-04T06:00:00+00:00"
+    )
     assert daily_calendar_schedule.name == "daily_calendar_schedule"
 
 

@@ -3,11 +3,12 @@
 The rule (docs/ARCHITECTURE.md, "Daily or history"):
 
 - Every run that computes ``due_alerts`` has a *reference time*: when somebody or
-  something asked for it. That is the schedule tick it belongs to (tag
-  ``dagster/scheduled_execution_time``), else the launch time of the backfill it belongs
-  to (tag ``dagster/backfill``), else the creation time of the first run of its retry
-  chain (tag ``dagster/root_run_id``, else the run itself). The *reference day* is that
-  time's date in CALENDAR_TIMEZONE.
+  something asked for it. The schedule and ``calendar-pipeline run`` stamp it on the run
+  (tags ``calendar/reference_day`` and ``calendar/reference``: the tick's time, the
+  command's start; retries copy them). A run without them takes the launch time of the
+  backfill it belongs to (tag ``dagster/backfill``), else the creation time of the first
+  run of its retry chain (tag ``dagster/root_run_id``, else the run itself). The
+  *reference day* is that time's date in CALENDAR_TIMEZONE.
 - Partition D is **daily** when D >= the reference day: its alerts are posted, even when
   the Slack run starts after midnight, is queued for hours or is a retry.
 - A reference day more than `GRACE_DAYS` (1) before today is replaced by today
@@ -31,8 +32,8 @@ from dataclasses import dataclass
 DAILY = "daily"
 HISTORY = "history"
 
-# Run tags the Slack run carries (set by slack_alert_sensor and the CLI), so a retry of the
-# Slack run, which copies its tags, keeps the same decision.
+# Run tags stamped by the schedule and the CLI on the daily run, and by slack_alert_sensor
+# and the CLI on the Slack run: a retry, which copies its run's tags, keeps the decision.
 REFERENCE_DAY_TAG = "calendar/reference_day"
 REFERENCE_TAG = "calendar/reference"
 
@@ -43,6 +44,11 @@ class Reference:
 
     day: dt.date
     why: str  # e.g. "schedule tick 2026-11-24T06:00:00+00:00"
+
+    @classmethod
+    def of_schedule_tick(cls, tick: dt.datetime, timezone: str) -> Reference:
+        """The reference of a run a schedule tick asked for: the tick's day."""
+        return cls(tick.astimezone(zoneinfo.ZoneInfo(timezone)).date(), _tick_why(tick))
 
     def as_tags(self) -> dict[str, str]:
         return {REFERENCE_DAY_TAG: self.day.isoformat(), REFERENCE_TAG: self.why[:200]}
@@ -68,7 +74,6 @@ class Reference:
 def reference_for(
     *,
     timezone: str,
-    scheduled_at: dt.datetime | None = None,
     backfill_id: str | None = None,
     backfill_launched_at: dt.datetime | None = None,
     root_run_id: str,
@@ -76,14 +81,16 @@ def reference_for(
 ) -> Reference:
     """The reference of a run from what Dagster knows of it (see the module doc)."""
     zone = zoneinfo.ZoneInfo(timezone)
-    if scheduled_at is not None:
-        at, why = scheduled_at, f"schedule tick {scheduled_at.isoformat()}"
-    elif backfill_id and backfill_launched_at is not None:
+    if backfill_id and backfill_launched_at is not None:
         at = backfill_launched_at
         why = f"backfill {backfill_id} launched {backfill_launched_at.isoformat()}"
     else:
         at, why = root_created_at, f"run {root_run_id[:8]} created {root_created_at.isoformat()}"
     return Reference(at.astimezone(zone).date(), why)
+
+
+def _tick_why(tick: dt.datetime) -> str:
+    return f"schedule tick {tick.isoformat()}"
 
 
 GRACE_DAYS = 1

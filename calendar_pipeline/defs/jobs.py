@@ -5,6 +5,10 @@ import datetime as dt
 from collections import Counter
 
 import dagster as dg
+
+# Tags Dagster itself writes on a backfill's runs and on retries. Dagster exports no public
+# constant for them (only MAX_RUNTIME_SECONDS_TAG): these are its own, not retyped strings.
+from dagster._core.storage.tags import BACKFILL_ID_TAG, ROOT_RUN_ID_TAG
 from pydantic import Field
 
 from calendar_pipeline.alerts import change_log, feed_problems, pending_notices, store
@@ -44,23 +48,24 @@ class SendSlackAlertsConfig(dg.Config):
     """Only these dedup keys of each partition (`calendar-pipeline resend`); empty: all."""
 
 
-# Tags Dagster puts on runs (the scheduled time's key is hidden behind a leading dot).
-SCHEDULED_TIME_TAG = ".dagster/scheduled_execution_time"
-BACKFILL_TAG = "dagster/backfill"
-ROOT_RUN_TAG = "dagster/root_run_id"
 DUE_ALERTS_RUN_TAG = "calendar/due_alerts_run"
 
 
 def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone: str) -> Reference:
-    """The reference day of `run`: its schedule tick, else its backfill's launch, else the
-    creation of the first run of its retry chain (alerts/intent.py states the rule)."""
-    scheduled = run.tags.get(SCHEDULED_TIME_TAG)
-    backfill_id = run.tags.get(BACKFILL_TAG)
+    """The reference day of `run` (alerts/intent.py states the rule): the one stamped on
+    it (tags `calendar/reference_day`, `calendar/reference`: the schedule's tick, the
+    CLI's start, copied onto retries), else its backfill's launch, else the creation of
+    the first run of its retry chain."""
+    stamped = Reference.from_tags(run.tags)
+    if stamped is not None:
+        return stamped
+    backfill_id = run.tags.get(BACKFILL_ID_TAG)
+    # A backfill's launch time has no other public reader: a UI backfill launched at 23:59
+    # keeps that day as its reference even when its runs start after midnight.
     backfill = instance.get_backfill(backfill_id) if backfill_id else None
-    root_id = run.tags.get(ROOT_RUN_TAG) or run.run_id
+    root_id = run.tags.get(ROOT_RUN_ID_TAG) or run.run_id
     return reference_for(
         timezone=timezone,
-        scheduled_at=dt.datetime.fromisoformat(scheduled) if scheduled else None,
         backfill_id=backfill_id,
         backfill_launched_at=(
             dt.datetime.fromtimestamp(backfill.backfill_timestamp, dt.UTC) if backfill else None
