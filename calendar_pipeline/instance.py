@@ -191,6 +191,8 @@ def _is_dead(instance: dg.DagsterInstance, run: dg.DagsterRun, host: str) -> dic
 
 
 def _held_pools(instance: dg.DagsterInstance, run_id: str) -> tuple[str, ...]:
+    # The pools' slots are read where the UI's "Concurrency" page reads them: the event log
+    # storage (no DagsterInstance method lists the slots a run holds).
     storage = instance.event_log_storage
     pools = []
     for pool in sorted(storage.get_concurrency_keys()):

@@ -209,7 +209,9 @@ LOCAL_RUN_LAUNCHERS = {"DefaultRunLauncher", "SyncInMemoryRunLauncher"}
 def runs_on_this_machine(instance: dg.DagsterInstance) -> bool:
     """True for the single-machine default: runs stored in SQLite (or memory) and
     launched as local processes. PostgreSQL storage or another launcher (Celery,
-    Kubernetes, Docker) means runs may execute on other machines."""
+    Kubernetes, Docker) means runs may execute on other machines. (By class name: the
+    instance's storages and launcher are public properties, their classes are not all
+    importable without the optional packages.)"""
     return (
         type(instance.run_storage).__name__ in LOCAL_RUN_STORAGES
         and type(instance.run_launcher).__name__ in LOCAL_RUN_LAUNCHERS
