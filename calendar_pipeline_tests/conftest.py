@@ -17,6 +17,21 @@ from calendar_pipeline_tests.postgres import as_postgres_user, pg_bin
 
 pytest_plugins = ("calendar_pipeline_tests.slack_server",)  # the `slack_server` fixture
 
+# Modules whose tests start daemons, a browser or a cluster, race processes, or measure
+# how long something takes: with pytest-xdist (pyproject.toml) they run one after another
+# on one worker, while the other worker runs everything else.
+SERIAL = {
+    "test_ui_e2e", "test_deployment", "test_slack_outage", "test_dead_runs",
+    "test_kill_anywhere", "test_concurrent_first_runs", "test_table_creation_race",
+    "test_storage_probe_race", "test_docs_commands", "test_readme",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SERIAL:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
 
 @pytest.fixture(scope="session")
 def postgres_url():

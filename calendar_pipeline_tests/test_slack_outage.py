@@ -98,6 +98,10 @@ def slack_run(defs, instance, cursor=None):
 def test_a_day_without_slack_costs_a_day_never_an_alert(
     tmp_path, engine, upstream, slack_server, instance, outage
 ):
+    if engine.dialect.name == "postgresql" and outage != "invalid_auth":
+        # Each outage kind takes the same SQL path (claimed -> failed -> late); PostgreSQL
+        # runs it once, with the outage that gives up at once (the others wait a minute).
+        pytest.skip("the ledger's outage path on PostgreSQL: see the invalid_auth case")
     universe = tmp_path / "u.csv"
     universe.write_text(
         f"entity_id,name,source,key,channel\nteam,Team,ics,{upstream.url}/team.ics,#team\n",
