@@ -27,3 +27,11 @@ def shorten(text: str, limit: int) -> str:
     if space >= limit // 2:  # a boundary not too far back; else keep the hard cut
         cut = cut[:space]
     return cut.rstrip(" ,;:.-(") + ELLIPSIS
+
+
+def first_ids(ids: list[str], limit: int = 20) -> str | None:
+    """`a, b, c and 5 more`: the first `limit` ids for a check description."""
+    if not ids:
+        return None
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return ", ".join(ids[:limit]) + more

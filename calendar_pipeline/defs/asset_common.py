@@ -5,6 +5,7 @@ import dagster as dg
 
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.lake.atomic import StorageError
+from calendar_pipeline.quality.snapshot_checks import Verdict
 
 GROUP = "calendar"
 OWNERS = ["team:data-platform"]
@@ -45,9 +46,12 @@ def storage_failure(exc: StorageError, what: str) -> dg.Failure:
     )
 
 
-def first_ids(ids: list[str], limit: int = 20) -> str | None:
-    """`a, b, c and 5 more`: the first `limit` ids for a check description."""
-    if not ids:
-        return None
-    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
-    return ", ".join(ids[:limit]) + more
+def check_result(verdict: Verdict) -> dg.AssetCheckResult:
+    """A check's verdict (quality/) as Dagster's check result: a WARN check never blocks."""
+    return dg.AssetCheckResult(
+        check_name=verdict.name,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity.WARN if verdict.warn else dg.AssetCheckSeverity.ERROR,
+        metadata=verdict.metadata,
+        description=verdict.description,
+    )

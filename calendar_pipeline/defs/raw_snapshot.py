@@ -15,22 +15,18 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from calendar_pipeline.alerts.intent import span
-from calendar_pipeline.defs.asset_common import DAILY, first_ids, logged, storage_failure
+from calendar_pipeline.defs.asset_common import DAILY, check_result, logged, storage_failure
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 from calendar_pipeline.lake.atomic import StorageError
 from calendar_pipeline.lake.history import History
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import write_snapshot
+from calendar_pipeline.quality import snapshot_checks
 from calendar_pipeline.quality.carry import (
-    CARRIED,
-    STOPPED,
     apply_last_known_good,
-    broken_entities,
     describe_broken,
-    missing_over_share,
     rejected_by_volume,
-    sources_down,
 )
 from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW
 from calendar_pipeline.quality.problems import describe_problem
@@ -131,7 +127,7 @@ def raw_snapshot(
     index = SnapshotIndex(index_path(calendar.data_path))
     history = History(index.get)
     volumes: list[VolumeReport] = []
-    payloads: list[dict] = []
+    days: list[snapshot_checks.Day] = []  # what the checks need of each day written
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
             partition=partition,
@@ -152,7 +148,7 @@ def raw_snapshot(
         except StorageError as exc:
             raise storage_failure(exc, "the snapshot") from None
         volumes.append(volume)
-        payloads.append(_summary(payload))
+        days.append(snapshot_checks.summarize(payload, calendar.budgets))
         # per-day figures go on each day's materialization (the UI plots them by partition)
         context.add_asset_metadata(
             {
@@ -162,7 +158,7 @@ def raw_snapshot(
                 "entities_carried": payload["counts"]["entities_carried"],
                 "entities_stopped": payload["counts"]["entities_stopped"],
                 "events_carried": payload["counts"]["events_carried"],
-                "broken_entities": _broken_table(payloads[-1]["broken"], calendar),
+                "broken_entities": _broken_table(days[-1].broken),
                 "window_start": window.start.isoformat(),
                 "window_end": window.end.isoformat(),
                 "path": dg.MetadataValue.path(str(path)),
@@ -170,7 +166,7 @@ def raw_snapshot(
             partition_key=partition,
         )
     _add_http_metadata(context, partitions, http)
-    for row in payloads[-1]["broken"]:  # one line per broken entity, no stack trace
+    for row in days[-1].broken:  # one line per broken entity, no stack trace
         context.log.warning(describe_broken(row, calendar.stale_after_days))
     return dg.MaterializeResult(
         # On every partition of the run: true of each day's snapshot, as the whole run
@@ -187,7 +183,7 @@ def raw_snapshot(
         check_results=logged(
             context,
             "raw_snapshot",
-            _check_results(partitions, payloads, volumes, calendar),
+            [check_result(v) for v in snapshot_checks.judge(days, volumes, calendar.budgets)],
         ),
     )
 
@@ -199,120 +195,7 @@ def _partitions(context: dg.AssetExecutionContext) -> list[str]:
         raise dg.Failure(str(exc).splitlines()[0], allow_retries=False) from None
 
 
-def _summary(payload: dict) -> dict:
-    """What the checks need of a written snapshot (the events themselves are not kept)."""
-    return {
-        "partition": payload["partition"],
-        "events": len(payload["events"]),
-        "broken": broken_entities(payload),
-        "down": sources_down(payload, 0.0),  # every source with a broken entity
-        "entities": payload["entities"],
-        "entities_missing": payload["entities_missing"],
-    }
-
-
-def _check_results(
-    partitions: list[str],
-    payloads: list[dict],
-    volumes: list[VolumeReport],
-    calendar: CalendarSettings,
-) -> list[dg.AssetCheckResult]:
-    empty = [p["partition"] for p in payloads if not p["events"]]
-    last = payloads[-1]
-    down = [
-        (source, n, total) for source, n, total in last["down"] if n / total > calendar.failed_share
-    ]
-    missing = {p["partition"]: missing_over_share(p, calendar.missing_share) for p in payloads}
-    over_missing = [p for p, over in missing.items() if over]
-    missing_ids = {p["partition"]: p["entities_missing"] for p in payloads}
-    dropped = [v for v in volumes if v.drops]
-    judged = sum(v.judged for v in volumes)
-    stale = calendar.stale_after_days
-    broken_lines = [describe_broken(row, stale) for row in last["broken"]]
-    return [
-        dg.AssetCheckResult(
-            check_name="has_events",
-            passed=not empty,
-            metadata={"events": sum(p["events"] for p in payloads), "empty_partitions": len(empty)},
-            description=(
-                f"no events at all on {first_ids(empty)}, and no earlier data to carry. What "
-                "to do: read the `errors` metadata, fix CALENDAR_UNIVERSE or the source, then "
-                "re-run these days."
-                if empty
-                else None
-            ),
-        ),
-        dg.AssetCheckResult(
-            check_name="failed_entities_within_budget",
-            passed=not down,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "broken": len(last["broken"]),
-                "carried": sum(r["state"] == CARRIED for r in last["broken"]),
-                "stopped": sum(r["state"] == STOPPED for r in last["broken"]),
-                "sources_down": len(down),
-                "max_share": calendar.failed_share,
-            },
-            description=(
-                (
-                    "source down: "
-                    + "; ".join(f"{s} ({n} of {t} entities broken)" for s, n, t in down)
-                    + f" (over CALENDAR_MAX_FAILED_SHARE={calendar.failed_share:g}). "
-                    "Healthy entities are posted as usual.\n"
-                    if down
-                    else f"{len(broken_lines)} broken entities, within the budget.\n"
-                )
-                + "\n".join(broken_lines[:20])
-                + (f"\n… and {len(broken_lines) - 20} more" if len(broken_lines) > 20 else "")
-                if broken_lines
-                else "No broken entity."
-            ),
-        ),
-        dg.AssetCheckResult(
-            check_name="missing_entities_within_budget",
-            passed=not over_missing,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "missing": max(len(p["entities_missing"]) for p in payloads),
-                "max_share": calendar.missing_share,
-            },
-            description=(
-                f"on {over_missing[0]}: "
-                + "; ".join(
-                    f"{s}: the upstream knows nothing of {n} of its {t} entities"
-                    for s, n, t in missing[over_missing[0]]
-                )
-                + f" ({first_ids(missing_ids[over_missing[0]], 10)}). What to do: check "
-                "those keys and sources (a broken upstream often returns empty data)."
-                if over_missing
-                else first_ids(last["entities_missing"])
-            ),
-        ),
-        dg.AssetCheckResult(
-            check_name="volume_within_history",
-            passed=not dropped,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "partitions_judged": judged,
-                "partitions_flagged": len(dropped),
-                "min_ratio": calendar.volume_ratio,
-            },
-            description=(
-                f"far fewer events than before on {first_ids([v.partition for v in dropped])}:"
-                "\n"
-                + "\n".join(v.describe() for v in dropped[:10])
-                + "\nThose entities keep their last known good events (marked in their "
-                "alerts). If the drop is real, re-run the days once with "
-                "CALENDAR_MIN_VOLUME_RATIO=0: the accepted snapshot becomes the new baseline."
-                if dropped
-                else volumes[-1].describe()
-                + ("" if judged else " (nothing judged: this check passed without a baseline)")
-            ),
-        ),
-    ]
-
-
-def _broken_table(rows: list[dict], calendar: CalendarSettings) -> dg.MetadataValue:
+def _broken_table(rows: list[dict]) -> dg.MetadataValue:
     """The broken entities as a table in the UI (one row per entity)."""
     return dg.MetadataValue.table(
         records=[

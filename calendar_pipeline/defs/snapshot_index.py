@@ -7,13 +7,14 @@ import json
 
 import dagster as dg
 
-from calendar_pipeline.defs.asset_common import DAILY, first_ids, logged, storage_failure
+from calendar_pipeline.defs.asset_common import DAILY, logged, storage_failure
 from calendar_pipeline.defs.raw_snapshot import raw_snapshot
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.lake.atomic import StorageError
 from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
 from calendar_pipeline.lake.snapshots import latest_snapshot, latest_snapshots
 from calendar_pipeline.quality.reconcile import index_row_count_problem
+from calendar_pipeline.text import first_ids
 
 
 @dg.asset(
