@@ -33,6 +33,9 @@ has two sessions talking to the same host at once.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -108,12 +111,25 @@ class HttpSession:
         self._rotation: Iterator[httpx.AsyncClient] = itertools.cycle(self._clients)
         self._limiters: dict[str, AsyncLimiter] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
+        # ``in_thread`` parses run one at a time, always on the same thread. Parsing is
+        # pure Python, so threads never ran two at once anyway (the GIL), but each held
+        # its whole parse tree (an icalendar tree costs ~50x its feed) until done, and
+        # the peak grew with every feed parsed alongside; and each thread of the default
+        # pool has its own malloc arena, which keeps what a parse freed for that thread
+        # alone. One thread, one at a time: the peak is that of the largest feed.
+        self._parse_slot = asyncio.Semaphore(1)
+        self._parse_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="calendar-parse"
+        )
 
     async def __aenter__(self) -> HttpSession:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await asyncio.gather(*(http.aclose() for http in self._clients))
+        try:
+            await asyncio.gather(*(http.aclose() for http in self._clients))
+        finally:
+            self._parse_thread.shutdown(wait=False)
 
     def _politeness(self, url: httpx.URL) -> tuple[asyncio.Semaphore, AsyncLimiter]:
         host = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
@@ -295,7 +311,9 @@ class HttpSession:
     ) -> tuple[T, HttpResponse]:
         """GET ``url`` and ``parse`` the answer; store it for conditional GET only once
         ``parse`` accepted it. Any parse failure becomes :class:`InvalidResponse`
-        naming the URL. ``in_thread`` runs ``parse`` off the event loop (CPU-heavy work).
+        naming the URL. ``in_thread`` runs ``parse`` off the event loop (CPU-heavy work),
+        one such parse at a time per session (downloads go on meanwhile), so memory is
+        bounded by the largest answer's parse, not by the number parsed together.
         """
         response = await self.get(url, headers=headers, max_attempts=max_attempts)
         try:
@@ -317,7 +335,11 @@ class HttpSession:
         self, response: HttpResponse, parse: Callable[[HttpResponse], T], in_thread: bool
     ) -> T:
         try:
-            return await asyncio.to_thread(parse, response) if in_thread else parse(response)
+            if not in_thread:
+                return parse(response)
+            async with self._parse_slot:
+                call = functools.partial(contextvars.copy_context().run, parse, response)
+                return await asyncio.get_running_loop().run_in_executor(self._parse_thread, call)
         except HttpFetchError:
             raise
         except Exception as exc:
