@@ -30,10 +30,14 @@ from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.settings import parse_alert_mode
 
 # The four assets and their checks. In-process: one process for the whole run, not a
-# new process per step (what the default multiprocess executor would cost).
+# new process per step (what the default multiprocess executor would cost). Not the
+# freshness check (defs/freshness.py): run inside the day's run, before the deadline, it
+# would judge yesterday's partition; its own sensor runs it after each deadline and after
+# each materialization while it fails.
+FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("raw_snapshot"), "freshness_check")
 daily_calendar_job = dg.define_asset_job(
     "daily_calendar_job",
-    selection=dg.AssetSelection.groups("calendar"),
+    selection=dg.AssetSelection.groups("calendar") - dg.AssetSelection.checks(FRESHNESS_CHECK),
     executor_def=dg.in_process_executor,
     description="Snapshot, index and compute due alerts for one day.",
 )
@@ -107,10 +111,11 @@ def slack_run_reference(context: dg.OpExecutionContext, timezone: str) -> Refere
 
 # Slack unreachable (HTTP 5xx, connection refused, timeouts): each attempt gives up after
 # slack_sdk's own retries (4, backoff 0.5 s doubling: about 8-15 s for a whole outage),
-# then the op is retried once after 30 s (+-jitter): a run gives up within about a
-# minute (docs/RUNBOOK.md; test_slack_outage measures it). What it could not post is
-# marked failed and posted, marked late, by the next run.
-SLACK_RETRY_POLICY = dg.RetryPolicy(max_retries=1, delay=30, jitter=dg.Jitter.PLUS_MINUS)
+# then the op is retried once after 15 s: a run gives up within about a minute
+# (docs/RUNBOOK.md; test_slack_outage measures it). No jitter: one Slack run at a time
+# has no herd to spread, and Dagster's PLUS_MINUS would make the wait 0 to 2x the delay.
+# What it could not post is marked failed and posted, marked late, by the next run.
+SLACK_RETRY_POLICY = dg.RetryPolicy(max_retries=1, delay=15)
 
 
 @dg.op(
