@@ -19,7 +19,7 @@ from calendar_pipeline.defs.markdown import md_table
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.feeds import build, publish
 from calendar_pipeline.lake.atomic import StorageError
-from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline.lake.index import SnapshotIndex
 
 
 @dg.asset(**DAILY, kinds={"python", "ical"}, deps=[due_alerts])
@@ -33,7 +33,7 @@ def calendar_feed(
     event stays 7 days as `STATUS:CANCELLED`, and it has one VALARM per alert threshold.
     Written atomically; the newest day processed rewrites the files, an older day (a
     backfill) only its stored state (`feeds/state.json`)."""
-    index = SnapshotIndex(index_path(calendar.data_path))
+    index = SnapshotIndex.for_data_dir(calendar.data_path)
     engine = calendar.engine()
     partitions = context.partition_keys
 

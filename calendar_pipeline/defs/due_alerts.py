@@ -30,7 +30,7 @@ from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.defs.snapshot_index import snapshot_index
 from calendar_pipeline.lake.history import History
-from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline.lake.index import SnapshotIndex
 from calendar_pipeline.quality.carry import problem_rows
 from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
 from calendar_pipeline.sources.collect import parse_snapshot_text
@@ -65,7 +65,7 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     falls in a threshold bucket (the smallest threshold >= days until). A pure function
     of D's indexed snapshot, replaced per partition in one transaction (a range: one
     transaction for all its partitions)."""
-    index = SnapshotIndex(index_path(calendar.data_path))
+    index = SnapshotIndex.for_data_dir(calendar.data_path)
     thresholds = calendar.threshold_days
     partitions = context.partition_keys
     expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked

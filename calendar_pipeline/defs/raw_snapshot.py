@@ -20,7 +20,7 @@ from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings, UpstreamSources
 from calendar_pipeline.lake.atomic import StorageError
 from calendar_pipeline.lake.history import History
-from calendar_pipeline.lake.index import SnapshotIndex, index_path
+from calendar_pipeline.lake.index import SnapshotIndex
 from calendar_pipeline.lake.snapshots import write_snapshot
 from calendar_pipeline.quality import snapshot_checks
 from calendar_pipeline.quality.carry import (
@@ -124,7 +124,7 @@ def raw_snapshot(
     http = http_stats(sources) - before
     generated_at = dt.datetime.now(dt.UTC)
     results = split_by_window(fetched, universe.entities, windows, sources)
-    index = SnapshotIndex(index_path(calendar.data_path))
+    index = SnapshotIndex.for_data_dir(calendar.data_path)
     history = History(index.get)
     volumes: list[VolumeReport] = []
     days: list[snapshot_checks.Day] = []  # what the checks need of each day written

@@ -11,7 +11,7 @@ from calendar_pipeline.defs.asset_common import DAILY, logged, storage_failure
 from calendar_pipeline.defs.raw_snapshot import raw_snapshot
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.lake.atomic import StorageError
-from calendar_pipeline.lake.index import SnapshotIndex, build_entry, index_path
+from calendar_pipeline.lake.index import SnapshotIndex, build_entry
 from calendar_pipeline.lake.snapshots import latest_snapshot, latest_snapshots
 from calendar_pipeline.quality.reconcile import index_row_count_problem
 from calendar_pipeline.text import first_ids
@@ -81,7 +81,7 @@ def snapshot_index(context: dg.AssetExecutionContext, calendar: CalendarSettings
             )
             yield entry
 
-    index = SnapshotIndex(index_path(calendar.data_path))
+    index = SnapshotIndex.for_data_dir(calendar.data_path)
     try:
         if len(context.partition_keys) == 1:
             index.upsert(next(entries()))  # the daily case: an O(1) append for a new day
