@@ -15,11 +15,15 @@ import dagster as dg
 
 from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
 from calendar_pipeline.defs.calendar_feed import calendar_feed
+from calendar_pipeline.defs.freshness import (
+    raw_snapshot_freshness_checks,
+    raw_snapshot_freshness_checks_sensor,
+    raw_snapshot_freshness_sensor,
+)
 from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
 from calendar_pipeline.defs.resources import UpstreamSources, resources_from_env
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
 from calendar_pipeline.defs.sensors import (
-    raw_snapshot_freshness_sensor,
     slack_alert_sensor,
     slack_run_failure_sensor,
     upstream_availability_sensor,
@@ -29,6 +33,7 @@ from calendar_pipeline.defs.sensors import (
 def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[raw_snapshot, snapshot_index, due_alerts, calendar_feed],
+        asset_checks=[*raw_snapshot_freshness_checks],
         jobs=[daily_calendar_job, slack_alert_job],
         schedules=[daily_calendar_schedule],
         sensors=[
@@ -36,6 +41,7 @@ def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -
             slack_alert_sensor,
             slack_run_failure_sensor,
             raw_snapshot_freshness_sensor,
+            raw_snapshot_freshness_checks_sensor,
         ],
         resources=(
             {"upstream": UpstreamSources(), **resources}

@@ -65,6 +65,7 @@ def test_dg_check_defs_and_list_defs(tmp_path):
         "slack_alert_sensor",
         "slack_run_failure_sensor",
         "raw_snapshot_freshness_sensor",
+        "raw_snapshot_freshness_checks_sensor",
         "upstream_availability_sensor",
     ):
         assert name in listed.stdout, name

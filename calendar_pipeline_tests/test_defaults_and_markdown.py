@@ -105,6 +105,7 @@ RUNNING_BY_DEFAULT = [
     "slack_alert_sensor",
     "slack_run_failure_sensor",
     "raw_snapshot_freshness_sensor",
+    "raw_snapshot_freshness_checks_sensor",
 ]
 
 

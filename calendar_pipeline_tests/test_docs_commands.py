@@ -438,6 +438,7 @@ def runbook_checks(d: str) -> list[Check]:
         for name, state in (("slack_alert_sensor", "STOPPED"),
                             ("slack_run_failure_sensor", "STOPPED"),
                             ("raw_snapshot_freshness_sensor", "STOPPED"),
+                            ("raw_snapshot_freshness_checks_sensor", "STOPPED"),
                             ("upstream_availability_sensor", "RUNNING")):  # fmt: skip
             assert f"Sensor: {name} [{state}]" in done.stdout, done.stdout
 

@@ -355,21 +355,31 @@ def render_run_failure(
 
 
 def render_stale(
-    *, channel: str, asset: str, partition: str | None, last: str, age_hours: float,
-    window_hours: float, asset_url: str,
+    *, channel: str, asset: str, partition: str, due: str, late_hours: float,
+    newest: str | None, missing_since: str | None, asset_url: str,
 ) -> SlackMessage:  # fmt: skip
-    """A staleness alert: which asset, how old its newest data is, and what to look at."""
-    title = f"{asset} is stale: no new data for {age_hours:.0f} h"
-    newest = f" (partition {escape_slack(partition, 40)})" if partition else ""
+    """A staleness alert: which partition of which asset is missing, since when (its
+    deadline, and the first day missing after the newest partition), what to look at."""
+    title = f"{asset} is stale: partition {partition} missing since {due}"
+    if newest and missing_since and missing_since != partition:
+        gap = (
+            f"The newest partition is {escape_slack(newest, 40)}: every day since "
+            f"{escape_slack(missing_since, 40)} is missing. "
+        )
+    elif newest:
+        gap = f"The newest partition before it is {escape_slack(newest, 40)}. "
+    else:
+        gap = ""
     body = (
-        f"Its newest materialization{newest} is from {escape_slack(last, 40)}, "
-        f"{age_hours:.1f} h ago; it promises one every {window_hours:g} h. Check "
-        "`daily_calendar_schedule`, that `dagster-daemon` runs, and the latest runs."
+        f"Partition {escape_slack(partition, 40)} was due by {escape_slack(due, 40)} and is "
+        f"{late_hours:.1f} h late. {gap}Runs of other partitions (a backfill of history) do "
+        "not count. Check `daily_calendar_schedule`, that `dagster-daemon` runs, and the "
+        "latest runs."
     )
     link = f"<{asset_url}|Open {escape_slack(asset, 60)} in Dagster>"
     return SlackMessage(
         channel=channel,
-        text=escape_slack(f"{title}. {body}", 300),
+        text=escape_slack(f"{title}. {body}", 400),
         blocks=[
             {"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150)}},
             _mrkdwn_section(body),

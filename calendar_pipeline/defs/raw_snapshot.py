@@ -28,7 +28,6 @@ from calendar_pipeline.quality.carry import (
     describe_broken,
     rejected_by_volume,
 )
-from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW
 from calendar_pipeline.quality.problems import describe_problem
 from calendar_pipeline.quality.volume import VolumeReport, find_baseline, volume_report
 from calendar_pipeline.sources.collect import collect_events, snapshot_payload, split_by_window
@@ -51,7 +50,6 @@ INGEST_RETRY = dg.RetryPolicy(
     kinds={"python", "json"},
     pool="calendar_upstream",
     retry_policy=INGEST_RETRY,
-    freshness_policy=dg.FreshnessPolicy.time_window(fail_window=FRESHNESS_WINDOW),
     check_specs=[
         dg.AssetCheckSpec(
             "has_events",

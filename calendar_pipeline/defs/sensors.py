@@ -1,7 +1,5 @@
 """Sensors: start ingest when upstreams changed; start Slack delivery after due_alerts;
-post to Slack when a run fails."""
-
-import datetime as dt
+post to Slack when a run fails. (Freshness: defs/freshness.py.)"""
 
 import dagster as dg
 
@@ -12,7 +10,7 @@ from calendar_pipeline.alerts.slack_client import (
     SlackDeliveryError,
     SlackWebhookPoster,
 )
-from calendar_pipeline.alerts.slack_format import render_run_failure, render_stale
+from calendar_pipeline.alerts.slack_format import render_run_failure
 from calendar_pipeline.defs.jobs import (
     DUE_ALERTS_RUN_TAG,
     daily_calendar_job,
@@ -20,7 +18,6 @@ from calendar_pipeline.defs.jobs import (
     slack_alert_job,
 )
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings, UpstreamSources
-from calendar_pipeline.quality.freshness import FRESHNESS_WINDOW, judge
 from calendar_pipeline.sources.http_sources import http_client
 from calendar_pipeline.sources.model import Window
 from calendar_pipeline.sources.probe import ProbeState, probe_targets, probe_upstreams
@@ -240,42 +237,3 @@ def _redact(text: str, slack: SlackSettings) -> str:
     for secret in slack.secrets:
         text = text.replace(secret, "***")
     return text
-
-
-RAW_SNAPSHOT = dg.AssetKey("raw_snapshot")
-
-
-@dg.sensor(
-    name="raw_snapshot_freshness_sensor",
-    minimum_interval_seconds=5 * 60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts to SLACK_ALERTS_CHANNEL (default SLACK_CHANNEL) once per stale "
-    "period when raw_snapshot's newest materialization is older than its 26 h freshness "
-    "window: the rule of its FreshnessPolicy, which the UI shows as Failing "
-    "(quality/freshness.py).",
-)
-def raw_snapshot_freshness_sensor(
-    context: dg.SensorEvaluationContext, slack: SlackSettings
-) -> dg.SensorResult:
-    newest = context.instance.fetch_materializations(RAW_SNAPSHOT, limit=1).records
-    record = newest[0] if newest else None
-    last = dt.datetime.fromtimestamp(record.timestamp, dt.UTC) if record else None
-    period = str(record.storage_id) if record else None
-    verdict = judge(last, period, dt.datetime.now(dt.UTC), context.cursor)
-    if not verdict.alert:
-        return dg.SensorResult(skip_reason=verdict.why, cursor=context.cursor)
-    assert record is not None and last is not None
-    message = render_stale(
-        channel=slack.failure_channel,
-        asset="raw_snapshot",
-        partition=record.partition_key,
-        last=last.strftime("%Y-%m-%d %H:%M UTC"),
-        age_hours=(dt.datetime.now(dt.UTC) - last).total_seconds() / 3600,
-        window_hours=FRESHNESS_WINDOW.total_seconds() / 3600,
-        asset_url=f"{slack.webserver_url.rstrip('/')}/assets/raw_snapshot",
-    )
-    if slack.can_post:
-        slack.poster().post(message)  # raises when Slack fails: the next tick tries again
-    else:
-        context.log.info(f"no Slack token: not posting the staleness alert\n{message.text}")
-    return dg.SensorResult(skip_reason=f"{verdict.why}: alerted {message.channel}", cursor=period)
