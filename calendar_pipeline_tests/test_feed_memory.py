@@ -9,6 +9,7 @@ peak of a run is that of its largest feed, whatever the number of feeds.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
 import threading
 import time
@@ -16,8 +17,9 @@ import tracemalloc
 
 from calendar_pipeline.sources import ics
 from calendar_pipeline.sources.collect import collect_events
-from calendar_pipeline.sources.http import HttpClient, HttpConfig
-from calendar_pipeline.sources.ics import IcsSource
+from calendar_pipeline.sources.http import HttpClient, HttpConfig, session
+from calendar_pipeline.sources.http.response import HttpResponse
+from calendar_pipeline.sources.ics import IcsSource, parse_feed
 from calendar_pipeline.sources.model import Entity, Window
 from calendar_pipeline_tests import upstream_server
 from calendar_pipeline_tests.upstream_server import Reply
@@ -111,3 +113,31 @@ def test_feeds_are_parsed_one_at_a_time_on_one_thread(upstream, monkeypatch):
     assert most == 1, f"{most} feeds were parsed at the same time"
     assert len(threads) == 1, f"parses ran on {len(threads)} threads"
     assert threading.get_ident() not in threads  # still off the event loop's thread
+
+
+def test_bodies_waiting_for_the_parser_wait_on_disk(upstream, monkeypatch):
+    monkeypatch.setattr(session, "SPILL_BYTES", 2_000)  # these small feeds count as large
+    entities = serve(upstream, 4, 200)
+    held: list[int] = []
+    real = ics.read_feed
+
+    def watched(*args, **kwargs):
+        time.sleep(0.1)  # a slow parse: the other feeds are downloaded meanwhile
+        gc.collect()
+        held.append(
+            sum(1 for o in gc.get_objects() if isinstance(o, HttpResponse) and len(o.body) > 2_000)
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ics, "read_feed", watched)
+    result = collect_events(entities, WINDOW, {"ics": source()})
+    assert not result.errors, result.errors
+    assert held and max(held) == 1, f"bodies in memory during each parse: {held}"
+    # read back whole: the same events as parsing each feed directly
+    expected = []
+    for n, entity in enumerate(entities):
+        text = big_feed(n, 200).decode()
+        expected += parse_feed(text, entity_id=entity.entity_id, window=WINDOW)
+    key = lambda e: (e.entity_id, e.event_id)  # noqa: E731
+    assert sorted(result.events, key=key) == sorted(expected, key=key)
+    assert len(expected) > 20

@@ -34,12 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import dataclasses
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from aiolimiter import AsyncLimiter
@@ -73,6 +77,7 @@ log = logging.getLogger(__package__)  # the package's logger, as before the spli
 T = TypeVar("T")
 
 SPACING_SLACK = 1.02  # requests are spaced 2% wider than 1/rate: room for network jitter
+SPILL_BYTES = 1024 * 1024  # a body larger than this waits for the parser on disk
 
 
 class _RetryAfterOrBackoff(wait_base):
@@ -88,6 +93,13 @@ class _RetryAfterOrBackoff(wait_base):
         if isinstance(exc, HttpFetchError) and exc.retry_after is not None:
             wait = max(wait, exc.retry_after)
         return wait
+
+
+@dataclass
+class _Answer:
+    """A response on its way to the parser (see :meth:`HttpSession.fetch`)."""
+
+    response: HttpResponse
 
 
 class HttpSession:
@@ -315,36 +327,74 @@ class HttpSession:
         one such parse at a time per session (downloads go on meanwhile), so memory is
         bounded by the largest answer's parse, not by the number parsed together.
         """
-        response = await self.get(url, headers=headers, max_attempts=max_attempts)
+        # held in a box, not a local: a large body waiting for the parser can then wait
+        # on disk (_parse_turn), with no reference left to keep it in memory
+        answer = _Answer(await self.get(url, headers=headers, max_attempts=max_attempts))
         try:
-            value = await self._parse(response, parse, in_thread)
+            value = await self._parse(answer, parse, in_thread)
         except InvalidResponse:
-            if not response.from_cache:
+            if not answer.response.from_cache:
                 raise
             # The stored copy no longer parses (the adapter got stricter, the row is
             # damaged): fetch a fresh one instead of failing on every run from now on.
-            response = await self.get(
-                url, headers=headers, conditional=False, max_attempts=max_attempts
+            answer = _Answer(
+                await self.get(url, headers=headers, conditional=False, max_attempts=max_attempts)
             )
-            value = await self._parse(response, parse, in_thread)
+            value = await self._parse(answer, parse, in_thread)
+        response = answer.response
         if response.status == 200 and (response.etag or response.last_modified):
             await self._store(response)
         return value, response
 
     async def _parse(
-        self, response: HttpResponse, parse: Callable[[HttpResponse], T], in_thread: bool
+        self, answer: _Answer, parse: Callable[[HttpResponse], T], in_thread: bool
     ) -> T:
         try:
             if not in_thread:
-                return parse(response)
-            async with self._parse_slot:
-                call = functools.partial(contextvars.copy_context().run, parse, response)
+                return parse(answer.response)
+            async with self._parse_turn(answer):
+                call = functools.partial(contextvars.copy_context().run, parse, answer.response)
                 return await asyncio.get_running_loop().run_in_executor(self._parse_thread, call)
         except HttpFetchError:
             raise
         except Exception as exc:
             cause = self.client.redact(describe_exception(exc))
-            raise response.invalid(cause) from exc
+            raise answer.response.invalid(cause) from exc
+
+    @contextlib.asynccontextmanager
+    async def _parse_turn(self, answer: _Answer) -> AsyncIterator[None]:
+        """Hold the parse slot; while another answer is being parsed, a body over
+        SPILL_BYTES waits in a temporary file (so the bodies downloaded meanwhile do not
+        add up in memory either), and is read back once the slot is ours."""
+        spill = None
+        if self._parse_slot.locked() and len(answer.response.body) > SPILL_BYTES:
+            spill = await self._spill(answer)
+        try:
+            async with self._parse_slot:
+                if spill is not None:
+                    spill.seek(0)
+                    body = await asyncio.to_thread(spill.read)
+                    answer.response = dataclasses.replace(answer.response, body=body)
+                    del body
+                yield
+        finally:
+            if spill is not None:
+                spill.close()
+
+    async def _spill(self, answer: _Answer) -> IO[bytes] | None:
+        """Move ``answer``'s body to a temporary file; None (the body stays) when the
+        file cannot be written."""
+        spill = None
+        try:
+            spill = tempfile.TemporaryFile(prefix="calendar-body-")  # noqa: SIM115 - _parse_turn closes it
+            await asyncio.to_thread(spill.write, answer.response.body)
+        except OSError as exc:  # no room on disk: wait in memory instead
+            log.debug("body of %s waits in memory: %s", answer.response.display_url, exc)
+            if spill is not None:
+                spill.close()
+            return None
+        answer.response = dataclasses.replace(answer.response, body=b"")
+        return spill
 
     async def _cached(self, url: str, display_url: str) -> CachedResponse | None:
         """The stored answer for ``url``; a cache that fails only costs the saving."""
