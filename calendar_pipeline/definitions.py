@@ -1,56 +1,48 @@
-"""The one Definitions object: everything the project has, in one screen.
+"""The project's definitions: every Dagster object under ``calendar_pipeline/defs/``,
+found by ``dg.load_from_defs_folder``, plus the resources and the executor, set here once.
 
 Data flow: raw_snapshot -> snapshot_index -> due_alerts -> calendar_feed (assets, group
            ``calendar``); due_alerts -> slack_alert_sensor -> slack_alert_job
            (send_slack_alerts op).
+A module added under ``defs/`` (by hand or ``dg scaffold defs dagster.asset x.py``) is
+loaded with no edit here; ``dg list defs`` lists it. The code location is named once, in
+pyproject.toml (``[tool.dg.project]``), which ``dagster dev``, ``dg`` and the UI read.
 Settings come from the environment (see .env.example) through three resources, one per
 system: ``calendar`` (lake, database, universe, rules), ``upstream`` (the sources and
 their HTTP client) and ``slack``. Tests build the same definitions with their own
-resources; a resource they leave out takes its defaults.
+resources (``build_defs``); a resource they leave out takes its defaults.
 """
 
 from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
 
 import dagster as dg
 
-from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
-from calendar_pipeline.defs.calendar_feed import calendar_feed
-from calendar_pipeline.defs.freshness import (
-    raw_snapshot_freshness_checks,
-    raw_snapshot_freshness_checks_sensor,
-    raw_snapshot_freshness_sensor,
-)
-from calendar_pipeline.defs.jobs import daily_calendar_job, slack_alert_job
 from calendar_pipeline.defs.resources import UpstreamSources, resources_from_env
-from calendar_pipeline.defs.schedules import daily_calendar_schedule
-from calendar_pipeline.defs.sensors import (
-    slack_alert_sensor,
-    slack_run_failure_sensor,
-    upstream_availability_sensor,
-)
+
+
+@cache
+def discovered() -> dg.Definitions:
+    """The assets, checks, jobs, schedule and sensors of ``defs/`` (imported once)."""
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
 
 
 def build_defs(resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
-    return dg.Definitions(
-        assets=[raw_snapshot, snapshot_index, due_alerts, calendar_feed],
-        asset_checks=[*raw_snapshot_freshness_checks],
-        jobs=[daily_calendar_job, slack_alert_job],
-        schedules=[daily_calendar_schedule],
-        sensors=[
-            upstream_availability_sensor,
-            slack_alert_sensor,
-            slack_run_failure_sensor,
-            raw_snapshot_freshness_sensor,
-            raw_snapshot_freshness_checks_sensor,
-        ],
-        resources=(
-            {"upstream": UpstreamSources(), **resources}
-            if resources is not None
-            else resources_from_env()
+    """The definitions with ``resources`` (default: from the environment)."""
+    return dg.Definitions.merge(
+        discovered(),
+        dg.Definitions(
+            resources=(
+                {"upstream": UpstreamSources(), **resources}
+                if resources is not None
+                else resources_from_env()
+            ),
+            # One process per run, for every job and for `dagster asset materialize` and UI
+            # launches: the steps are small and a process per step would cost more than the
+            # work.
+            executor=dg.in_process_executor,
         ),
-        # One process per run, also for `dagster asset materialize` and UI launches: the
-        # steps are small and a process per step would cost more than the work.
-        executor=dg.in_process_executor,
     )
 
 

@@ -14,14 +14,14 @@ Used by ``test_ui_e2e.py`` and by ``scripts/screenshot_ui.py`` (the browser side
   ``CALENDAR_DATA_DIR`` is a fresh directory too.
 - ``.env``: ``dagster dev`` loads ``.env`` from its *current directory*, and its values
   override the environment. The server is therefore started with ``cwd`` set to a
-  temporary directory that holds no ``.env``, and finds the code through the repository's
-  ``workspace.yaml`` (``-w``; the package is installed, so the module imports from
-  anywhere), so a developer's own ``.env`` in the repository root can neither redirect
+  temporary directory that holds no ``.env``, and finds the code through a
+  ``workspace.yaml`` written there (``-w``; the package is installed, so the module imports
+  from anywhere), so a developer's own ``.env`` in the repository root can neither redirect
   the data nor reach Slack.
-- The code location: ``workspace.yaml`` names it ``calendar_pipeline``
-  (``LOCATION_NAME``), as plain ``dagster dev`` in the repository does (pyproject.toml's
-  ``[tool.dagster]``). ``-m calendar_pipeline.definitions`` would name it after the module
-  instead, and the UI (URLs, screenshots) would show a name users never see.
+- The code location: that ``workspace.yaml`` says what pyproject.toml's ``[tool.dg.project]``
+  says (module and ``code_location_name``, ``LOCATION_NAME``), as plain ``dagster dev`` and
+  ``dg dev`` in the repository do. ``-m calendar_pipeline.definitions`` would name it after
+  the module instead, and the UI (URLs, screenshots) would show a name users never see.
 - Signals: a process started in the background from a non-interactive shell inherits
   SIGINT/SIGTERM as *ignored*, and ``dagster dev`` then ignores SIGTERM. The child gets the
   default handlers back (``preexec_fn``) and its own session (``start_new_session``), so one
@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,22 +55,28 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKSPACE = REPO_ROOT / "workspace.yaml"
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["dg"][
+    "project"
+]
 
-
-def workspace_location_name(workspace: Path = WORKSPACE) -> str:
-    """The ``location_name`` of the single code location ``workspace`` loads."""
-    entries = yaml.safe_load(workspace.read_text(encoding="utf-8"))["load_from"]
-    names = [config.get("location_name") for entry in entries for config in entry.values()]
-    if len(names) != 1 or not names[0]:
-        raise RuntimeError(f"{workspace}: expected one code location with a name, got {names}")
-    return names[0]
-
-
-# The code location as users see it (`dagster dev` in the repository, workspace.yaml);
-# a Definitions object is the repository "__repository__".
-LOCATION_NAME = workspace_location_name()
+# The code location as users see it (`dagster dev` or `dg dev` in the repository: the
+# project's [tool.dg.project]); a Definitions object is the repository "__repository__".
+LOCATION_NAME = PROJECT["code_location_name"]
 REPOSITORY_NAME = "__repository__"
+
+
+def write_workspace(directory: Path) -> Path:
+    """A workspace.yaml in ``directory`` loading the project's code location as pyproject.toml
+    names it (so that ``dagster dev`` can start outside the repository)."""
+    path = directory / "workspace.yaml"
+    entry = {
+        "module_name": PROJECT["code_location_target_module"],
+        "working_directory": str(REPO_ROOT),
+        "location_name": LOCATION_NAME,
+    }
+    path.write_text(yaml.safe_dump({"load_from": [{"python_module": entry}]}), encoding="utf-8")
+    return path
+
 
 START_TIMEOUT_S = 120.0  # dagster dev start-up until /server_info answers (2 slow cores)
 STOP_GRACE_S = 20.0  # SIGTERM -> SIGKILL
@@ -200,14 +207,14 @@ class DagsterDev:
         data_dir: Path,
         cwd: Path,
         log_path: Path,
-        workspace: Path = WORKSPACE,
+        workspace: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.dagster_home = dagster_home
         self.data_dir = data_dir
         self.cwd = cwd
         self.log_path = log_path
-        self.workspace = workspace
+        self.workspace = workspace or write_workspace(cwd)
         self.env = env if env is not None else scrubbed_env(dagster_home, data_dir)
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None

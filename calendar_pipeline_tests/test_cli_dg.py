@@ -5,6 +5,7 @@ README itself, work from the repository root."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shlex
 import shutil
 import subprocess
@@ -82,3 +83,35 @@ def test_dg_launch_materializes_a_partition(tmp_path):
 
     assert store.read_due_alerts(engine, dt.date.fromisoformat(DAY))
     engine.dispose()
+
+
+def test_a_scaffolded_asset_is_loaded_with_no_other_edit(tmp_path):
+    """`dg scaffold defs dagster.asset x.py` in a copy of the repository, then `dg list defs`
+    lists the new asset beside the others: definitions.py finds what `defs/` holds."""
+    copy = tmp_path / "repo"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (REPO_ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, copy / name)
+    env = scrubbed_env(tmp_path / "home", tmp_path / "data")
+    (tmp_path / "home").mkdir()
+
+    def dg_in_copy(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [console_script("dg"), *args],
+            cwd=copy, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    scaffolded = dg_in_copy("scaffold", "defs", "dagster.asset", "newcomer_asset.py")
+    assert scaffolded.returncode == 0, scaffolded.stdout + scaffolded.stderr
+    assert (copy / "calendar_pipeline" / "defs" / "newcomer_asset.py").is_file()
+    listed = dg_in_copy("list", "defs", "--json")
+    assert listed.returncode == 0, listed.stdout[-2000:] + listed.stderr[-2000:]
+    assets = {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
+    assert assets == {"newcomer_asset", "raw_snapshot", "snapshot_index", "due_alerts",
+                      "calendar_feed"}, assets  # fmt: skip
+    assert not (REPO_ROOT / "calendar_pipeline" / "defs" / "newcomer_asset.py").exists()

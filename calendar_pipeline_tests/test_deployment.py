@@ -33,9 +33,11 @@ from sqlalchemy import create_engine, make_url, text
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
-from calendar_pipeline.defs.assets import due_alerts, raw_snapshot, snapshot_index
 from calendar_pipeline.defs.calendar_feed import calendar_feed
+from calendar_pipeline.defs.due_alerts import due_alerts
+from calendar_pipeline.defs.raw_snapshot import raw_snapshot
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.defs.snapshot_index import snapshot_index
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.lake.snapshots import latest_snapshots, read_snapshot
 from calendar_pipeline_tests.daemons import wait_for

@@ -6,7 +6,7 @@ GraphQL and browser tests share one start and the server is stopped as soon as t
 done, not left running beside the rest of the suite until the session ends; see
 ``dagster_dev.py`` for the temporary DAGSTER_HOME and data dir, the scrubbed environment,
 why it runs from a temporary directory so that no ``.env`` is loaded, and how it is
-stopped). The code location is the repository's ``workspace.yaml``'s, as users see it.
+stopped). The code location is pyproject.toml's ``[tool.dg.project]``, as users see it.
 Then:
 
 1. ``backfill`` (module fixture): a backfill of three past days for the four assets,
@@ -580,11 +580,11 @@ def test_asset_graph_shows_the_assets_and_their_checks(page: Page, tmp_path: Pat
     nodes = open_asset_graph(page)
     # Each node has an "Asset checks" row (calendar_feed's is empty).
     expect(nodes.get_by_text("Asset checks", exact=True)).to_have_count(len(ASSETS))
-    # The code location as users name it: workspace.yaml's is pyproject.toml's (plain
+    # The code location as users name it: pyproject.toml's [tool.dg.project] (plain
     # `dagster dev`, `dg dev`), and the page (and the README's screenshot) shows it.
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     tool = pyproject["tool"]
-    assert tool["dagster"]["code_location_name"] == LOCATION_NAME, tool["dagster"]
+    assert "dagster" not in tool  # one place names the code location: [tool.dg]
     assert tool["dg"]["project"]["code_location_name"] == LOCATION_NAME, tool["dg"]
     location = page.locator(f'a[href="/locations/{LOCATION_NAME}/"]')  # "Asset Group in ..."
     expect(location).to_be_visible()

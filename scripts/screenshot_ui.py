@@ -10,9 +10,8 @@ What it does, all in throwaway directories so your own instance and data are unt
    (``calendar-pipeline run --date ...``) so the UI has runs, metadata and checks to show.
 2. Starts ``dagster dev`` on a free port of 127.0.0.1 and waits for ``/server_info``
    (``calendar_pipeline_tests/dagster_dev.py``, the end-to-end tests' ``DagsterDev``). It
-   loads the repository's ``workspace.yaml``, so the UI names the code location
-   ``calendar_pipeline`` as ``dagster dev`` in the repository does (pyproject.toml), not
-   after the module.
+   loads the code location as pyproject.toml's ``[tool.dg.project]`` names it,
+   ``calendar_pipeline``, as ``dagster dev`` in the repository does, not after the module.
 3. Drives Debian's Chromium (``/usr/bin/chromium``) with Playwright, dismisses the
    first-run "Join the Dagster community" dialog and takes the screenshots
    (``calendar_pipeline_tests/ui_browser.py``, shared with ``test_ui_e2e.py``):

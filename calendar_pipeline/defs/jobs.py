@@ -29,8 +29,7 @@ from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.settings import parse_alert_mode
 
-# The four assets and their checks. In-process: one process for the whole run, not a
-# new process per step (what the default multiprocess executor would cost). Not the
+# The four assets and their checks, in one process (the executor of definitions.py). Not the
 # freshness check (defs/freshness.py): run inside the day's run, before the deadline, it
 # would judge yesterday's partition; its own sensor runs it after each deadline and after
 # each materialization while it fails.
@@ -38,7 +37,6 @@ FRESHNESS_CHECK = dg.AssetCheckKey(dg.AssetKey("raw_snapshot"), "freshness_check
 daily_calendar_job = dg.define_asset_job(
     "daily_calendar_job",
     selection=dg.AssetSelection.groups("calendar") - dg.AssetSelection.checks(FRESHNESS_CHECK),
-    executor_def=dg.in_process_executor,
     description="Snapshot, index and compute due alerts for one day.",
 )
 
@@ -328,7 +326,6 @@ def _tell_broken_entities(
 
 @dg.job(
     partitions_def=daily_partitions,
-    executor_def=dg.in_process_executor,
     description="Post partition D's due alerts to Slack, each dedup key once.",
 )
 def slack_alert_job():
