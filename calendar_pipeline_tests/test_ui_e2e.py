@@ -261,6 +261,7 @@ def open_launch_dialog(page: Page, steps: list[UiStep]) -> Locator:
     (catalog,), assets = steps[0].labels, steps[0].code
     assert sorted(assets) == sorted(ASSETS), steps[0]
     page.goto("/")
+    dismiss_first_run_dialog(page)  # it may cover the page before the click (a busy machine)
     click_link(page, catalog)
     dismiss_first_run_dialog(page)
     tick_assets(page, assets)
