@@ -386,9 +386,11 @@ def main(argv: list[str] | None = None) -> int:
                 return ledger_commands.deliveries(day, args.json)
             return ledger_commands.resend(day, args.key, args.entity, args.event, args.dry_run)
         if args.command == "serve-feeds":
+            from calendar_pipeline.defs.resources import resource_from_env
             from calendar_pipeline.feeds.serve import serve_feeds
 
-            return serve_feeds(args.address)
+            calendar = resource_from_env("calendar")
+            return serve_feeds(calendar.data_path, calendar.feeds_address, args.address)
         from calendar_pipeline.defs.resources import check_environment
 
         partition = partition_to_run(args.date)

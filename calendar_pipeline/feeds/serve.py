@@ -173,17 +173,15 @@ def start(directory: Path, address: str, quiet: bool = True) -> tuple[FeedServer
     return server, thread
 
 
-def serve_feeds(address: str | None = None) -> int:
-    """`calendar-pipeline serve-feeds`: serve `{CALENDAR_DATA_DIR}/feeds/` until stopped
-    (Ctrl-C: exit 0). `address` overrides CALENDAR_FEEDS_ADDRESS. A bad address raises
-    `SettingError` naming the variable (or `--address`)."""
-    from calendar_pipeline.defs.resources import resource_from_env
+def serve_feeds(data_dir: Path, configured: str, address: str | None = None) -> int:
+    """`calendar-pipeline serve-feeds`: serve `{data_dir}/feeds/` until stopped (Ctrl-C:
+    exit 0) on `address` (`--address`), else `configured` (CALENDAR_FEEDS_ADDRESS). A bad
+    address raises `SettingError` naming the variable (or `--address`)."""
     from calendar_pipeline.feeds.publish import feeds_dir
 
-    calendar = resource_from_env("calendar")
-    text = address if address is not None else calendar.feeds_address
+    text = address if address is not None else configured
     where = parse_address(text, "--address" if address is not None else ADDRESS_VARIABLE)
-    directory = feeds_dir(calendar.data_path)
+    directory = feeds_dir(data_dir)
     try:
         server = FeedServer(where, directory)
     except OSError as exc:
