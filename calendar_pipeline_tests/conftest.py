@@ -23,7 +23,7 @@ pytest_plugins = ("calendar_pipeline_tests.slack_server",)  # the `slack_server`
 SERIAL = {
     "test_ui_e2e", "test_deployment", "test_slack_outage", "test_dead_runs",
     "test_kill_anywhere", "test_concurrent_first_runs", "test_table_creation_race",
-    "test_storage_probe_race", "test_docs_commands", "test_readme",
+    "test_storage_probe_race", "test_docs_commands", "test_readme", "test_one_instance",
 }  # fmt: skip
 
 

@@ -209,12 +209,16 @@ class DagsterDev:
         log_path: Path,
         workspace: Path | None = None,
         env: dict[str, str] | None = None,
+        command: str = "dagster dev",
     ) -> None:
         self.dagster_home = dagster_home
         self.data_dir = data_dir
         self.cwd = cwd
         self.log_path = log_path
-        self.workspace = workspace or write_workspace(cwd)
+        # `dagster dev` (with a workspace file, from any directory) or `dg dev` (in a project
+        # directory: it reads [tool.dg] there, so `cwd` is that directory)
+        self.command = command
+        self.workspace = workspace or write_workspace(cwd) if command == "dagster dev" else None
         self.env = env if env is not None else scrubbed_env(dagster_home, data_dir)
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -266,16 +270,11 @@ class DagsterDev:
                     raise
 
     def _spawn(self) -> None:
-        cmd = [
-            console_script("dagster"),
-            "dev",
-            "-w",
-            str(self.workspace),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-        ]
+        if self.command == "dg dev":
+            cmd = [console_script("dg"), "dev", "-p", str(self.port)]
+        else:
+            cmd = [console_script("dagster"), "dev", "-w", str(self.workspace)]
+            cmd += ["-h", "127.0.0.1", "-p", str(self.port)]
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             log.write(f"\n$ {' '.join(cmd)}  (cwd {self.cwd})\n".encode())
             log.flush()
