@@ -238,8 +238,9 @@ class FakeSlackServer(LoopbackServer):
 
     def history(self, channel: str) -> list[dict[str, Any]]:
         """The messages posted to ``channel`` (name or id), oldest first."""
+        channel_id = self.channel_id(channel)  # takes the lock itself (not reentrant)
         with self._lock:
-            return list(self._history.get(self.channel_id(channel), []))
+            return list(self._history.get(channel_id, []))
 
     def _take_drop(self) -> bool:
         with self._lock:
