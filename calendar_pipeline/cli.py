@@ -17,14 +17,17 @@ It first reads `.env` in the working directory without replacing exported variab
 exported variable beats the file) and says so on its first line, naming the variables
 the environment overrode (names only). Then every setting is checked before anything
 runs: a bad value, option or date, or a DAGSTER_HOME that is not a directory, is one line
-on stderr and exit code 2, never a traceback.
+on stderr and exit code 2, never a traceback. So is a Slack run that refuses to post
+because the ledger is lost and cannot be rebuilt from Slack (alerts/deliver.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import sys
@@ -182,13 +185,16 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
         tags = {DUE_ALERTS_RUN_TAG: result.run_id, **reference.as_tags()}
         facts.intent = intent_for(dt.date.fromisoformat(partition), reference)
         print(slack_header(partition, facts.intent, mode, reference.day), file=say, flush=True)
-        slack = defs.resolve_job_def("slack_alert_job").execute_in_process(
-            partition_key=partition,
-            instance=instance,
-            run_config=logs,
-            tags=tags,
-            raise_on_error=False,
-        )
+        # A lost ledger the Slack run cannot rebuild is refused in one line: Dagster's own
+        # log of that failure (a stack trace) is held back, and shown only otherwise.
+        with _held_stderr(_ledger_may_be_lost(partition)) as held:
+            slack = defs.resolve_job_def("slack_alert_job").execute_in_process(
+                partition_key=partition,
+                instance=instance,
+                run_config=logs,
+                tags=tags,
+                raise_on_error=False,
+            )
         facts.slack_run_id = slack.run_id
         for event in slack.all_node_events:
             if event.event_type_value == "STEP_OUTPUT":
@@ -199,6 +205,11 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
                 if "digest" in metadata:
                     facts.outbox = str(metadata["outbox"].value)
                     facts.digest = metadata["digest"].value.strip("`\n") + "\n"
+        lost = "" if slack.success else _ledger_lost(slack)
+        if lost:  # nothing posted: one line naming the ledger and the next step
+            print(f"calendar-pipeline: {lost}", file=sys.stderr)
+            return 2
+        sys.stderr.write(held.getvalue())
         if not slack.success:
             facts.errors = root_causes(slack) or ["slack_alert_job failed"]
             return _failed(facts, output, "slack_alert_job")
@@ -232,6 +243,44 @@ def _failed(facts: RunFacts, output: Output, job: str) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _ledger_may_be_lost(partition: str) -> bool:
+    """Whether the ledger looks lost before the Slack run (alerts/deliver.py
+    `lost_ledger`): only then is that run's terminal output held back."""
+    from calendar_pipeline.alerts.deliver import lost_ledger
+    from calendar_pipeline.defs.resources import resource_from_env
+
+    try:
+        calendar = resource_from_env("calendar")
+        day = dt.date.fromisoformat(partition)
+        return lost_ledger(calendar.engine(), calendar.data_path, day) is not None
+    except Exception:  # the Slack run itself says what is wrong
+        return False
+
+
+@contextlib.contextmanager
+def _held_stderr(hold: bool):
+    """While ``hold``: what is written to stderr goes to a buffer (yielded) instead."""
+    buffer = io.StringIO()
+    if not hold:
+        yield buffer
+        return
+    with contextlib.redirect_stderr(buffer):
+        yield buffer
+
+
+def _ledger_lost(result) -> str:
+    """The one line of a Slack run that refused to post because the ledger is lost and
+    cannot be rebuilt from Slack (alerts/deliver.py `LedgerLost`), else ``""``."""
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        failure = event.step_failure_data.user_failure_data
+        value = failure.metadata.get("ledger_lost") if failure is not None else None
+        if value is not None:
+            return str(getattr(value, "value", value))
+    return ""
 
 
 def _plain(metadata) -> dict:

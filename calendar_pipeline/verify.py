@@ -15,7 +15,9 @@ What is checked, and how bad each finding is:
 - **due_alerts** (error): the rows of every indexed day equal the bucket rule applied to
   its indexed snapshot (``quality/reconcile.py``). Fixed by re-running the day.
 - **ledger** (error for an unknown state; warning for a claim older than the claim
-  timeout, which the next Slack run of that day takes over).
+  timeout, which the next Slack run of that day takes over). A lost ledger (deleted or
+  emptied while the lake has earlier days: ``deliver.lost_ledger``) is one error naming
+  it and what to do.
 - **temporary files** (warning): ``.snapshot_*.tmp`` and ``.snapshots.jsonl.*.tmp`` left by
   killed writes. ``--repair`` removes them under the writers' locks.
 
@@ -35,6 +37,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from calendar_pipeline.alerts import store
+from calendar_pipeline.alerts.deliver import lost_ledger
 from calendar_pipeline.alerts.due import compute_due_alerts
 from calendar_pipeline.lake.history import History
 from calendar_pipeline.lake.index import (
@@ -126,8 +129,11 @@ def verify(
     *,
     repair: bool = False,
     now: dt.datetime | None = None,
+    retention: dt.timedelta = dt.timedelta(days=400),
 ) -> Report:
-    """Audit ``data_dir`` and the tables behind ``engine``; repair what is safe."""
+    """Audit ``data_dir`` and the tables behind ``engine``; repair what is safe.
+    ``retention``: the ledger's (CALENDAR_LEDGER_RETENTION_DAYS), to tell a ledger pruned
+    empty from a lost one."""
     now = now or dt.datetime.now(dt.UTC)
     report = Report()
     index = SnapshotIndex(index_path(data_dir))
@@ -138,8 +144,26 @@ def verify(
     report.checked["index lines"] = len(indexed)
     _check_newest(index, indexed, newest, engine, thresholds, budgets, report, repair)
     _check_due_alerts(index, engine, thresholds, report)
+    _check_lost_ledger(data_dir, engine, now, retention, report)
     _check_ledger(engine, claim_timeout, now, report)
     return report
+
+
+def _check_lost_ledger(
+    data_dir: Path, engine: Engine, now: dt.datetime, retention: dt.timedelta, report: Report
+) -> None:
+    """One error when the ledger is lost: the lake has processed days, the ledger holds
+    no delivered alert it should have (``deliver.lost_ledger``)."""
+    reason = lost_ledger(engine, data_dir, now.date() + dt.timedelta(days=1), retention)
+    if reason is not None:
+        report.add(
+            "ledger",
+            ERROR,
+            f"{reason}. The next Slack run rebuilds it from Slack's history (a bot token "
+            "with channels:history); without that it refuses to post: restore the ledger "
+            "from a backup, or re-prime it with `calendar-pipeline run --mode record_only` "
+            "(docs/RUNBOOK.md, The ledger is lost)",
+        )
 
 
 def _check_snapshots(data_dir: Path, report: Report) -> dict[str, Path]:

@@ -24,17 +24,29 @@ from an earlier, unconfirmed attempt (its run died between the post and the mark
 the post failed ambiguously) looks those ids up first and marks the keys ``sent`` with
 the ``ts`` Slack has. Only when the token may not read history (``missing_scope``) is a
 repeat possible: at most one per message in flight, said once in the log.
+
+A lost ledger (``calendar.db`` deleted or emptied while the lake has earlier days:
+``lost_ledger``) is rebuilt from Slack itself before anything is posted: each message's
+metadata also carries a 10-character digest of each of its alert keys (``key_digest``);
+``LedgerRecovery`` reads the history of the channels the universe routes to, back to the
+ledger's retention, and records the pending alerts found there as ``sent`` (with the
+``ts`` of their message); only the rest is posted. A poster that cannot read history (a
+webhook, a token without the history scopes) raises :class:`LedgerLost`: nothing is
+posted, and its one line names the ledger and the next step.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +64,8 @@ from calendar_pipeline.alerts.slack_format import (
     render_outbox_text,
 )
 from calendar_pipeline.lake.atomic import atomic_write_text
+from calendar_pipeline.lake.index import IndexCorruptError, SnapshotIndex, index_path
+from calendar_pipeline.lake.snapshots import SNAPSHOTS_DIR, is_valid_partition
 
 MAX_PARALLEL_CHANNELS = 16  # threads posting to distinct channels at once
 MODES = ("send", "dry_run", "record_only", "history")
@@ -65,6 +79,26 @@ CHANNEL_ERRORS = frozenset({"channel_not_found", "is_archived", "not_in_channel"
 class HistoryUnavailable(RuntimeError):
     """The poster cannot read channel history (a webhook, or a token without the
     ``channels:history`` scope): a lost reply may then mean one repeated message."""
+
+
+class LedgerLost(RuntimeError):
+    """The ledger is lost (``lost_ledger``) and cannot be rebuilt from Slack's history: the
+    message is one line naming the ledger and the next step; nothing was posted."""
+
+
+KEY_DIGEST_CHARS = 10  # 60 bits: no collision among millions of keys in practice
+
+
+def key_digest(dedup_key: str) -> str:
+    """A short, fixed-size stand-in for ``dedup_key`` in Slack message metadata (keys may
+    be hundreds of characters; Slack bounds the metadata): base64url of its SHA-256."""
+    digest = hashlib.sha256(dedup_key.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")[:KEY_DIGEST_CHARS]
+
+
+def key_digests(dedup_keys: Iterable[str]) -> str:
+    """The digests of ``dedup_keys``, space-separated (the metadata's ``keys``)."""
+    return " ".join(key_digest(key) for key in dedup_keys)
 
 
 class Poster(Protocol):
@@ -81,6 +115,13 @@ class Poster(Protocol):
     def find_delivery(self, channel: str, delivery_id: str, oldest: dt.datetime) -> str | None:
         """The ``ts`` of the message posted with ``delivery_id`` to ``channel`` since
         ``oldest``, or ``None``; raises :class:`HistoryUnavailable` when it cannot look."""
+        ...
+
+    def posted_key_digests(
+        self, channels: Iterable[str], oldest: dt.datetime
+    ) -> dict[str, tuple[str, str]]:
+        """Key digest -> (channel, ``ts``) of every alert our messages to ``channels``
+        carried since ``oldest``; raises :class:`HistoryUnavailable` when it cannot look."""
         ...
 
 
@@ -102,6 +143,7 @@ class DeliveryReport:
     outbox_text: str = ""
     # channel -> one line saying why Slack refused it (its alerts are counted in failed)
     failed_channels: dict[str, str] = field(default_factory=dict)
+    recovered: int = 0  # alerts a lost ledger had, found in Slack's history: not posted
     late: int = 0  # alerts an earlier run could not post, posted now marked late
     passed: int = 0  # alerts an earlier run could not post whose event has passed
     passed_line: str = ""  # the one line naming them
@@ -120,6 +162,7 @@ class DeliveryReport:
             "date_changed": self.moved,
             "history_not_posted": self.history,
             "confirmed_from_slack_history": self.confirmed_from_history,
+            "recovered_from_slack": self.recovered,
             "delivered_late": self.late,
             "passed_undelivered": self.passed,
         }
@@ -156,10 +199,13 @@ def deliver(
     poster: Poster | None = None,
     log: Callable[[str], None] = print,
     is_dead: Callable[[str], bool] = lambda run_id: False,
+    recovery: LedgerRecovery | None = None,
 ) -> DeliveryReport:
     """Deliver ``alerts`` (partition D's due_alerts rows) in ``mode``; see the module doc.
     ``is_dead(run_id)`` says whether a run holding a claim has ended (killed, failed): its
-    claims are taken over at once instead of after ``claim_timeout``."""
+    claims are taken over at once instead of after ``claim_timeout``. ``recovery`` (the
+    ledger is lost): in mode ``send``, the pending alerts Slack already has are recorded
+    from its history first, or :class:`LedgerLost` is raised when it cannot be read."""
     if mode not in MODES:
         raise ValueError(f"unknown alert mode {mode!r}; expected one of {', '.join(MODES)}")
     if mode == "send" and poster is None:
@@ -177,6 +223,11 @@ def deliver(
     delivered = store.delivered_keys(engine, [a.dedup_key for a in alerts])
     pending = [a for a in alerts if a.dedup_key not in delivered]
     report.already_delivered = len(delivered)
+    if recovery is not None and mode == "send" and pending:
+        assert poster is not None
+        pending, report.recovered = recovery.record_found(
+            engine, pending, poster, run_id, claim_timeout, log
+        )
     pending = _with_previous_dates(engine, pending)
     report.moved = sum(1 for a in pending if a.previous_date is not None)
 
@@ -444,3 +495,156 @@ def write_outbox(outbox_dir: Path, messages: Sequence[SlackMessage], text: str) 
         atomic_write_text(path, json.dumps(body, ensure_ascii=False, indent=2) + "\n")
         paths.append(path)
     return paths
+
+
+# -- a lost ledger ----------------------------------------------------------------------------
+
+# In the lake (the data directory), beside what the ledger is checked against: how many
+# delivered rows the ledger had after the last Slack run, and the newest of their events.
+# It tells a lost ledger (it had delivered rows) from one that never delivered (dry runs,
+# a backfill's history runs).
+LEDGER_MARKER = "ledger_marker.json"
+
+
+def _read_marker(data_dir: Path) -> dict | None:
+    try:
+        marker = json.loads((Path(data_dir) / LEDGER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _lake_days(data_dir: Path) -> list[str]:
+    """The days the lake has processed: its index lines (else its snapshot folders)."""
+    try:
+        return sorted(set(SnapshotIndex(index_path(data_dir)).partitions()))
+    except (IndexCorruptError, OSError, ValueError):
+        root = Path(data_dir) / SNAPSHOTS_DIR
+        names = [p.name for p in root.iterdir()] if root.is_dir() else []
+        return sorted(name for name in names if is_valid_partition(name))
+
+
+def ledger_name(engine: Engine) -> str:
+    """The ledger as a person finds it: its database URL without the password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def lost_ledger(
+    engine: Engine,
+    data_dir: Path,
+    day: dt.date,
+    retention: dt.timedelta | None = None,
+) -> str | None:
+    """Why the ledger behind ``engine`` is lost (one line), or ``None``.
+
+    Lost: it holds no delivered row while either the lake's marker says it had delivered
+    rows whose events are within ``retention`` of ``day`` (deleted, emptied or replaced
+    since the last Slack run, even one of ``day`` itself), or, with no marker (a lake
+    older than the marker), the lake has days before ``day`` and none of them has a
+    ``due_alerts`` row (the database is newer than the lake). A new installation (no
+    earlier day, no marker) or a ledger that never delivered (dry runs, history runs: a
+    marker of 0) is not lost."""
+    delivered, _ = store.delivered_summary(engine)
+    if delivered:
+        return None
+    marker = _read_marker(data_dir)
+    days = [d for d in _lake_days(data_dir) if d <= day.isoformat()]
+    span = f"{days[0]}..{days[-1]}" if len(days) > 1 else (days[0] if days else "none")
+    head = (
+        f"the alert ledger {ledger_name(engine)} holds no delivered alert but the lake "
+        f"{Path(data_dir).resolve()} has {len(days)} day(s) ({span})"
+    )
+    if marker is not None:
+        if not int(marker.get("delivered") or 0):
+            return None  # it never delivered anything: dry runs, history runs
+        latest = marker.get("latest_event")
+        with contextlib.suppress(TypeError, ValueError):
+            if retention is not None and dt.date.fromisoformat(latest) < day - retention:
+                return None  # every row it had is past the retention: pruned, not lost
+        return (
+            f"{head}, and it had {marker['delivered']} delivered alert(s) after the last "
+            "Slack run: it was lost or emptied"
+        )
+    earlier = [dt.date.fromisoformat(d) for d in days if d < day.isoformat()]
+    if not earlier or any(store.stored_buckets_many(engine, earlier).values()):
+        return None  # a new installation, or a database that knows those days (a backfill)
+    return f"{head}, and no due_alerts row of the days before {day}: it was lost or replaced"
+
+
+def note_ledger(engine: Engine, data_dir: Path, day: dt.date) -> None:
+    """After a Slack run: write the lake's marker (see ``LEDGER_MARKER``) when the ledger
+    has delivered rows, or when there is no marker yet and the ledger is not lost (so a
+    lost ledger is never written down as one that never delivered)."""
+    delivered, latest = store.delivered_summary(engine)
+    path = Path(data_dir) / LEDGER_MARKER
+    if not delivered and (path.exists() or lost_ledger(engine, data_dir, day) is not None):
+        return
+    marker = {
+        "ledger": ledger_name(engine),
+        "delivered": delivered,
+        "latest_event": latest.isoformat() if latest else None,
+        "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_text(path, json.dumps(marker, indent=2) + "\n")
+
+
+@dataclass
+class LedgerRecovery:
+    """Rebuilding a lost ledger from Slack for one run: ``reason`` (``lost_ledger``'s
+    line), the channels our digests go to, and how far back to read them. Slack's history
+    is read once per run, on first use."""
+
+    reason: str
+    channels: Sequence[str]
+    oldest: dt.datetime
+    found: dict[str, tuple[str, str]] | None = None  # key digest -> (channel, ts)
+    recovered: int = 0
+
+    def refusal(self, why: str) -> str:
+        """The one line of a refused run: the ledger, why, and the next step."""
+        return (
+            f"{self.reason}; nothing posted, as it cannot be rebuilt from Slack ({why}): "
+            "restore it from a backup, or re-prime it with "
+            "`calendar-pipeline run --mode record_only` (records today's alerts as "
+            "delivered without posting them), then run again (docs/RUNBOOK.md, "
+            "The ledger is lost)"
+        )
+
+    def record_found(
+        self,
+        engine: Engine,
+        pending: list[DueAlert],
+        poster: Poster,
+        run_id: str,
+        claim_timeout: dt.timedelta,
+        log: Callable[[str], None],
+    ) -> tuple[list[DueAlert], int]:
+        """Record the alerts of ``pending`` that Slack's history has as ``sent`` (with
+        their message's channel and ``ts``); return the others (to be posted) and how many
+        were recorded."""
+        if self.found is None:
+            try:
+                self.found = poster.posted_key_digests(self.channels, self.oldest)
+            except HistoryUnavailable as exc:
+                raise LedgerLost(self.refusal(str(exc))) from None
+            log(
+                f"{self.reason}; rebuilding it from Slack: {len(self.found)} alert key(s) "
+                f"in the history of {len(self.channels)} channel(s) since "
+                f"{self.oldest:%Y-%m-%d}"
+            )
+        found = self.found
+        matched = [a for a in pending if key_digest(a.dedup_key) in found]
+        owned = store.claim(engine, matched, run_id, claim_timeout)
+        by_message: dict[tuple[str, str], list[str]] = {}
+        for alert in owned:
+            by_message.setdefault(found[key_digest(alert.dedup_key)], []).append(alert.dedup_key)
+        recorded = 0
+        for (channel, ts), keys in by_message.items():
+            recorded += store.mark_delivered(
+                engine, keys, run_id, "sent", channel=channel, slack_ts=ts
+            )
+        self.recovered += recorded
+        if matched:
+            log(f"recovered {recorded} alert(s) already in Slack: recorded as sent, not posted")
+        matched_keys = {a.dedup_key for a in matched}
+        return [a for a in pending if a.dedup_key not in matched_keys], recorded

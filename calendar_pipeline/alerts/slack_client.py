@@ -32,7 +32,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.error import HTTPError, URLError
 
@@ -46,14 +46,17 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from calendar_pipeline.alerts.deliver import HistoryUnavailable
+from calendar_pipeline.alerts.deliver import HistoryUnavailable, key_digests
 from calendar_pipeline.alerts.slack_format import SlackMessage
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
 # Slack message metadata on every digest: event_type names the kind, the payload holds the
-# delivery id (visible to workspace members: nothing secret goes in it).
+# delivery id and, in ``keys``, a short digest of each alert key the message carries
+# (deliver.key_digest: 10 characters each, space-separated; a message holds at most about
+# 330 alerts, so at most about 3.7 KB), from which a lost ledger is rebuilt
+# (``posted_key_digests``). Visible to workspace members: nothing secret goes in it.
 METADATA_EVENT_TYPE = "calendar_alert_digest_posted"
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{6,}")
 # Slack documents these as "some aspect of the operation may have succeeded".
@@ -234,7 +237,11 @@ class SlackPoster:
         if delivery_id:
             extra["metadata"] = {
                 "event_type": METADATA_EVENT_TYPE,
-                "event_payload": {"delivery_id": delivery_id, "alerts": len(message.dedup_keys)},
+                "event_payload": {
+                    "delivery_id": delivery_id,
+                    "alerts": len(message.dedup_keys),
+                    "keys": key_digests(message.dedup_keys),
+                },
             }
         if message.thread_ts:
             extra["thread_ts"] = message.thread_ts
@@ -341,6 +348,53 @@ class SlackPoster:
                 ):
                     return found.get("ts")
         return None
+
+    def posted_key_digests(
+        self, channels: Iterable[str], oldest: dt.datetime
+    ) -> dict[str, tuple[str, str]]:
+        """Every alert key digest (``deliver.key_digest``) in the metadata of our messages
+        posted to ``channels`` since ``oldest``: digest -> (channel, ``ts``), the newest
+        message first. What rebuilds a lost ledger (``deliver.LedgerRecovery``).
+
+        A channel Slack does not know, or the bot is not in, holds none of our messages.
+        Raises :class:`HistoryUnavailable` (a short reason) when the token may not read
+        history or list channels (``missing_scope``).
+        """
+        found: dict[str, tuple[str, str]] = {}
+        for channel in channels:
+            try:
+                channel_id = self._channel_id(channel)
+                pages = self._pages(
+                    channel,
+                    lambda cursor, channel_id=channel_id: self._client.conversations_history(
+                        channel=channel_id,
+                        oldest=f"{oldest.timestamp():.6f}",
+                        include_all_metadata=True,
+                        limit=200,
+                        cursor=cursor,
+                    ),
+                )
+                for page in pages:
+                    for message in page.get("messages") or []:
+                        metadata = message.get("metadata") or {}
+                        if metadata.get("event_type") != METADATA_EVENT_TYPE:
+                            continue
+                        keys = (metadata.get("event_payload") or {}).get("keys")
+                        if isinstance(keys, str) and isinstance(message.get("ts"), str):
+                            for digest in keys.split():
+                                found.setdefault(digest, (channel, message["ts"]))
+            except HistoryUnavailable as exc:
+                if "missing_scope" in str(exc):
+                    raise HistoryUnavailable(
+                        "the Slack token cannot read channel history (missing_scope: add "
+                        "channels:history, groups:history, channels:read, groups:read)"
+                    ) from None
+                continue  # not listed by conversations.list: nothing of ours is there
+            except SlackConfigError as exc:
+                if exc.error in ("channel_not_found", "not_in_channel"):
+                    continue
+                raise
+        return found
 
     def _channel_id(self, channel: str) -> str:
         """Slack's id for ``channel`` (``conversations.history`` takes ids, not names)."""
@@ -556,6 +610,11 @@ class SlackWebhookPoster:
             "an incoming webhook cannot read channel history: a message whose reply was "
             "lost may be posted twice (use SLACK_BOT_TOKEN for exactly-once delivery)"
         )
+
+    def posted_key_digests(
+        self, channels: Iterable[str], oldest: dt.datetime
+    ) -> dict[str, tuple[str, str]]:
+        raise HistoryUnavailable("an incoming webhook (SLACK_WEBHOOK_URL) cannot read history")
 
     def _post(self, message: SlackMessage) -> str:
         if self._last_post_at is not None:

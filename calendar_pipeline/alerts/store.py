@@ -41,6 +41,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     or_,
     select,
@@ -304,6 +305,19 @@ def delivered_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
             )
             found.update(conn.execute(query).scalars())
     return found
+
+
+def delivered_summary(engine: Engine) -> tuple[int, dt.date | None]:
+    """How many keys the ledger holds as sent or recorded, and the newest of their event
+    dates (what tells a lost ledger: alerts/deliver.py ``lost_ledger``)."""
+    query = select(
+        func.count(alert_deliveries.c.dedup_key), func.max(alert_deliveries.c.event_date)
+    ).where(alert_deliveries.c.state.in_(DELIVERED_STATES))
+    with engine.connect() as conn:
+        count, latest = conn.execute(query).one()
+    if isinstance(latest, str):  # SQLite's MAX of a date column may come back as text
+        latest = dt.date.fromisoformat(latest)
+    return int(count or 0), latest
 
 
 def claim(

@@ -13,7 +13,15 @@ from pydantic import Field
 
 from calendar_pipeline.alerts import change_log, feed_problems, pending_notices, store
 from calendar_pipeline.alerts.change_words import with_changes
-from calendar_pipeline.alerts.deliver import DeliveryReport, choose_mode, deliver
+from calendar_pipeline.alerts.deliver import (
+    DeliveryReport,
+    LedgerLost,
+    LedgerRecovery,
+    choose_mode,
+    deliver,
+    lost_ledger,
+    note_ledger,
+)
 from calendar_pipeline.alerts.intent import (
     HISTORY,
     Reference,
@@ -147,6 +155,8 @@ def send_slack_alerts(
     last_report = None
     bad_channels: dict[str, str] = {}  # channel -> why Slack refused it (item: fails alone)
     bad_channel_alerts = 0
+    recovery: LedgerRecovery | None = None  # the ledger is lost: rebuilt from Slack
+    ledger_checked = False
     for partition_date in partitions:
         mode = choose_mode(configured, slack.mode, intent_for(partition_date, reference))
         if mode == "send" and poster is None:
@@ -154,6 +164,9 @@ def send_slack_alerts(
         alerts = _alerts_to_deliver(engine, partition_date, calendar)
         if config.keys:  # a re-send: only the chosen alerts (alerts/ledger_view.py)
             alerts = [a for a in alerts if a.dedup_key in set(config.keys)]
+        elif mode == "send" and not ledger_checked:  # (a re-send removed its rows itself)
+            ledger_checked = True
+            recovery = _ledger_recovery(context, engine, calendar, slack, partition_date, alerts)
         try:
             last_report = deliver(
                 engine,
@@ -167,7 +180,12 @@ def send_slack_alerts(
                 poster=poster if mode == "send" else None,
                 log=context.log.info,
                 is_dead=lambda run_id: _run_ended(context.instance, run_id),
+                recovery=recovery,
             )
+        except LedgerLost as exc:  # and no way to read Slack's history: nothing posted
+            raise dg.Failure(
+                str(exc), metadata={"ledger_lost": str(exc)}, allow_retries=False
+            ) from None
         except SlackConfigError as exc:  # a wrong token or channel: retrying will not fix it
             raise dg.Failure(
                 _not_posted(engine, alerts, partition_date, slack.channel, exc),
@@ -201,6 +219,15 @@ def send_slack_alerts(
                     f"({threads.error}); the next run of the day posts them"
                 )
         totals.update({k: v for k, v in last_report.as_metadata().items() if k != "mode"})
+    if recovery is not None and recovery.found is not None:
+        context.log.warning(
+            f"the lost ledger was rebuilt from Slack: {recovery.recovered} alert(s) already "
+            "posted were recorded as sent and not posted again"
+        )
+    try:
+        note_ledger(engine, calendar.data_path, partitions[-1])
+    except Exception as exc:  # the marker only helps tell a lost ledger later: not fatal
+        context.log.warning(f"could not write the ledger marker: {exc}")
     notice = _tell_broken_entities(context, engine, calendar, slack, partitions, reference,
                                    configured, poster)  # fmt: skip
     kept_notices = _post_kept_failure_notices(context, calendar, poster)
@@ -238,6 +265,28 @@ def send_slack_alerts(
             allow_retries=False,
         )
     return dg.Output(None, metadata=metadata)
+
+
+def _ledger_recovery(
+    context, engine, calendar: CalendarSettings, slack: SlackSettings, day: dt.date, alerts
+) -> LedgerRecovery | None:
+    """When the ledger is lost (alerts/deliver.py `lost_ledger`): how to rebuild it from
+    the history of every channel the universe routes to (and the default channel), back
+    to the ledger's retention; else None."""
+    reason = lost_ledger(engine, calendar.data_path, day, calendar.retention)
+    if reason is None:
+        return None
+    channels = {slack.channel} | {a.channel for a in alerts if a.channel}
+    try:
+        channels |= {e.channel for e in calendar.load_universe().entities if e.channel}
+    except Exception as exc:  # checked at start; the alerts' own channels still count
+        context.log.warning(f"reading the universe's channels: {exc}")
+    context.log.warning(f"{reason}; rebuilding it from Slack's history before posting")
+    return LedgerRecovery(
+        reason=reason,
+        channels=sorted(channels),
+        oldest=dt.datetime.now(dt.UTC) - calendar.retention,
+    )
 
 
 def _post_kept_failure_notices(context, calendar: CalendarSettings, poster) -> int:
