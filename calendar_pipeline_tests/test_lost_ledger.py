@@ -26,7 +26,7 @@ import pytest
 import time_machine
 
 from calendar_pipeline.alerts import store
-from calendar_pipeline.alerts.deliver import KEY_DIGEST_CHARS, key_digest
+from calendar_pipeline.alerts.deliver import KEY_DIGEST_CHARS, key_digest, ledger_name
 from calendar_pipeline.alerts.slack_client import METADATA_EVENT_TYPE
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
@@ -82,6 +82,9 @@ def lose_ledger(calendar: CalendarSettings, how: str) -> None:
     if how == "deleted":
         for name in ("calendar.db", "calendar.db-wal", "calendar.db-shm"):
             (path.parent / name).unlink(missing_ok=True)
+    elif how == "emptied" and calendar.db_url:  # PostgreSQL: every row of the table gone
+        with store.make_engine(calendar.db_url).begin() as conn:
+            conn.exec_driver_sql("DELETE FROM alert_deliveries")
     elif how == "emptied":  # every ledger row deleted; the file and its tables stay
         with sqlite3.connect(path) as db:
             db.execute("DELETE FROM alert_deliveries")
@@ -119,6 +122,25 @@ def test_a_lost_ledger_is_rebuilt_from_slack_and_nothing_is_posted_twice(
 ):
     universe = write_universe(tmp_path / "u.csv", upstream)
     defs, calendar = make_defs(tmp_path, universe, slack_server)  # SQLite in the data dir
+    lost_then_rebuilt(defs, calendar, instance, slack_server, how)
+
+
+def test_an_emptied_ledger_on_postgresql_is_rebuilt_too(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite: see test_a_lost_ledger_is_rebuilt_from_slack_...")
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    # a password the test server (trust authentication) ignores: never shown
+    url = engine.url.set(password="pw-never-shown").render_as_string(hide_password=False)
+    defs, calendar = make_defs(tmp_path, universe, slack_server, url)
+    shown = lost_then_rebuilt(defs, calendar, instance, slack_server, "emptied")
+    assert "pw-never-shown" not in shown and ":***@" in shown
+
+
+def lost_then_rebuilt(defs, calendar, instance, slack_server, how: str) -> str:
+    """Days 1 and 2 posted, the ledger lost (``how``), verify, day 3 rebuilt, day 4;
+    returns what verify and the runs' logs said."""
     with time_machine.travel(at(D), tick=True) as clock:
         cursor = None
         for day in (D, D + DAY):  # two days posted
@@ -150,7 +172,7 @@ def test_a_lost_ledger_is_rebuilt_from_slack_and_nothing_is_posted_twice(
         )
         lost = [f for f in report.findings if "holds no delivered alert" in f.problem]
         assert len(lost) == 1 and lost[0].area == "ledger" and lost[0].severity == "error"
-        assert str(db_path(calendar)) in lost[0].problem
+        assert f"the alert ledger {ledger_name(engine)} holds" in lost[0].problem
         assert "record_only" in lost[0].problem and not report.ok
 
         # day 3: rebuilt from Slack, only the new alerts posted
@@ -182,6 +204,7 @@ def test_a_lost_ledger_is_rebuilt_from_slack_and_nothing_is_posted_twice(
         assert run_daily(defs, instance, D + 3 * DAY).success
         (result,), _ = slack_day(defs, instance, cursor)
         assert result.success and output_metadata(result)["recovered_from_slack"] == 0
+        said = "\n".join([report.to_text(), logs, log_text(instance, result)])
     assert duplicates(slack_server) == {}
     assert never_reached_slack(slack_server, D + 3 * DAY) == set()
     assert verify(
@@ -192,6 +215,7 @@ def test_a_lost_ledger_is_rebuilt_from_slack_and_nothing_is_posted_twice(
         calendar.budgets,
         now=at(D + 3 * DAY, 12),
     ).findings == [f for f in report.findings if f.area == "due_alerts"]  # days 1-2's rows
+    return said
 
 
 def test_without_the_history_scope_a_lost_ledger_refuses_to_post(
