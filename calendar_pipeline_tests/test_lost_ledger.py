@@ -371,3 +371,36 @@ def test_a_ledger_lost_on_the_first_day_is_rebuilt_too(tmp_path, upstream, slack
     assert output_metadata(again)["recovered_from_slack"] == 31
     assert output_metadata(again)["sent"] == 0
     assert duplicates(slack_server) == {}
+
+
+def test_a_ledger_cut_in_half_is_refused_with_the_next_step(
+    tmp_path, upstream, slack_server, instance
+):
+    """``calendar.db`` cut short (a full disk, a bad copy): refused by name, as before, and
+    now with what to do; moved aside, the next day is rebuilt from Slack, 0 repeats."""
+    from calendar_pipeline.settings import SettingError
+
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, calendar = make_defs(tmp_path, universe, slack_server)
+    with time_machine.travel(at(D), tick=True) as clock:
+        assert run_daily(defs, instance, D).success
+        (result,), cursor = slack_day(defs, instance)
+        assert result.success
+        calendar.engine().dispose()
+        _engine_for.cache_clear()
+        path = db_path(calendar)
+        with path.open("r+b") as db:
+            db.truncate(path.stat().st_size // 2)
+        with pytest.raises(SettingError) as refused:
+            calendar.engine()
+        message = str(refused.value)
+        assert str(path) in message and "malformed" in message
+        assert "restore it from a backup, or move it aside" in message
+        path.rename(path.with_suffix(".damaged"))  # the next step it names
+        clock.move_to(at(D + DAY))
+        assert run_daily(defs, instance, D + DAY).success
+        (result,), _ = slack_day(defs, instance, cursor)
+    assert result.success, failure_message(result)
+    assert output_metadata(result)["recovered_from_slack"] == 26
+    assert duplicates(slack_server) == {}
+    assert never_reached_slack(slack_server, D + DAY) == set()

@@ -141,8 +141,17 @@ def check_database(url: str) -> Engine:
         create_tables(engine)
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+        if any(word in cause for word in _DAMAGED):  # a file cut short or overwritten
+            cause += (
+                "; restore it from a backup, or move it aside: the next Slack run then "
+                "rebuilds the ledger from Slack's history (docs/RUNBOOK.md, The ledger is lost)"
+            )
         raise DatabaseUnavailable(shown, f"cannot use the database: {cause}") from None
     return engine
+
+
+# What SQLite says of a damaged file (truncated, overwritten): the next step is a backup.
+_DAMAGED = ("database disk image is malformed", "file is not a database")
 
 
 def make_engine(url: str) -> Engine:
