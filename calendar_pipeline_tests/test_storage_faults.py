@@ -284,3 +284,62 @@ def test_an_unusable_database_url_fails_in_seconds_named_without_its_password(
     assert done.stderr.count("\n") == 1 and done.stdout == ""  # one line, nothing ran
     assert "hunter2" not in output
     assert not (tmp_path / "data" / "snapshots").exists()  # stopped before any fetch
+
+
+def test_a_database_failing_in_the_slack_step_is_one_line_and_repeats_nothing(
+    tmp_path, small_universe, slack_server
+):
+    """Issue 24, item 8: the ledger's database refuses to record what was just posted (the
+    error SQLite gives on a full disk, raised where the rows are written). The step fails
+    in one line naming the database, with no traceback; once the database is back, the
+    next run settles what was posted from its claims: no alert twice, none lost."""
+    import sqlite3
+    from collections import Counter
+
+    from calendar_pipeline_tests.flows import posted_lines
+    from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
+
+    db = tmp_path / "calendar.db"
+    calendar = CalendarSettings(
+        data_dir=str(tmp_path / "data"), universe=str(small_universe), db_url=f"sqlite:///{db}"
+    )
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url)
+    defs = build_defs({"calendar": calendar, "slack": slack})
+    send = {"ops": {"send_slack_alerts": {"config": {"mode": "send"}}}}
+    engine = calendar.engine()
+
+    def full(conn, cursor, statement, parameters, context, executemany):
+        # the write that records a posted message as sent (mark_delivered: it sets slack_ts)
+        if statement.lstrip().startswith("UPDATE alert_deliveries") and "slack_ts" in statement:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    with dg.instance_for_test() as instance:
+        assert run(defs, instance, DAY1).success
+        slack_job = defs.resolve_job_def("slack_alert_job")
+        event.listen(engine, "before_cursor_execute", full)
+        try:  # (the op's one retry, 15 s later, meets the same full disk)
+            down = slack_job.execute_in_process(
+                partition_key=DAY1, instance=instance, run_config=send, raise_on_error=False
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", full)
+        assert not down.success
+        message = failure(down)
+        prefix = "dagster._core.definitions.events.Failure: "
+        lines = {line.removeprefix(prefix) for line in message.splitlines() if line.strip()}
+        assert len(lines) == 1, lines  # one line, the same for the step and its retry
+        (line,) = lines
+        assert line.startswith(f"the database sqlite:///{db} failed during the Slack step: ")
+        assert "database or disk is full" in line
+        assert "Traceback" not in message
+        assert slack_server.messages  # it had posted before the database refused
+
+        back = slack_job.execute_in_process(
+            partition_key=DAY1, instance=instance, run_config=send, raise_on_error=False
+        )
+        assert back.success
+    due_keys = store.read_due_alerts(engine, dt.date.fromisoformat(DAY1))
+    counts = Counter(posted_lines(slack_server))  # (entity, title, date, bucket)
+    assert len(counts) == len(due_keys) and set(counts.values()) == {1}, counts
+    states = {r["state"] for r in store.ledger_rows(engine)}
+    assert states == {"sent"}, states

@@ -10,6 +10,7 @@ import dagster as dg
 # constant for them (only MAX_RUNTIME_SECONDS_TAG): these are its own, not retyped strings.
 from dagster._core.storage.tags import BACKFILL_ID_TAG, ROOT_RUN_ID_TAG
 from pydantic import Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from calendar_pipeline.alerts import change_log, feed_problems, pending_notices, store
 from calendar_pipeline.alerts.change_words import with_changes
@@ -28,6 +29,7 @@ from calendar_pipeline.alerts.intent import (
     describe,
     intent_for,
     reference_for,
+    span,
     within_grace,
 )
 from calendar_pipeline.alerts.slack_client import SlackConfigError, SlackDeliveryError
@@ -138,6 +140,29 @@ def send_slack_alerts(
     range (after a backfill), partitions go oldest first; those before the run's
     reference day are history (alerts/intent.py): replayed, never posted or recorded,
     unless the run config forces a mode."""
+    try:
+        return _send_slack_alerts(context, config, calendar, slack)
+    except SQLAlchemyError as exc:  # a full disk, a lost server: one line, not a traceback
+        raise dg.Failure(_database_failed(calendar, context.partition_keys, exc)) from None
+
+
+def _database_failed(calendar: CalendarSettings, partitions: list[str], exc: Exception) -> str:
+    cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    url = calendar.db_url or store.default_db_url(calendar.data_path)
+    return (
+        f"the database {store.shown_url(url)} failed during the Slack step: {cause}. What "
+        "was posted is recorded, or settled by the next run from its claims (nothing is "
+        "posted twice). Free space or bring the database back, then run slack_alert_job "
+        f"for {span(partitions)} again."
+    )
+
+
+def _send_slack_alerts(
+    context: dg.OpExecutionContext,
+    config: SendSlackAlertsConfig,
+    calendar: CalendarSettings,
+    slack: SlackSettings,
+) -> dg.Output[None]:
     configured = (
         parse_alert_mode(config.mode, has_token=False, name="config.mode") if config.mode else ""
     )
