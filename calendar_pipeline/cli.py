@@ -300,10 +300,10 @@ def verify(repair: bool, as_json: bool) -> int:
     from calendar_pipeline.defs.resources import check_environment
     from calendar_pipeline.verify import verify as audit
 
-    calendar = check_environment()["calendar"]
+    calendar = check_environment(writable=repair)["calendar"]  # an audit only reads
     report = audit(
         calendar.data_path,
-        calendar.engine(),
+        calendar.engine() if repair else calendar.reading_engine(),
         calendar.threshold_days,
         calendar.claim_timeout,
         calendar.budgets,

@@ -343,3 +343,44 @@ def test_a_database_failing_in_the_slack_step_is_one_line_and_repeats_nothing(
     assert len(counts) == len(due_keys) and set(counts.values()) == {1}, counts
     states = {r["state"] for r in store.ledger_rows(engine)}
     assert states == {"sent"}, states
+
+
+def test_verify_audits_a_read_only_lake_and_only_repair_asks_for_writes(tmp_path, small_universe):
+    """Issue 24, item 8: `calendar-pipeline verify` on a lake mounted read-only (a restored
+    backup, a replica) audits it, changing nothing; `--repair` says in one line that it
+    needs the writes."""
+    disk = tmp_path / "lake"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("a read-only mount needs root (CAP_SYS_ADMIN), as on this project's CI")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
+    env.pop("DAGSTER_HOME", None)
+    env.update({"CALENDAR_DATA_DIR": str(disk / "data"), "CALENDAR_UNIVERSE": str(small_universe)})
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "calendar_pipeline.cli", *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    try:
+        ran = cli("run", "--date", DAY1)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        files = {p: p.read_bytes() for p in disk.rglob("*") if p.is_file()}
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+
+        audit = cli("verify")
+        assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr[-2000:]
+        assert "Traceback" not in audit.stderr
+        assert {p: p.read_bytes() for p in disk.rglob("*") if p.is_file()} == files
+
+        repair = cli("verify", "--repair")
+        assert repair.returncode == 2, repair.stdout + repair.stderr
+        (line,) = repair.stderr.strip().splitlines()
+        assert line.startswith(f"calendar-pipeline: CALENDAR_DATA_DIR='{disk / 'data'}': ")
+        assert "Read-only file system" in line or "EROFS" in line, line
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

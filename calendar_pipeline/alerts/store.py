@@ -154,6 +154,15 @@ def check_database(url: str) -> Engine:
 _DAMAGED = ("database disk image is malformed", "file is not a database")
 
 
+def read_only_sqlite_engine(path: Path) -> Engine:
+    """A SQLite file opened read-only (``mode=ro``) on a mount that takes no write: with
+    its WAL files left beside it, SQLite reads them (3.22+); without them, ``immutable``
+    keeps it from trying to create them."""
+    wal = path.with_name(path.name + "-wal")
+    immutable = "" if wal.exists() else "&immutable=1"
+    return create_engine(f"sqlite:///file:{path}?mode=ro{immutable}&uri=true")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created;
     other servers a connect timeout of ``CONNECT_TIMEOUT_SECONDS``."""

@@ -91,17 +91,20 @@ def resource_from_env(key: str) -> dg.ConfigurableResource:
     return resource(**values)
 
 
-def check_environment() -> dict[str, dg.ConfigurableResource]:
+def check_environment(writable: bool = True) -> dict[str, dg.ConfigurableResource]:
     """Every setting of the environment parsed and checked, before anything runs: the
-    values, the universe file and the database (which answers within seconds or is named
-    unusable). Raises `SettingError` or `UniverseError` with a one-line message.
-    `calendar-pipeline` calls this first; Dagster runs check the same at run start."""
+    values, the universe file and (``writable``) the storage: the data dir takes a write
+    and the database answers within seconds, or is named unusable. Raises `SettingError`
+    or `UniverseError` with a one-line message. `calendar-pipeline` calls this first
+    (`verify` without `--repair` only reads: it asks for no write); Dagster runs check
+    the same at run start."""
     settings.load_time_settings()
     resources = {key: resource_from_env(key) for key in RESOURCES}
     for resource in resources.values():
         resource.validate()
     resources["calendar"].load_universe()
-    resources["calendar"].check_storage()
+    if writable:
+        resources["calendar"].check_storage()
     return resources
 
 

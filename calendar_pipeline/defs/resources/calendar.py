@@ -5,12 +5,13 @@ on a deployment whose runs execute on several machines (`check_deployment`)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from functools import lru_cache
 from pathlib import Path
 
 import dagster as dg
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from calendar_pipeline import settings
@@ -164,6 +165,15 @@ class CalendarSettings(dg.ConfigurableResource):
             return _engine_for(url)
         except store.DatabaseUnavailable as exc:
             raise SettingError("CALENDAR_DB_URL", store.shown_url(url), exc.reason) from None
+
+    def reading_engine(self) -> Engine:
+        """The engine of an audit that writes nothing (`verify` without `--repair`): the
+        usual one, except for the default SQLite file on a lake that takes no write (a
+        read-only mount), opened read-only and creating nothing."""
+        path = Path(make_url(store.default_db_url(self.data_path)).database or "")
+        if self.db_url or not path.is_file() or os.access(self.data_path, os.W_OK):
+            return self.engine()
+        return store.read_only_sqlite_engine(path)
 
     @property
     def budgets(self) -> Budgets:
