@@ -65,6 +65,20 @@ LOCATION_NAME = PROJECT["code_location_name"]
 REPOSITORY_NAME = "__repository__"
 
 
+def copy_of_repository(root: Path) -> Path:
+    """The repository's files (tracked, and new ones not ignored) copied under ``root``: a
+    checkout to scaffold into or to run an instance in, leaving the real one alone."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        if (REPO_ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, root / name)
+    return root
+
+
 def write_workspace(directory: Path) -> Path:
     """A workspace.yaml in ``directory`` loading the project's code location as pyproject.toml
     names it (so that ``dagster dev`` can start outside the repository)."""

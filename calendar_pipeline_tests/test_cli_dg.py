@@ -12,7 +12,12 @@ import subprocess
 from pathlib import Path
 
 from calendar_pipeline.alerts import store
-from calendar_pipeline_tests.dagster_dev import REPO_ROOT, console_script, scrubbed_env
+from calendar_pipeline_tests.dagster_dev import (
+    REPO_ROOT,
+    console_script,
+    copy_of_repository,
+    scrubbed_env,
+)
 from calendar_pipeline_tests.markdown_blocks import bash_blocks
 
 
@@ -88,15 +93,7 @@ def test_dg_launch_materializes_a_partition(tmp_path):
 def test_a_scaffolded_asset_is_loaded_with_no_other_edit(tmp_path):
     """`dg scaffold defs dagster.asset x.py` in a copy of the repository, then `dg list defs`
     lists the new asset beside the others: definitions.py finds what `defs/` holds."""
-    copy = tmp_path / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (REPO_ROOT / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, copy / name)
+    copy = copy_of_repository(tmp_path / "repo")
     env = scrubbed_env(tmp_path / "home", tmp_path / "data")
     (tmp_path / "home").mkdir()
 

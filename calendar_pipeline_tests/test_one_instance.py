@@ -6,14 +6,13 @@ writes is git-ignored."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 from calendar_pipeline_tests.dagster_dev import (
     REPO_ROOT,
     DagsterDev,
     console_script,
+    copy_of_repository,
     graphql,
     scrubbed_env,
 )
@@ -23,18 +22,6 @@ RUNS = "{ runsOrError { ... on Runs { results { runId jobName status tags { key 
 # What a fresh instance's daemon says once, by design, and nothing to act on.
 BENIGN = re.compile(r"EventLogConsumerDaemon - WARNING - No cursor for event type")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # its log's colours
-
-
-def copy_of_repository(root: Path) -> Path:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in files:
-        if (REPO_ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO_ROOT / name, root / name)
-    return root
 
 
 def test_cli_dg_and_the_ui_share_the_repositorys_instance(tmp_path):
