@@ -26,7 +26,8 @@ import pytest
 import time_machine
 
 from calendar_pipeline.alerts import store
-from calendar_pipeline.alerts.deliver import KEY_DIGEST_CHARS, key_digest, ledger_name
+from calendar_pipeline.alerts.deliver import ledger_name
+from calendar_pipeline.alerts.poster import KEY_DIGEST_CHARS, key_digest
 from calendar_pipeline.alerts.slack_client import METADATA_EVENT_TYPE
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings

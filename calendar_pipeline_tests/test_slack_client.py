@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from calendar_pipeline.alerts.deliver import HistoryUnavailable
 from calendar_pipeline.alerts.model import DueAlert
+from calendar_pipeline.alerts.poster import HistoryUnavailable
 from calendar_pipeline.alerts.slack_client import (
     SlackConfigError,
     SlackDeliveryError,

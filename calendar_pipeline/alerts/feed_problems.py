@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 
 from calendar_pipeline.alerts.claims import claim_rows, mark_rows, replace_per_partition
-from calendar_pipeline.alerts.deliver import HistoryUnavailable
+from calendar_pipeline.alerts.poster import HistoryUnavailable
 from calendar_pipeline.alerts.slack_format import (
     SlackMessage,
     escape_slack,

@@ -46,7 +46,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from calendar_pipeline.alerts.deliver import HistoryUnavailable, key_digests
+from calendar_pipeline.alerts.poster import HistoryUnavailable, key_digests
 from calendar_pipeline.alerts.slack_format import SlackMessage
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://slack.com/api/"
 # Slack message metadata on every digest: event_type names the kind, the payload holds the
 # delivery id and, in ``keys``, a short digest of each alert key the message carries
-# (deliver.key_digest: 10 characters each, space-separated; a message holds at most about
+# (poster.key_digest: 10 characters each, space-separated; a message holds at most about
 # 330 alerts, so at most about 3.7 KB), from which a lost ledger is rebuilt
 # (``posted_key_digests``). Visible to workspace members: nothing secret goes in it.
 METADATA_EVENT_TYPE = "calendar_alert_digest_posted"
@@ -352,7 +352,7 @@ class SlackPoster:
     def posted_key_digests(
         self, channels: Iterable[str], oldest: dt.datetime
     ) -> dict[str, tuple[str, str]]:
-        """Every alert key digest (``deliver.key_digest``) in the metadata of our messages
+        """Every alert key digest (``poster.key_digest``) in the metadata of our messages
         posted to ``channels`` since ``oldest``: digest -> (channel, ``ts``), the newest
         message first. What rebuilds a lost ledger (``deliver.LedgerRecovery``).
 

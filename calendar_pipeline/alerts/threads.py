@@ -35,8 +35,8 @@ from sqlalchemy import (
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.claims import claim_rows, mark_rows
-from calendar_pipeline.alerts.deliver import HistoryUnavailable
 from calendar_pipeline.alerts.model import DueAlert
+from calendar_pipeline.alerts.poster import HistoryUnavailable
 from calendar_pipeline.alerts.slack_format import SlackMessage, event_line
 
 metadata = MetaData()
