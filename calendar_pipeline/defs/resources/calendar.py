@@ -232,7 +232,8 @@ def describe_instance(instance: dg.DagsterInstance) -> str:
     return f"{type(instance.run_storage).__name__} and {type(instance.run_launcher).__name__}"
 
 
-TABLE_CREATION_ATTEMPTS = 5
+TABLE_CREATION_ATTEMPTS = 8
+RACE_SIGNS = ("already exists", "database is locked")  # what a lost creation race says
 
 
 @lru_cache(maxsize=8)
@@ -242,7 +243,8 @@ def _engine_for(url: str) -> Engine:
 
     Runs started together on a new database race to create the same tables: each checks
     that a table is missing, then one of the two `CREATE TABLE`s fails with "already
-    exists". Creation is idempotent, so the loser simply tries again."""
+    exists"; on a new SQLite file, switching it to WAL takes a lock that does not wait
+    ("database is locked"). Creation is idempotent, so the loser simply tries again."""
     for attempt in range(1, TABLE_CREATION_ATTEMPTS + 1):
         try:
             engine = store.check_database(url)
@@ -252,7 +254,8 @@ def _engine_for(url: str) -> Engine:
             create_thread_tables(engine)
             return engine
         except (store.DatabaseUnavailable, SQLAlchemyError) as exc:
-            if "already exists" not in str(exc) or attempt == TABLE_CREATION_ATTEMPTS:
+            raced = any(sign in str(exc) for sign in RACE_SIGNS)
+            if not raced or attempt == TABLE_CREATION_ATTEMPTS:
                 raise
-            time.sleep(0.05 * attempt)
+            time.sleep(0.1 * attempt)
     raise AssertionError("unreachable")
