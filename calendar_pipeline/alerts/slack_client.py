@@ -322,6 +322,17 @@ class SlackPoster:
 
         Raises :class:`HistoryUnavailable` when the token lacks the scopes to look.
         """
+        for ts, payload in self._our_messages(channel, oldest, thread_ts):
+            if payload.get("delivery_id") == delivery_id:
+                return ts
+        return None
+
+    def _our_messages(
+        self, channel: str, oldest: dt.datetime, thread_ts: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(``ts``, metadata payload) of each message this pipeline posted to ``channel``
+        since ``oldest`` (in the thread of ``thread_ts`` when given), newest first, page by
+        page as the caller reads them; errors mapped as in ``_history_call``."""
         channel_id = self._channel_id(channel)
         method = (
             self._client.conversations_history
@@ -339,15 +350,10 @@ class SlackPoster:
             ),
         )
         for page in pages:
-            for found in page.get("messages") or []:
-                metadata = found.get("metadata") or {}
-                payload = metadata.get("event_payload") or {}
-                if (
-                    metadata.get("event_type") == METADATA_EVENT_TYPE
-                    and payload.get("delivery_id") == delivery_id
-                ):
-                    return found.get("ts")
-        return None
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if metadata.get("event_type") == METADATA_EVENT_TYPE:
+                    yield message.get("ts"), metadata.get("event_payload") or {}
 
     def posted_key_digests(
         self, channels: Iterable[str], oldest: dt.datetime
@@ -363,26 +369,11 @@ class SlackPoster:
         found: dict[str, tuple[str, str]] = {}
         for channel in channels:
             try:
-                channel_id = self._channel_id(channel)
-                pages = self._pages(
-                    channel,
-                    lambda cursor, channel_id=channel_id: self._client.conversations_history(
-                        channel=channel_id,
-                        oldest=f"{oldest.timestamp():.6f}",
-                        include_all_metadata=True,
-                        limit=200,
-                        cursor=cursor,
-                    ),
-                )
-                for page in pages:
-                    for message in page.get("messages") or []:
-                        metadata = message.get("metadata") or {}
-                        if metadata.get("event_type") != METADATA_EVENT_TYPE:
-                            continue
-                        keys = (metadata.get("event_payload") or {}).get("keys")
-                        if isinstance(keys, str) and isinstance(message.get("ts"), str):
-                            for digest in keys.split():
-                                found.setdefault(digest, (channel, message["ts"]))
+                for ts, payload in self._our_messages(channel, oldest):
+                    keys = payload.get("keys")
+                    if isinstance(keys, str) and isinstance(ts, str):
+                        for digest in keys.split():
+                            found.setdefault(digest, (channel, ts))
             except HistoryUnavailable as exc:
                 if "missing_scope" in str(exc):
                     raise HistoryUnavailable(
