@@ -76,7 +76,7 @@ def _ledger_rows(engine: Engine, keys: Sequence[str]) -> dict[str, dict]:
     table = store.alert_deliveries
     rows: dict[str, dict] = {}
     with engine.connect() as conn:
-        for chunk in _chunks(keys):
+        for chunk in store.chunked(list(keys)):
             query = select(table.c.dedup_key, table.c.state, table.c.slack_ts, table.c.error)
             for row in conn.execute(query.where(table.c.dedup_key.in_(chunk))):
                 rows[row.dedup_key] = dict(row._mapping)
@@ -115,20 +115,13 @@ def choose(
     ]
 
 
-def _chunks(keys: Sequence[str], size: int = 500):
-    """Key lists in pieces an IN (...) takes on every database (as store.py does)."""
-    keys = list(keys)
-    for start in range(0, len(keys), size):
-        yield keys[start : start + size]
-
-
 def forget(engine: Engine, keys: Sequence[str]) -> int:
     """Remove the ledger rows of ``keys`` (so that the next send posts them); returns how
     many rows there were."""
     table = store.alert_deliveries
     removed = 0
     with engine.begin() as conn:
-        for chunk in _chunks(keys):
+        for chunk in store.chunked(list(keys)):
             removed += conn.execute(delete(table).where(table.c.dedup_key.in_(chunk))).rowcount
     return removed
 

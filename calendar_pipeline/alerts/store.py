@@ -24,8 +24,9 @@ them read top to bottom in one place.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import (
     Column,
@@ -294,13 +295,23 @@ def stored_buckets_many(
     found: dict[dt.date, dict[str, int]] = {day: {} for day in partition_dates}
     dates = sorted(partition_dates)
     with engine.connect() as conn:
-        for start in range(0, len(dates), 500):
+        for chunk in chunked(dates):
             query = select(
                 due_alerts.c.partition_date, due_alerts.c.dedup_key, due_alerts.c.threshold_days
-            ).where(due_alerts.c.partition_date.in_(dates[start : start + 500]))
+            ).where(due_alerts.c.partition_date.in_(chunk))
             for day, key, threshold in conn.execute(query):
                 found[day][key] = int(threshold)
     return found
+
+
+T = TypeVar("T")
+IN_CHUNK = 500  # values per IN (...): under every database's bound on bound parameters
+
+
+def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """``values`` in pieces of at most ``size``, for ``column.in_(piece)`` queries."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _insert_ignoring_conflicts(engine: Engine):
@@ -313,8 +324,7 @@ def delivered_keys(engine: Engine, keys: Iterable[str]) -> set[str]:
     found: set[str] = set()
     keys = list(keys)
     with engine.connect() as conn:
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for chunk in chunked(keys):
             query = select(alert_deliveries.c.dedup_key).where(
                 and_(
                     alert_deliveries.c.dedup_key.in_(chunk),
@@ -417,10 +427,10 @@ def claim_holders(engine: Engine, keys: Iterable[str]) -> set[str]:
     keys = list(keys)
     holders: set[str] = set()
     with engine.connect() as conn:
-        for start in range(0, len(keys), 500):
+        for chunk in chunked(keys):
             query = select(alert_deliveries.c.run_id).where(
                 and_(
-                    alert_deliveries.c.dedup_key.in_(keys[start : start + 500]),
+                    alert_deliveries.c.dedup_key.in_(chunk),
                     alert_deliveries.c.state == "claimed",
                 )
             )
@@ -484,7 +494,7 @@ def unconfirmed_attempts(engine: Engine, keys: Iterable[str]) -> dict[str, Attem
     found: dict[str, Attempt] = {}
     keys = list(keys)
     with engine.connect() as conn:
-        for start in range(0, len(keys), 500):
+        for chunk in chunked(keys):
             query = select(
                 alert_deliveries.c.dedup_key,
                 alert_deliveries.c.delivery_id,
@@ -492,7 +502,7 @@ def unconfirmed_attempts(engine: Engine, keys: Iterable[str]) -> dict[str, Attem
                 alert_deliveries.c.attempted_at,
             ).where(
                 and_(
-                    alert_deliveries.c.dedup_key.in_(keys[start : start + 500]),
+                    alert_deliveries.c.dedup_key.in_(chunk),
                     alert_deliveries.c.state.in_(("claimed", "failed")),
                     alert_deliveries.c.delivery_id.is_not(None),
                 )
@@ -547,7 +557,7 @@ def previous_dates(engine: Engine, alerts: Sequence[DueAlert]) -> dict[tuple[str
     sent_dates: dict[tuple[str, str], list[dt.date]] = {}
     entity_ids = sorted({entity for entity, _ in wanted})
     with engine.connect() as conn:
-        for start in range(0, len(entity_ids), 500):
+        for chunk in chunked(entity_ids):
             query = (
                 select(
                     alert_deliveries.c.entity_id,
@@ -556,7 +566,7 @@ def previous_dates(engine: Engine, alerts: Sequence[DueAlert]) -> dict[tuple[str
                 )
                 .where(
                     and_(
-                        alert_deliveries.c.entity_id.in_(entity_ids[start : start + 500]),
+                        alert_deliveries.c.entity_id.in_(chunk),
                         alert_deliveries.c.state == "sent",
                     )
                 )

@@ -86,12 +86,12 @@ def announcements(
     found: dict[tuple[str, str], tuple[str, str]] = {}
     entity_ids = sorted({entity for entity, _ in wanted})
     with engine.connect() as conn:
-        for start in range(0, len(entity_ids), 500):
+        for chunk in store.chunked(entity_ids):
             rows = conn.execute(
                 select(ledger.entity_id, ledger.event_id, ledger.channel, ledger.slack_ts)
                 .where(
                     and_(
-                        ledger.entity_id.in_(entity_ids[start : start + 500]),
+                        ledger.entity_id.in_(chunk),
                         ledger.partition_date < day,
                         ledger.state == "sent",
                         ledger.slack_ts.is_not(None),
