@@ -7,7 +7,10 @@ slack_alert_sensor would, and measuring what reached Slack *from the Slack serve
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -211,3 +214,20 @@ def _texts(block: dict) -> list[str]:
     if "text" in block and isinstance(block["text"], dict):
         return [block["text"].get("text", "")]
     return [e.get("text", "") for e in block.get("elements", []) if isinstance(e, dict)]
+
+
+def cli_process(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``calendar-pipeline *args`` in a fresh process (a new day is a new process) run in
+    ``tmp_path``: the project's settings and DAGSTER_HOME dropped from the environment,
+    then CALENDAR_DATA_DIR=``tmp_path/data`` and ``env``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
+    environ.pop("DAGSTER_HOME", None)
+    environ.update({"CALENDAR_DATA_DIR": str(tmp_path / "data"), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "calendar_pipeline.cli", *args],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

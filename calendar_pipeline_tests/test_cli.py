@@ -4,26 +4,17 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from calendar_pipeline_tests.flows import cli_process
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
-    environ.pop("DAGSTER_HOME", None)
-    environ.update({"CALENDAR_DATA_DIR": str(tmp_path / "data"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "calendar_pipeline.cli", "run", *args],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """``calendar-pipeline run`` in a fresh process (flows.cli_process)."""
+    return cli_process(tmp_path, "run", *args, **env)
 
 
 def test_run_today_prints_a_short_summary(tmp_path):

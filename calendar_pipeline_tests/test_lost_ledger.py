@@ -15,10 +15,8 @@ upstream servers; repeats measured from what the Slack server received."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +32,7 @@ from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.defs.resources.calendar import _engine_for
 from calendar_pipeline.verify import verify
 from calendar_pipeline_tests.flows import (
+    cli_process,
     duplicates,
     expected_due,
     make_defs,
@@ -248,18 +247,8 @@ def test_without_the_history_scope_a_lost_ledger_refuses_to_post(
 
 
 def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """``calendar-pipeline run`` in a fresh process (a new day is a new process)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
-    environ.pop("DAGSTER_HOME", None)
-    environ.update({"CALENDAR_DATA_DIR": str(tmp_path / "data"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "calendar_pipeline.cli", "run", *args],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """``calendar-pipeline run`` in a fresh process (flows.cli_process)."""
+    return cli_process(tmp_path, "run", *args, **env)
 
 
 @pytest.mark.parametrize("poster", ["token without history scope", "webhook"])

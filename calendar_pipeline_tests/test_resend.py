@@ -6,30 +6,19 @@ checkout. Bad choices are refused by name before anything changes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from calendar_pipeline_tests.flows import cli_process
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 DAY = "2025-12-20"
 
 
 def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
-    environ.pop("DAGSTER_HOME", None)
-    environ.update({"CALENDAR_DATA_DIR": str(tmp_path / "data"), **env})
-    return subprocess.run(
-        [sys.executable, "-m", "calendar_pipeline.cli", *args],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return cli_process(tmp_path, *args, **env)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake import atomic
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
 from calendar_pipeline.verify import verify
+from calendar_pipeline_tests.flows import cli_process
 
 DAY1, DAY2 = "2025-12-18", "2025-12-19"
 ASSETS = ("raw_snapshot", "snapshot_index", "due_alerts")
@@ -356,15 +357,10 @@ def test_verify_audits_a_read_only_lake_and_only_repair_asks_for_writes(tmp_path
     )
     if mounted.returncode != 0:
         pytest.skip("a read-only mount needs root (CAP_SYS_ADMIN), as on this project's CI")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CALENDAR_", "SLACK_"))}
-    env.pop("DAGSTER_HOME", None)
-    env.update({"CALENDAR_DATA_DIR": str(disk / "data"), "CALENDAR_UNIVERSE": str(small_universe)})
+    settings = {"CALENDAR_DATA_DIR": str(disk / "data"), "CALENDAR_UNIVERSE": str(small_universe)}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "calendar_pipeline.cli", *args],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        return cli_process(tmp_path, *args, **settings)
 
     try:
         ran = cli("run", "--date", DAY1)
