@@ -129,7 +129,7 @@ def slack_header(partition: str, intent: str, mode: str, reference_day: dt.date)
 
 def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "") -> int:
     from calendar_pipeline.definitions import defs
-    from calendar_pipeline.defs.jobs import DUE_ALERTS_RUN_TAG, reference_for_run
+    from calendar_pipeline.defs.jobs import DUE_ALERTS_RUN_TAG
     from calendar_pipeline.defs.partitions import TIMEZONE
 
     say = output.progress
@@ -178,10 +178,10 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
 
         if mode:
             logs["ops"] = {"send_slack_alerts": {"config": {"mode": mode}}}
-        # The Slack run judges "daily or history" by the daily run's reference day (the day
-        # this command started it), not by the clock when Slack runs (alerts/intent.py).
-        daily_run = instance.get_run_by_id(result.run_id)
-        reference = reference_for_run(instance, daily_run, TIMEZONE)
+        # The Slack run judges "daily or history" by the daily run's reference day (the
+        # stamp: the day this command started), not by the clock when Slack runs
+        # (alerts/intent.py).
+        reference = stamp
         tags = {DUE_ALERTS_RUN_TAG: result.run_id, **reference.as_tags()}
         facts.intent = intent_for(dt.date.fromisoformat(partition), reference)
         print(slack_header(partition, facts.intent, mode, reference.day), file=say, flush=True)

@@ -126,6 +126,7 @@ def raw_snapshot(
     history = History(index.get)
     volumes: list[VolumeReport] = []
     days: list[snapshot_checks.Day] = []  # what the checks need of each day written
+    budgets = calendar.budgets
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
             partition=partition,
@@ -146,7 +147,7 @@ def raw_snapshot(
         except StorageError as exc:
             raise storage_failure(exc, "the snapshot") from None
         volumes.append(volume)
-        days.append(snapshot_checks.summarize(payload, calendar.budgets))
+        days.append(snapshot_checks.summarize(payload, budgets))
         # per-day figures go on each day's materialization (the UI plots them by partition)
         context.add_asset_metadata(
             {
@@ -181,7 +182,7 @@ def raw_snapshot(
         check_results=logged(
             context,
             "raw_snapshot",
-            [check_result(v) for v in snapshot_checks.judge(days, volumes, calendar.budgets)],
+            [check_result(v) for v in snapshot_checks.judge(days, volumes, budgets)],
         ),
     )
 
