@@ -19,7 +19,7 @@ from calendar_pipeline.sources import ics
 from calendar_pipeline.sources.collect import collect_events
 from calendar_pipeline.sources.http import HttpClient, HttpConfig, session
 from calendar_pipeline.sources.http.response import HttpResponse
-from calendar_pipeline.sources.ics import IcsSource, parse_feed
+from calendar_pipeline.sources.ics import IcsSource, read_feed
 from calendar_pipeline.sources.model import Entity, Window
 from calendar_pipeline_tests import upstream_server
 from calendar_pipeline_tests.upstream_server import Reply
@@ -137,7 +137,7 @@ def test_bodies_waiting_for_the_parser_wait_on_disk(upstream, monkeypatch):
     expected = []
     for n, entity in enumerate(entities):
         text = big_feed(n, 200).decode()
-        expected += parse_feed(text, entity_id=entity.entity_id, window=WINDOW)
+        expected += read_feed(text, entity_id=entity.entity_id, window=WINDOW).events
     key = lambda e: (e.entity_id, e.event_id)  # noqa: E731
     assert sorted(result.events, key=key) == sorted(expected, key=key)
     assert len(expected) > 20

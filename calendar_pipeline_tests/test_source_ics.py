@@ -12,7 +12,7 @@ import pytest
 
 from calendar_pipeline.sources.collect import collect_events
 from calendar_pipeline.sources.http import HttpClient, HttpConfig, HttpFetchError
-from calendar_pipeline.sources.ics import IcsError, IcsLimits, IcsSource, feed_url, parse_feed
+from calendar_pipeline.sources.ics import IcsError, IcsLimits, IcsSource, feed_url, read_feed
 from calendar_pipeline.sources.model import Entity, Window
 from calendar_pipeline_tests import upstream_server
 from calendar_pipeline_tests.upstream_server import MemoryCache, Reply
@@ -26,7 +26,7 @@ STANDUP = "7kukuqrfedlm2f9t1qg8frl5m8@google.com"
 
 def feed(name: str, **kwargs) -> list:
     text = (CORPUS / name).read_bytes().decode("utf-8-sig")
-    return parse_feed(text, entity_id="team", window=kwargs.pop("window", WINDOW), **kwargs)
+    return read_feed(text, entity_id="team", window=kwargs.pop("window", WINDOW), **kwargs).events
 
 
 def dated(events) -> list[tuple[str, str]]:
@@ -177,7 +177,7 @@ def test_a_moved_occurrence_keeps_its_id():
         "DTEND;TZID=Europe/Berlin:20250311T141500", "DTEND;TZID=Europe/Berlin:20250313T141500"
     )
     assert moved_again != text
-    events = parse_feed(moved_again, entity_id="team", window=WINDOW)
+    events = read_feed(moved_again, entity_id="team", window=WINDOW).events
     assert ("2025-03-13", f"{STANDUP}/20250310T083000Z") in dated(events)
     assert ("2025-03-11", f"{STANDUP}/20250310T083000Z") not in dated(events)
 
@@ -215,15 +215,15 @@ def test_unreadable_events_are_skipped_and_reported(caplog):
 
 def test_too_many_occurrences_are_refused():
     text = generated_feed(1500)
-    assert len(parse_feed(text, entity_id="big", window=WINDOW)) == 1500
+    assert len(read_feed(text, entity_id="big", window=WINDOW).events) == 1500
     with pytest.raises(IcsError, match=r"more than 1,000 occurrences"):
-        parse_feed(text, entity_id="big", window=WINDOW, limits=IcsLimits(max_occurrences=1000))
+        read_feed(text, entity_id="big", window=WINDOW, limits=IcsLimits(max_occurrences=1000))
 
 
 def test_a_slow_expansion_is_stopped_by_the_deadline():
     text = generated_feed(1500).replace("DURATION:PT30M", "DURATION:PT30M\r\nRRULE:FREQ=DAILY")
     with pytest.raises(IcsError, match=r"took more than 0.05 s"):
-        parse_feed(
+        read_feed(
             text,
             entity_id="slow",
             window=WINDOW,
@@ -240,7 +240,7 @@ def test_deeply_nested_components_do_not_crash():
         + "END:VCALENDAR\r\n"
     )
     with pytest.raises(IcsError, match="no usable event"):  # the outer VEVENT has no DTSTART
-        parse_feed(text, entity_id="deep", window=WINDOW)
+        read_feed(text, entity_id="deep", window=WINDOW)
 
 
 def test_feed_keys():

@@ -114,26 +114,6 @@ class IcsFeed:
     broken: int  # VEVENT components skipped because their dates could not be read
 
 
-def parse_feed(
-    text: str,
-    *,
-    entity_id: str,
-    window: Window,
-    source: str = "ics",
-    default_timezone: str = "UTC",
-    limits: IcsLimits = DEFAULT_LIMITS,
-) -> list[Event]:
-    """Every occurrence of the feed ``text`` that starts inside ``window``, as events."""
-    return read_feed(
-        text,
-        entity_id=entity_id,
-        window=window,
-        source=source,
-        default_timezone=default_timezone,
-        limits=limits,
-    ).events
-
-
 def read_feed(
     text: str,
     *,
@@ -143,7 +123,8 @@ def read_feed(
     default_timezone: str = "UTC",
     limits: IcsLimits = DEFAULT_LIMITS,
 ) -> IcsFeed:
-    """:func:`parse_feed`, with the counts of usable and broken events of the feed."""
+    """Every occurrence of the feed ``text`` that starts inside ``window``, as events,
+    with the counts of usable and broken events of the feed."""
     calendar = _parse_calendar(text)
     broken = _drop_broken_events(calendar)
     usable = calendar.walk("VEVENT")
