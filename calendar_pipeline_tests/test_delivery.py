@@ -26,6 +26,7 @@ from calendar_pipeline.alerts.slack_client import (
 from calendar_pipeline.alerts.slack_format import render_digests
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
+from calendar_pipeline.retry_policy import RetryPolicy
 from calendar_pipeline_tests.delivery_worker import D, make_alerts
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
@@ -154,7 +155,7 @@ def test_server_errors_past_the_retries_fail_clearly_and_release(engine, slack_s
     alerts = make_alerts(6)
     slack_server.fail_next(status=502, times=10, method="chat.postMessage")
     with pytest.raises(SlackDeliveryError, match=r"HTTP 502 for #chan\d after 2 retries"):
-        run(engine, alerts, poster_for(slack_server, max_retries=2))
+        run(engine, alerts, poster_for(slack_server, retry_policy=RetryPolicy(max_attempts=3)))
     rows = store.ledger_rows(engine)
     assert {r["state"] for r in rows} == {"failed"} and len(rows) == 6
     assert all("502" in r["error"] and r["attempts"] == 1 for r in rows)
@@ -215,16 +216,26 @@ def test_slack_down_leaves_no_key_claimed(engine, slack_server, outage):
     slack_server.fail_after_accepting(status=503)  # an attempt whose answer is lost
     slack_server.go_down("http_500")
     with pytest.raises((SlackDeliveryError, SlackConfigError)):
-        run(engine, alerts, poster_for(slack_server, max_retries=1))
+        run(engine, alerts, poster_for(slack_server, retry_policy=RetryPolicy(max_attempts=2)))
     slack_server.come_back()
     assert {r["state"] for r in store.ledger_rows(engine)} == {"failed"}
     slack_server.fail_after_accepting(status=503)  # a post Slack has, answer lost
-    first = run(engine, alerts[:10], poster_for(slack_server, max_retries=0), run_id="run-2")
+    first = run(
+        engine,
+        alerts[:10],
+        poster_for(slack_server, retry_policy=RetryPolicy(max_attempts=1)),
+        run_id="run-2",
+    )
     assert first.sent == 10
     slack_server.go_down(outage)
     started = time.monotonic()
     with pytest.raises((SlackDeliveryError, SlackConfigError)):
-        run(engine, alerts, poster_for(slack_server, max_retries=2), run_id="run-3")
+        run(
+            engine,
+            alerts,
+            poster_for(slack_server, retry_policy=RetryPolicy(max_attempts=3)),
+            run_id="run-3",
+        )
     elapsed = time.monotonic() - started
     slack_server.come_back()
     assert elapsed < 20, elapsed
@@ -283,7 +294,7 @@ def test_a_lookup_that_fails_too_does_not_post_blind(engine, slack_server):
     slack_server.drop_after_accepting(1)
     slack_server.fail_next(status=503, times=20, method="conversations.history")
     with pytest.raises(SlackDeliveryError):
-        run(engine, alerts, poster_for(slack_server, max_retries=1))
+        run(engine, alerts, poster_for(slack_server, retry_policy=RetryPolicy(max_attempts=2)))
     assert len(slack_server.messages) == 1
     rows = store.ledger_rows(engine)
     assert {r["state"] for r in rows} == {"failed"} and all(r["delivery_id"] for r in rows)

@@ -21,6 +21,7 @@ from calendar_pipeline.alerts.slack_client import (
     SlackPoster,
 )
 from calendar_pipeline.alerts.slack_format import SlackMessage, render_digests
+from calendar_pipeline.retry_policy import RetryPolicy
 
 if TYPE_CHECKING:
     from calendar_pipeline_tests.slack_server import FakeSlackServer
@@ -176,7 +177,9 @@ def test_server_errors_without_a_delivery_id_are_not_retried(slack_server) -> No
 def test_server_errors_past_the_retries_raise_a_delivery_error(slack_server) -> None:
     slack_server.fail_next(status=500, times=5, method="chat.postMessage")
     with pytest.raises(SlackDeliveryError, match=r"HTTP 500 for #alerts after 1 retries"):
-        poster_for(slack_server, max_retries=1).post(digest("#alerts"), delivery_id="e" * 32)
+        poster_for(slack_server, retry_policy=RetryPolicy(max_attempts=2)).post(
+            digest("#alerts"), delivery_id="e" * 32
+        )
     assert len(slack_server.calls_to("chat.postMessage")) == 2
 
 
@@ -192,11 +195,12 @@ def test_unreachable_slack_is_a_delivery_error() -> None:
     with socket.socket() as sock:  # a port nobody listens on once closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    poster = SlackPoster("xoxb-x", api_url=f"http://127.0.0.1:{port}/api/", max_retries=1)
-    started = time.monotonic()
+    poster = SlackPoster(
+        "xoxb-x", api_url=f"http://127.0.0.1:{port}/api/", retry_policy=RetryPolicy(max_attempts=2)
+    )
     with pytest.raises(SlackDeliveryError, match="could not reach Slack"):
         poster.post(digest())
-    assert time.monotonic() - started >= 0.5  # one backoff sleep: it was retried
+    assert poster.retries == 1  # never sent, so retried (as many times as the policy says)
 
 
 def test_a_read_timeout_without_a_delivery_id_is_not_retried(slack_server) -> None:
@@ -290,7 +294,7 @@ def test_the_token_never_appears_in_errors_reprs_or_logs(slack_server, caplog) -
     token = f"xoxb-1234-{secrets.token_hex(12)}"
     wrong_token = f"xoxb-9999-{secrets.token_hex(12)}"
     slack_server.token = token
-    poster = poster_for(slack_server, token=token, max_retries=1)
+    poster = poster_for(slack_server, token=token, retry_policy=RetryPolicy(max_attempts=2))
 
     errors: list[Exception] = []
     poster.post(digest())
@@ -327,3 +331,96 @@ def test_the_token_never_appears_in_errors_reprs_or_logs(slack_server, caplog) -
     assert "Sending a request" in caplog.text and "'Authorization': '(redacted)'" in caplog.text
     assert '"error": "bad_token_xox?-***"' in caplog.text
     assert token not in caplog.text and wrong_token not in caplog.text
+
+
+# --- where the clients come from, and how they retry ----------------------------------------
+
+
+def test_the_poster_takes_its_clients_from_the_resources_get_client(slack_server) -> None:
+    """Overriding `SlackSettings.get_client` is the one place to point at another Slack:
+    posts and history reads both go where it says, whatever SLACK_API_URL holds."""
+    from calendar_pipeline.alerts.slack_client import web_client
+    from calendar_pipeline.defs.resources import SlackSettings
+
+    asked: list[bool] = []
+
+    class ElsewhereSlack(SlackSettings):
+        def get_client(self, *, for_posting: bool = False):
+            asked.append(for_posting)
+            return web_client(self.token, slack_server.url, for_posting=for_posting)
+
+    settings = ElsewhereSlack(token=slack_server.token, api_url="http://127.0.0.1:9/api/")
+    poster = settings.poster()
+    assert sorted(asked) == [False, True]  # a reading client and a posting client
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    ts = poster.post(digest("#eng"), delivery_id="f" * 32)
+    assert poster.find_delivery("#eng", "f" * 32, since) == ts
+    assert [c.method for c in slack_server.calls] == ["chat.postMessage", "conversations.history"]
+    assert poster.api_url == slack_server.url  # errors name where the requests went
+
+
+def test_the_posting_client_does_not_retry_a_server_error_itself(slack_server) -> None:
+    """chat.postMessage through get_client(for_posting=True) leaves a 5xx to the poster
+    (which looks in the history first); a read retries it."""
+    from calendar_pipeline.defs.resources import SlackSettings
+
+    settings = SlackSettings(token=slack_server.token, api_url=slack_server.url)
+    slack_server.fail_next(status=503, method="chat.postMessage")
+    with pytest.raises(SlackDeliveryError, match="HTTP 503"):
+        poster = settings.poster()
+        poster.post(digest("#eng"))
+    assert len(slack_server.calls_to("chat.postMessage")) == 1 and poster.retries == 0
+    slack_server.fail_next(status=503, method="auth.test")
+    assert poster.auth_test()["ok"] is True
+    assert len(slack_server.calls_to("auth.test")) == 2 and poster.retries == 1
+
+
+def test_a_retry_after_past_the_policys_limit_is_not_waited_for(slack_server) -> None:
+    slack_server.fail_next(status=429, retry_after=30)
+    poster = poster_for(slack_server, retry_policy=RetryPolicy(max_retry_after=2.0))
+    started = time.monotonic()
+    with pytest.raises(SlackDeliveryError, match="rate-limit"):
+        poster.post(digest())
+    assert time.monotonic() - started < 5 and len(slack_server.calls) == 1
+
+
+FAST = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_max=0.05)
+
+
+def test_each_history_page_is_retried_and_its_errors_explained(slack_server) -> None:
+    """slack_sdk fetches the next page when the iteration asks: that request too goes
+    through the retry handlers, and its failure is mapped to our errors."""
+    poster = poster_for(slack_server, min_interval_per_channel=0, retry_policy=FAST)
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    for n in range(250):  # two pages of 200
+        poster.post(digest("#eng", title=f"n{n}"), delivery_id=f"{n:032d}")
+    slack_server.fail_next(status=502, times=2, method="conversations.history")
+    before = poster.retries
+    messages = poster._our_messages("#eng", since)
+    next(messages)  # the first page: two 502s, then an answer
+    assert poster.retries - before == 2
+    slack_server.fail_next(status=503, times=3, method="conversations.history")
+    with pytest.raises(SlackDeliveryError, match=r"HTTP 503 for #eng after 2 retries"):
+        list(messages)  # the second page: three 503s
+    assert poster.retries - before == 4
+
+    messages = poster._our_messages("#eng", since)
+    next(messages)
+    slack_server.fail_next(error="missing_scope", method="conversations.history")
+    with pytest.raises(HistoryUnavailable, match="missing_scope"):
+        list(messages)
+
+
+def test_history_pages_follow_the_cursor_until_the_oldest_bound(slack_server) -> None:
+    poster = poster_for(slack_server, min_interval_per_channel=0)
+    for n in range(5):
+        poster.post(digest("#eng", title=f"old {n}"), delivery_id=f"{n:032d}")
+    time.sleep(0.05)
+    since = dt.datetime.now(dt.UTC)
+    for n in range(401):  # three pages of 200 after `since`
+        poster.post(digest("#eng", title=f"n{n}"), delivery_id=f"{n + 100:032d}")
+    found = [payload["delivery_id"] for _, payload in poster._our_messages("#eng", since)]
+    assert found == [f"{n + 100:032d}" for n in reversed(range(401))]  # newest first, no old
+    history = slack_server.calls_to("conversations.history")
+    assert [c.params.get("cursor") for c in history] == [None, "200", "400"]
+    assert {c.params["oldest"] for c in history} == {f"{since.timestamp():.6f}"}

@@ -28,6 +28,7 @@ import datetime as dt
 import functools
 import http.client
 import logging
+import math
 import random
 import re
 import threading
@@ -44,10 +45,13 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
+from slack_sdk.http_retry.response import HttpResponse as RetryHttpResponse
 from slack_sdk.webhook import WebhookClient
 
 from calendar_pipeline.alerts.poster import HistoryUnavailable, key_digests
 from calendar_pipeline.alerts.slack_format import SlackMessage
+from calendar_pipeline.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,52 @@ class SlackDeliveryError(RuntimeError):
         self.ambiguous = ambiguous
 
 
+class _PolicyBackoff(RetryIntervalCalculator):
+    """slack_sdk's sleep between two retries of a 5xx or a connection error, from our
+    :class:`RetryPolicy` (the same full-jitter backoff as the HTTP client's)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def calculate_sleep_duration(self, current_attempt: int) -> float:
+        return self.policy.backoff(current_attempt)
+
+
+class _RateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (sleep ``Retry-After`` plus up to one second of jitter),
+    but a ``Retry-After`` over the policy's ``max_retry_after`` is not waited for, and one
+    that is not a whole number of seconds is read as a number (slack_sdk would raise)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        super().__init__(max_retry_count=policy.max_retries)
+        self.policy = policy
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after(response)
+        return wait is None or wait <= self.policy.max_retry_after
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        wait = _retry_after(response) if response is not None else None
+        state.next_attempt_requested = True
+        time.sleep((1.0 if wait is None else wait) + random.random())
+        state.increment_current_attempt()
+
+
+def _retry_after(response: RetryHttpResponse) -> float | None:
+    """The seconds of a response's ``Retry-After`` header; ``None`` when absent or unreadable."""
+    for name, values in response.headers.items():
+        if name.lower() == "retry-after":
+            value = values[0] if isinstance(values, list) and values else values
+            try:
+                seconds = float(str(value).strip())
+            except ValueError:
+                return None
+            return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return None
+
+
 class _AnyServerErrorRetryHandler(ServerErrorRetryHandler):
     """slack_sdk retries only 500 and 503; a 502 or 504 from a proxy is as transient."""
 
@@ -138,39 +188,34 @@ class _NeverSentRetryHandler(ConnectionErrorRetryHandler):
         return isinstance(error, URLError) and not isinstance(error, HTTPError)
 
 
-def _retry_handlers(max_retries: int, on_retry: Callable[[], None]) -> list[RetryHandler]:
+def _retry_handlers(policy: RetryPolicy) -> list[RetryHandler]:
     """For reads (history, list, auth.test): retry 429, 5xx and connection errors."""
-    return _counting(
-        [
-            RateLimitErrorRetryHandler(max_retry_count=max_retries),
-            _AnyServerErrorRetryHandler(max_retry_count=max_retries),
-            ConnectionErrorRetryHandler(max_retry_count=max_retries),
-        ],
-        on_retry,
-    )
+    backoff = _PolicyBackoff(policy)
+    return [
+        _RateLimitRetryHandler(policy),
+        _AnyServerErrorRetryHandler(policy.max_retries, interval_calculator=backoff),
+        ConnectionErrorRetryHandler(policy.max_retries, interval_calculator=backoff),
+    ]
 
 
-def _post_retry_handlers(max_retries: int, on_retry: Callable[[], None]) -> list[RetryHandler]:
+def _post_retry_handlers(policy: RetryPolicy) -> list[RetryHandler]:
     """For chat.postMessage: retry only what Slack surely did not act on (429, not sent)."""
-    return _counting(
-        [
-            RateLimitErrorRetryHandler(max_retry_count=max_retries),
-            _NeverSentRetryHandler(max_retry_count=max_retries),
-        ],
-        on_retry,
-    )
+    return [
+        _RateLimitRetryHandler(policy),
+        _NeverSentRetryHandler(policy.max_retries, interval_calculator=_PolicyBackoff(policy)),
+    ]
 
 
 def web_client(
     token: str,
     api_url: str = DEFAULT_API_URL,
     timeout: float = 10.0,
-    max_retries: int = 4,
-    on_retry: Callable[[], None] = lambda: None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
     for_posting: bool = False,
 ) -> WebClient:
-    """A ``WebClient`` for ``api_url`` with our retry handlers and redacting logger."""
-    handlers = (_post_retry_handlers if for_posting else _retry_handlers)(max_retries, on_retry)
+    """A ``WebClient`` for ``api_url`` with our retry handlers (``for_posting``: those of
+    chat.postMessage, see ``_post_retry_handlers``) and redacting logger."""
+    handlers = (_post_retry_handlers if for_posting else _retry_handlers)(retry_policy)
     return WebClient(
         token=token,
         base_url=api_url if api_url.endswith("/") else api_url + "/",
@@ -178,6 +223,11 @@ def web_client(
         logger=_SDK_LOGGER,
         retry_handlers=handlers,
     )
+
+
+# What builds the poster's clients: ``SlackSettings.get_client`` (``for_posting``: the
+# client that sends chat.postMessage, with the narrower retry handlers).
+ClientFactory = Callable[..., WebClient]
 
 
 class SlackPoster:
@@ -194,15 +244,19 @@ class SlackPoster:
         token: str,
         api_url: str = DEFAULT_API_URL,
         timeout: float = 10.0,
-        max_retries: int = 4,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         min_interval_per_channel: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        client_factory: ClientFactory | None = None,
     ) -> None:
-        if not api_url.endswith("/"):
-            api_url += "/"
-        self.api_url = api_url
-        self.max_retries = max_retries
+        """``client_factory(for_posting=...)`` builds the two ``WebClient`` s (reads, and
+        chat.postMessage): ``SlackSettings.get_client`` in the pipeline; by default
+        ``web_client`` for ``api_url`` with ``token``, ``timeout`` and ``retry_policy``.
+        ``token`` is still needed to keep it out of our errors."""
+        if client_factory is None:
+            client_factory = functools.partial(web_client, token, api_url, timeout, retry_policy)
+        self.retry_policy = retry_policy
         self.min_interval_per_channel = min_interval_per_channel
         self._token = token
         self._sleep = sleep
@@ -213,10 +267,15 @@ class SlackPoster:
         self.history_warning: str | None = None
         self._retries_lock = threading.Lock()
         self._channel_ids: dict[str, str] = {}
-        self._client = web_client(token, api_url, timeout, max_retries, self._count_retry)
-        self._post_client = web_client(
-            token, api_url, timeout, max_retries, self._count_retry, for_posting=True
-        )
+        self._client = client_factory(for_posting=False)
+        self._post_client = client_factory(for_posting=True)
+        for client in (self._client, self._post_client):
+            _counting(client.retry_handlers, self._count_retry)
+        self.api_url = self._client.base_url  # where the clients go, for our errors
+
+    @property
+    def max_retries(self) -> int:
+        return self.retry_policy.max_retries
 
     def _count_retry(self) -> None:
         with self._retries_lock:
@@ -272,7 +331,7 @@ class SlackPoster:
                 if attempt == self.max_retries:
                     raise
                 self._count_retry()
-                self._sleep(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random()))
+                self._sleep(self.retry_policy.backoff(attempt))
             finally:
                 self._last_post_at[channel] = self._clock()
         ts = response.get("ts")
@@ -560,13 +619,13 @@ class SlackWebhookPoster:
         self,
         url: str,
         timeout: float = 10.0,
-        max_retries: int = 4,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         min_interval_per_channel: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
-        self.max_retries = max_retries
+        self.max_retries = retry_policy.max_retries
         self.min_interval = min_interval_per_channel
         self.retries = 0
         self.found_after_lost_reply = 0  # a webhook cannot read history
@@ -580,7 +639,7 @@ class SlackWebhookPoster:
             url=url,
             timeout=int(max(1, timeout)),
             logger=_SDK_LOGGER,
-            retry_handlers=_retry_handlers(max_retries, self._count_retry),
+            retry_handlers=_counting(_retry_handlers(retry_policy), self._count_retry),
         )
 
     def _count_retry(self) -> None:

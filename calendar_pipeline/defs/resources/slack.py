@@ -46,10 +46,13 @@ class SlackSettings(SlackResource):
                     "SLACK_WEBHOOK_URL", "***", "expected an https:// incoming-webhook URL"
                 ) from None
 
-    def get_client(self) -> WebClient:
+    def get_client(self, *, for_posting: bool = False) -> WebClient:
         """A `slack_sdk.WebClient` for SLACK_API_URL with this project's retry handlers
-        (429, 5xx and connection errors) and a logger that redacts tokens."""
-        return web_client(self.token.strip(), self.api_url)
+        (429, 5xx and connection errors; `for_posting`: only 429 and requests never sent,
+        as a chat.postMessage must not be repeated blindly) and a logger that redacts
+        tokens. `poster()` takes its clients from here: override this method to point
+        the project at another Slack."""
+        return web_client(self.token.strip(), self.api_url, for_posting=for_posting)
 
     @property
     def can_post(self) -> bool:
@@ -75,7 +78,7 @@ class SlackSettings(SlackResource):
     def poster(self) -> SlackPoster | SlackWebhookPoster:
         """The bot-token poster, or the webhook poster when only a webhook is set."""
         if self.token.strip():
-            return SlackPoster(token=self.token.strip(), api_url=self.api_url)
+            return SlackPoster(token=self.token.strip(), client_factory=self.get_client)
         if self.webhook_url.strip():
             return SlackWebhookPoster(url=self.webhook_url.strip())
         raise dg.Failure(
