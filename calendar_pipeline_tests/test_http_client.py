@@ -409,6 +409,23 @@ def test_config_from_the_settings_defaults_and_values(tmp_path, monkeypatch):
     assert (config.timeout, config.max_response_bytes, config.proxy_file) == (7.5, 1000, proxies)
 
 
+def test_http_and_slack_share_one_retry_policy():
+    """HttpConfig's four retry fields are a RetryPolicy, the same as Slack's by default,
+    and are checked by it."""
+    from calendar_pipeline.alerts.slack_client import SlackPoster
+    from calendar_pipeline.retry_policy import RetryPolicy
+
+    config = HttpConfig(max_attempts=2, backoff_base=0.25, backoff_max=4, max_retry_after=9)
+    assert config.retry_policy == RetryPolicy(2, 0.25, 4, 9)
+    assert HttpConfig().retry_policy == SlackPoster("xoxb-x").retry_policy == RetryPolicy()
+    with pytest.raises(ValueError, match=r"HttpConfig\.max_retry_after must be positive"):
+        HttpConfig(max_retry_after=0)
+    policy = RetryPolicy(backoff_base=1, backoff_max=3)
+    waits = [policy.backoff(retry) for retry in (0, 1, 5) for _ in range(200)]
+    assert all(0 <= w <= 1 for w in waits[:200]) and max(waits[:200]) > 0.5
+    assert all(0 <= w <= 3 for w in waits[200:]) and max(waits[400:]) > 2  # capped
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from calendar_pipeline import __version__
+from calendar_pipeline.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
 from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.http.redaction import redact
 
@@ -30,25 +31,35 @@ class HttpConfig:
 
     rate_limit: float = 2.0  # requests per second, per host
     max_concurrency: int = 4  # requests in flight, per host
-    max_attempts: int = 5  # attempts per request, the first included
+    max_attempts: int = DEFAULT_RETRY_POLICY.max_attempts  # per request, the first included
     timeout: float = 20.0  # seconds per attempt (whole answer) and per connect/read
     max_response_bytes: int = 10 * MIB  # decoded body size at which a download is abandoned
     proxy_file: Path | None = None  # one proxy URL a line, used in rotation
     progress_every: int = 50  # log a progress line every N entities
-    backoff_base: float = 0.5  # full-jitter backoff: random(0, base * 2**retry), capped
-    backoff_max: float = 30.0  # longest backoff between two attempts
-    max_retry_after: float = 120.0  # a longer Retry-After is not waited for
+    # The retry policy (``retry_policy``; the same defaults as Slack's, see RetryPolicy).
+    backoff_base: float = DEFAULT_RETRY_POLICY.backoff_base
+    backoff_max: float = DEFAULT_RETRY_POLICY.backoff_max
+    max_retry_after: float = DEFAULT_RETRY_POLICY.max_retry_after
 
     def __post_init__(self) -> None:
-        for name in ("rate_limit", "timeout", "backoff_max", "max_retry_after"):
+        try:
+            self.retry_policy  # noqa: B018 - building it checks the four retry fields
+        except ValueError as exc:
+            raise ValueError(f"HttpConfig.{exc}") from None
+        for name in ("rate_limit", "timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"HttpConfig.{name} must be positive, not {getattr(self, name)}")
-        if self.backoff_base < 0:
-            raise ValueError(f"HttpConfig.backoff_base must be >= 0, not {self.backoff_base}")
-        for name in ("max_concurrency", "max_attempts", "max_response_bytes", "progress_every"):
+        for name in ("max_concurrency", "max_response_bytes", "progress_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"HttpConfig.{name} must be a positive integer, not {value!r}")
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """``max_attempts``, ``backoff_base``, ``backoff_max`` and ``max_retry_after``."""
+        return RetryPolicy(
+            self.max_attempts, self.backoff_base, self.backoff_max, self.max_retry_after
+        )
 
 
 def parse_positive_float(value: str | float, name: str) -> float:
