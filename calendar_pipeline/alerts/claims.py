@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Engine, Table, and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from calendar_pipeline.alerts.store import chunked
+
 
 def replace_per_partition(
     engine: Engine, table: Table, rows_by_partition: Mapping[dt.date, Sequence[Mapping[str, Any]]]
@@ -47,30 +49,32 @@ def claim_rows(
     names = [column.name for column in table.primary_key.columns]
     dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
     new_rows = [{**key, "state": "new", "updated_at": now} for key in keys]
-    mine = tuple_(*(table.c[name] for name in names)).in_(
-        [tuple(key[name] for name in names) for key in keys]
-    )
     claimable = or_(
         table.c.state.in_(("new", "failed")),
         and_(table.c.state == "claimed", table.c.claimed_at < now - claim_timeout),
     )
+    owned: list[dict[str, Any]] = []
+    # ``store.IN_CHUNK`` keys per IN (...), every chunk in one transaction (all or nothing)
     with engine.begin() as conn:
         conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=names), new_rows)
-        before = {
-            tuple(row[name] for name in names): dict(row)
-            for row in conn.execute(select(table).where(mine)).mappings()
-        }
-        conn.execute(
-            update(table)
-            .where(and_(mine, claimable))
-            .values(state="claimed", run_id=run_id, claimed_at=now, updated_at=now)
-        )
-        owned = conn.execute(
-            select(*(table.c[name] for name in names)).where(
-                and_(mine, table.c.state == "claimed", table.c.run_id == run_id)
+        for chunk in chunked([tuple(key[name] for name in names) for key in keys]):
+            mine = tuple_(*(table.c[name] for name in names)).in_(chunk)
+            before = {
+                tuple(row[name] for name in names): dict(row)
+                for row in conn.execute(select(table).where(mine)).mappings()
+            }
+            conn.execute(
+                update(table)
+                .where(and_(mine, claimable))
+                .values(state="claimed", run_id=run_id, claimed_at=now, updated_at=now)
             )
-        )
-        return [before[tuple(row)] for row in owned]
+            claimed = conn.execute(
+                select(*(table.c[name] for name in names)).where(
+                    and_(mine, table.c.state == "claimed", table.c.run_id == run_id)
+                )
+            )
+            owned.extend(before[tuple(row)] for row in claimed)
+    return owned
 
 
 def mark_rows(engine: Engine, table: Table, where, **values: Any) -> None:

@@ -207,11 +207,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def replace_due_alerts(engine: Engine, partition_date: dt.date, alerts: Sequence[DueAlert]) -> None:
-    """Replace partition D's rows with ``alerts`` in one transaction."""
-    replace_due_alerts_many(engine, {partition_date: alerts})
-
-
 def replace_due_alerts_many(
     engine: Engine, alerts_by_partition: Mapping[dt.date, Sequence[DueAlert]]
 ) -> None:
@@ -384,41 +379,38 @@ def claim(
         }
         for alert in alerts
     ]
+    claimable = or_(
+        alert_deliveries.c.state == "failed",
+        and_(
+            alert_deliveries.c.state == "claimed",
+            alert_deliveries.c.run_id != run_id,
+            or_(
+                alert_deliveries.c.claimed_at < now - claim_timeout,
+                alert_deliveries.c.run_id.in_(list(dead_runs)),
+            ),
+        ),
+    )
+    owned: set[str] = set()
+    # One transaction for every chunk: the claim stays all or nothing, as unchunked.
     with engine.begin() as conn:
         conn.execute(_insert_ignoring_conflicts(engine), rows)
-        claimable = or_(
-            alert_deliveries.c.state == "failed",
-            and_(
-                alert_deliveries.c.state == "claimed",
-                alert_deliveries.c.run_id != run_id,
-                or_(
-                    alert_deliveries.c.claimed_at < now - claim_timeout,
-                    alert_deliveries.c.run_id.in_(list(dead_runs)),
-                ),
-            ),
-        )
-        conn.execute(
-            update(alert_deliveries)
-            .where(and_(alert_deliveries.c.dedup_key.in_(keys), claimable))
-            .values(
-                state="claimed",
-                run_id=run_id,
-                claimed_at=now,
-                updated_at=now,
-                attempts=alert_deliveries.c.attempts + 1,
-            )
-        )
-        owned = set(
+        for chunk in chunked(keys):
             conn.execute(
-                select(alert_deliveries.c.dedup_key).where(
-                    and_(
-                        alert_deliveries.c.dedup_key.in_(keys),
-                        alert_deliveries.c.state == "claimed",
-                        alert_deliveries.c.run_id == run_id,
-                    )
+                update(alert_deliveries)
+                .where(and_(alert_deliveries.c.dedup_key.in_(chunk), claimable))
+                .values(
+                    state="claimed",
+                    run_id=run_id,
+                    claimed_at=now,
+                    updated_at=now,
+                    attempts=alert_deliveries.c.attempts + 1,
                 )
-            ).scalars()
-        )
+            )
+            owned.update(
+                conn.execute(
+                    select(alert_deliveries.c.dedup_key).where(_claimed_by(run_id, chunk))
+                ).scalars()
+            )
     return [alert for alert in alerts if alert.dedup_key in owned]
 
 
@@ -438,13 +430,26 @@ def claim_holders(engine: Engine, keys: Iterable[str]) -> set[str]:
     return holders
 
 
-def _claimed_by(run_id: str, keys: Sequence[str]):
-    """Which rows among ``keys`` this run holds a claim on (and so may mark)."""
+def _claimed_by(run_id: str, chunk: Sequence[str]):
+    """Which rows among ``chunk`` (at most ``IN_CHUNK`` keys) this run holds a claim on
+    (and so may mark)."""
     return and_(
-        alert_deliveries.c.dedup_key.in_(list(keys)),
+        alert_deliveries.c.dedup_key.in_(chunk),
         alert_deliveries.c.run_id == run_id,
         alert_deliveries.c.state == "claimed",
     )
+
+
+def _mark_claimed(engine: Engine, keys: Sequence[str], run_id: str, **values) -> int:
+    """Set ``values`` on the rows of ``keys`` this run holds a claim on, ``IN_CHUNK`` keys
+    per statement, all in one transaction (all or nothing, as one statement would be);
+    returns how many rows changed."""
+    changed = 0
+    with engine.begin() as conn:
+        for chunk in chunked(list(keys)):
+            statement = update(alert_deliveries).where(_claimed_by(run_id, chunk))
+            changed += conn.execute(statement.values(**values)).rowcount
+    return changed
 
 
 def mark_delivered(
@@ -463,11 +468,7 @@ def mark_delivered(
         values["channel"] = channel
     if slack_ts is not None:
         values["slack_ts"] = slack_ts
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(alert_deliveries).where(_claimed_by(run_id, keys)).values(**values)
-        )
-    return result.rowcount
+    return _mark_claimed(engine, keys, run_id, **values)
 
 
 def mark_attempt(
@@ -476,13 +477,15 @@ def mark_attempt(
     """Just before posting a message: its keys (claimed by this run) get its delivery id,
     channel and the attempt time, so a run that finds them later can look the message up."""
     now = _now()
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(alert_deliveries)
-            .where(_claimed_by(run_id, keys))
-            .values(delivery_id=delivery_id, channel=channel, attempted_at=now, updated_at=now)
-        )
-    return result.rowcount
+    return _mark_claimed(
+        engine,
+        keys,
+        run_id,
+        delivery_id=delivery_id,
+        channel=channel,
+        attempted_at=now,
+        updated_at=now,
+    )
 
 
 Attempt = tuple[str, str, dt.datetime]  # (delivery id, channel, attempted at)
@@ -537,13 +540,9 @@ def undelivered_before(
 
 def mark_failed(engine: Engine, keys: Sequence[str], run_id: str, error: str) -> int:
     """The post failed: record why and release this run's claims for the next run."""
-    with engine.begin() as conn:
-        result = conn.execute(
-            update(alert_deliveries)
-            .where(_claimed_by(run_id, keys))
-            .values(state="failed", error=error[:2000], updated_at=_now())
-        )
-    return result.rowcount
+    return _mark_claimed(
+        engine, keys, run_id, state="failed", error=error[:2000], updated_at=_now()
+    )
 
 
 def previous_dates(engine: Engine, alerts: Sequence[DueAlert]) -> dict[tuple[str, str], dt.date]:
