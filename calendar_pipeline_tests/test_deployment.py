@@ -39,7 +39,7 @@ from calendar_pipeline.defs.raw_snapshot import raw_snapshot
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.defs.snapshot_index import snapshot_index
 from calendar_pipeline.lake.index import SnapshotIndex, index_path
-from calendar_pipeline.lake.snapshots import latest_snapshots, read_snapshot
+from calendar_pipeline.lake.snapshots import latest_snapshots
 from calendar_pipeline_tests.daemons import wait_for
 from calendar_pipeline_tests.dagster_dev import _process_group_members, child_processes
 from calendar_pipeline_tests.deployment import Deployment, new_root, port_open
@@ -223,7 +223,7 @@ def events_by_day(data_dir: Path) -> dict[str, list]:
     days = {}
     for entry in index.entries():
         assert Path(entry["path"]).name == latest[entry["partition"]].name, entry
-        events = read_snapshot(latest[entry["partition"]])["events"]
+        events = json.loads(latest[entry["partition"]].read_text(encoding="utf-8"))["events"]
         days[entry["partition"]] = sorted(events, key=lambda e: (e["entity_id"], e["event_id"]))
     return days
 

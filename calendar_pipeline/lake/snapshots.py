@@ -126,15 +126,10 @@ def latest_snapshot(data_dir: Path, partition: str) -> Path | None:
     return snapshots[-1] if snapshots else None
 
 
-def list_snapshot_partitions(data_dir: Path) -> list[str]:
-    """The partitions that have at least one snapshot, sorted."""
-    return sorted(latest_snapshots(data_dir))
-
-
 def latest_snapshots(data_dir: Path) -> dict[str, Path]:
     """Partition -> newest snapshot path, for every partition that has a snapshot.
 
-    This is the shape ``SnapshotIndex.verify`` takes to cross-check the index.
+    This is the shape ``SnapshotIndex.problems`` takes to cross-check the index.
     """
     root = Path(data_dir) / SNAPSHOTS_DIR
     try:
@@ -150,18 +145,6 @@ def latest_snapshots(data_dir: Path) -> dict[str, Path]:
     return newest
 
 
-def read_snapshot(path: Path) -> dict[str, Any]:
-    """Load one snapshot file; ``ValueError`` naming the path if it is not a JSON object."""
-    path = Path(path)
-    try:
-        payload = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a valid JSON snapshot ({exc})") from exc
-    if not isinstance(payload, dict):
-        raise ValueError(f"{path}: a snapshot must be a JSON object, got {type(payload).__name__}")
-    return payload
-
-
 def sha256_file(path: Path, chunk_size: int = HASH_CHUNK_SIZE) -> str:
     """The hex SHA-256 of a file, read in ``chunk_size`` pieces (constant memory)."""
     digest = hashlib.sha256()
@@ -169,15 +152,3 @@ def sha256_file(path: Path, chunk_size: int = HASH_CHUNK_SIZE) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def file_fingerprint(path: Path) -> dict[str, Any]:
-    """``path``, ``mtime``, ``size`` and ``sha256`` of a file, hashed in 1 MiB chunks."""
-    path = Path(path)
-    info = path.stat()
-    return {
-        "path": str(path),
-        "mtime": info.st_mtime,
-        "size": info.st_size,
-        "sha256": sha256_file(path),
-    }
