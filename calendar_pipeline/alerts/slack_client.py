@@ -47,6 +47,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
 from slack_sdk.http_retry.response import HttpResponse as RetryHttpResponse
+from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
 from calendar_pipeline.alerts.poster import HistoryUnavailable, key_digests
@@ -400,12 +401,11 @@ class SlackPoster:
         )
         pages = self._pages(
             channel,
-            lambda cursor: method(
+            lambda: method(
                 channel=channel_id,
                 oldest=f"{oldest.timestamp():.6f}",
                 include_all_metadata=True,
                 limit=200,
-                cursor=cursor,
             ),
         )
         for page in pages:
@@ -453,11 +453,8 @@ class SlackPoster:
         if channel not in self._channel_ids:
             pages = self._pages(
                 channel,
-                lambda cursor: self._client.conversations_list(
-                    types="public_channel,private_channel",
-                    exclude_archived=True,
-                    limit=1000,
-                    cursor=cursor,
+                lambda: self._client.conversations_list(
+                    types="public_channel,private_channel", exclude_archived=True, limit=1000
                 ),
             )
             for page in pages:
@@ -473,16 +470,21 @@ class SlackPoster:
             )
         return self._channel_ids[channel]
 
-    def _pages(self, channel: str, request: Callable[[str | None], Any]) -> Iterator[Any]:
-        """Each page of a cursor-paginated read (``request(cursor)``), fetched only when
-        the caller asks for it, errors mapped as in ``_history_call``."""
-        cursor = None
-        while True:
-            page = self._history_call(channel, lambda cursor=cursor: request(cursor))
+    def _pages(self, channel: str, first: Callable[[], SlackResponse]) -> Iterator[SlackResponse]:
+        """Each page of a cursor-paginated read that starts with ``first()``, fetched only
+        when the caller asks for it: slack_sdk's own paging (iterating a ``SlackResponse``
+        requests the page after ``response_metadata.next_cursor``, through the client's
+        retry handlers), with the errors of every request mapped as in ``_history_call``.
+
+        Not a bare ``for page in first()``: each next page is requested inside ``next()``,
+        whose ``SlackApiError`` must become ours as well. Each page is the same
+        ``SlackResponse``, holding the latest answer: read it before asking for the next.
+        (A next page whose failed answer is not JSON, an HTML 502 from a proxy, surfaces
+        as a ``JSONDecodeError``: still a ``SlackDeliveryError``, without the status.)
+        """
+        pages = iter(self._history_call(channel, first))
+        while (page := self._history_call(channel, lambda: next(pages, None))) is not None:
             yield page
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                return
 
     def _history_call(self, channel: str, request: Callable[[], Any]) -> Any:
         try:
