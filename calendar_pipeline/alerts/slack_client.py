@@ -1,9 +1,13 @@
 """Post rendered digests to Slack: retries, per-channel pacing, errors that say what to fix.
 
-Retries are slack_sdk's own handlers: HTTP 429 (sleeping ``Retry-After`` plus up to one
-second of jitter), HTTP 5xx and connection errors (exponential backoff from 0.5 s with
-jitter); ``retries`` counts them. Those sleeps happen inside slack_sdk with
-``time.sleep``; the injectable ``sleep``/``clock`` only drive our own pacing.
+Retries are slack_sdk's own handlers, set from the project's one
+:class:`~calendar_pipeline.retry_policy.RetryPolicy` (the HTTP client's too): HTTP 429
+(sleeping ``Retry-After`` plus up to one second of jitter; a ``Retry-After`` over
+``max_retry_after`` is not waited for), HTTP 5xx and connection errors (the policy's
+full-jitter exponential backoff); ``retries`` counts them. Those sleeps happen inside
+slack_sdk with ``time.sleep``; the injectable ``sleep``/``clock`` only drive our own
+pacing. The ``WebClient`` s come from ``SlackSettings.get_client`` (the dagster-slack
+resource), so overriding it points everything here at another Slack.
 
 A post is different: when it fails *after* the request was sent (a dropped connection, a
 read timeout, an HTTP 5xx), Slack may have posted it. slack_sdk would blindly send it
@@ -254,7 +258,8 @@ class SlackPoster:
         """``client_factory(for_posting=...)`` builds the two ``WebClient`` s (reads, and
         chat.postMessage): ``SlackSettings.get_client`` in the pipeline; by default
         ``web_client`` for ``api_url`` with ``token``, ``timeout`` and ``retry_policy``.
-        ``token`` is still needed to keep it out of our errors."""
+        ``token`` is still needed to keep it out of our errors; ``retry_policy`` also
+        paces the poster's own repeats of a post whose reply was lost."""
         if client_factory is None:
             client_factory = functools.partial(web_client, token, api_url, timeout, retry_policy)
         self.retry_policy = retry_policy
@@ -579,7 +584,9 @@ class SlackPoster:
         where = _for(channel)
         if status == 429:
             return SlackDeliveryError, (
-                f"Slack kept rate-limiting us{where} after {self.max_retries} retries"
+                f"Slack kept rate-limiting us{where} (HTTP 429; retried at most "
+                f"{self.max_retries} times, and not when asked to wait over "
+                f"{self.retry_policy.max_retry_after:g} s)"
             )
         if status >= 500:
             retried = f" after {self.max_retries} retries"
