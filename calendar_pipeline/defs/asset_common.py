@@ -5,7 +5,7 @@ import dagster as dg
 
 from calendar_pipeline.defs.partitions import daily_partitions
 from calendar_pipeline.lake.atomic import StorageError
-from calendar_pipeline.quality.snapshot_checks import Verdict
+from calendar_pipeline.quality.verdict import Verdict
 
 GROUP = "calendar"
 OWNERS = ["team:data-platform"]

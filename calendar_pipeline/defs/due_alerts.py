@@ -1,11 +1,14 @@
 """`due_alerts`: the rows of the SQL table `due_alerts` for each day, computed from
-the day's indexed snapshot by the bucket rule (alerts/due.py); with its blocking check
-rows_match_bucket_rule. slack_alert_sensor reads these rows after a successful run.
+the day's indexed snapshot by the bucket rule (alerts/due.py); with its checks
+rows_match_bucket_rule (blocking) and changes_refer_to_known_events (a warning), whose
+judgements and words are in quality/due_checks.py. slack_alert_sensor reads these rows
+after a successful run.
 """
 
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 
 import dagster as dg
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,14 +28,15 @@ from calendar_pipeline.alerts.due import (
     threshold_metadata_keys,
 )
 from calendar_pipeline.alerts.intent import span
-from calendar_pipeline.defs.asset_common import DAILY, logged
+from calendar_pipeline.defs.asset_common import DAILY, check_result, logged
 from calendar_pipeline.defs.markdown import md_table, md_text
 from calendar_pipeline.defs.resources import CalendarSettings
 from calendar_pipeline.defs.snapshot_index import snapshot_index
 from calendar_pipeline.lake.history import History
 from calendar_pipeline.lake.index import SnapshotIndex
+from calendar_pipeline.quality import due_checks
 from calendar_pipeline.quality.carry import problem_rows
-from calendar_pipeline.quality.reconcile import compare_buckets, expected_buckets
+from calendar_pipeline.quality.reconcile import BucketDiff, compare_buckets, expected_buckets
 from calendar_pipeline.sources.collect import parse_snapshot_text
 
 
@@ -65,84 +69,13 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
     falls in a threshold bucket (the smallest threshold >= days until). A pure function
     of D's indexed snapshot, replaced per partition in one transaction (a range: one
     transaction for all its partitions)."""
-    index = SnapshotIndex.for_data_dir(calendar.data_path)
-    thresholds = calendar.threshold_days
     partitions = context.partition_keys
-    expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
-    problems: dict[dt.date, list[dict]] = {}  # broken entities per day (feed_problems)
-    changes: dict[dt.date, list[Change]] = {}  # what changed per day (event_changes)
-    earlier = History(index.get)  # the days before: read once, the run's own days kept
-    change_problems: list[str] = []
-    counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per day: per bucket, preview
-    wrong: list = []
-    rows = 0
-
-    def batches():  # one partition at a time: a long range never holds every snapshot
-        seen = set()
-        lines = (
-            [index.get(partitions[0])] if len(partitions) == 1 else index.entries_for(partitions)
-        )
-        for entry in lines:
-            if entry is None:
-                break
-            partition, content = entry["partition"], entry["content_text"]
-            if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
-                raise dg.Failure(
-                    f"index line for {partition} in {index.path}: content does not match its sha256"
-                )
-            try:
-                events, entities = parse_snapshot_text(content)
-            except ValueError as exc:
-                raise dg.Failure(f"index line for {partition} in {index.path}: {exc}") from None
-            day = dt.date.fromisoformat(partition)
-            alerts = compute_due_alerts(events, day, thresholds, entities)
-            document = json.loads(content)
-            expected[day] = expected_buckets(document, day, thresholds)
-            problems[day] = problem_rows(document, calendar.stale_after_days)
-            before = earlier.before(partition, LOOKBACK_DAYS)
-            changes[day] = detect_changes(document, before, calendar.cancel_after)
-            change_problems.extend(verify_changes(document, before, changes[day]))
-            earlier.keep(partition, document)
-            earlier.forget_before((day - dt.timedelta(days=LOOKBACK_DAYS)).isoformat())
-            preview = _alerts_markdown(
-                with_changes(alerts, changes[day], day, max(thresholds), calendar.timezone)
-            )
-            counts[day] = (count_by_threshold(alerts, thresholds), preview)
-            seen.add(partition)
-            yield day, alerts
-        missing = [p for p in partitions if p not in seen]
-        if missing:  # raised inside the transaction: nothing of the range is replaced
-            raise dg.Failure(
-                f"partition {span(missing)} is not in {index.path}: materialize snapshot_index"
-            )
-
-    keys = threshold_metadata_keys(thresholds)
-
-    def check(day: dt.date, stored: dict[str, int]) -> None:
-        nonlocal rows
-        rows += len(stored)
-        diff = compare_buckets(str(day), stored, expected.pop(day))
-        if not diff.ok:
-            wrong.append(diff)
-        per_threshold, preview = counts.pop(day)
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": len(stored),
-                **{
-                    keys.get(threshold, f"due_d{threshold:02d}"): count
-                    for threshold, count in per_threshold.items()
-                },
-                **{f"changes_{k}": n for k, n in count_changes(changes.get(day, [])).items()},
-                "preview": dg.MetadataValue.md(preview),
-            },
-            partition_key=day.isoformat(),
-        )
-
+    run = _DueRun(context, calendar, SnapshotIndex.for_data_dir(calendar.data_path))
     engine = calendar.engine()
     try:
-        store.replace_due_alerts_streamed(engine, batches(), on_stored=check)
-        feed_problems.replace_problems(engine, problems)
-        change_log.replace_changes(engine, changes)
+        store.replace_due_alerts_streamed(engine, run.days(), on_stored=run.stored)
+        feed_problems.replace_problems(engine, run.problems)
+        change_log.replace_changes(engine, run.changes)
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
         raise dg.Failure(
@@ -151,55 +84,101 @@ def due_alerts(context: dg.AssetExecutionContext, calendar: CalendarSettings):
             f"{cause}. Nothing was half replaced (one transaction): the previous rows are "
             "kept. Re-run the day once the database answers."
         ) from None
+    stored_changes = {day: change_log.read_changes(engine, day) for day in run.changes}
+    verdicts = [
+        due_checks.changes_refer_to_known_events(run.changes, stored_changes, run.wrong_changes),
+        due_checks.rows_match_bucket_rule(run.diffs, run.rows),
+    ]
     return dg.MaterializeResult(
         metadata={"partitions_in_run": len(partitions)},
-        check_results=logged(
-            context,
-            "due_alerts",
-            [
-                _changes_check(engine, changes, change_problems),
-                dg.AssetCheckResult(
-                    check_name="rows_match_bucket_rule",
-                    passed=not wrong,
-                    metadata={
-                        "rows": rows,
-                        "partitions_wrong": len(wrong),
-                    },
-                    description=(
-                        "\n".join(diff.describe() for diff in wrong[:10])
-                        + "\nWhat to do: nothing reaches Slack for these days. Look for "
-                        "another writer of the due_alerts table or a change to alerts/due.py; "
-                        "re-run the days."
-                        if wrong
-                        else None
-                    ),
-                ),
-            ],
-        ),
+        check_results=logged(context, "due_alerts", [check_result(v) for v in verdicts]),
     )
 
 
-def _changes_check(
-    engine, changes: dict[dt.date, list[Change]], problems: list[str]
-) -> dg.AssetCheckResult:
-    """The judgement made while computing (`problems`), and the stored rows read back."""
-    wrong = list(problems)
-    for day, computed in changes.items():
-        stored = change_log.read_changes(engine, day)
-        if sorted(stored, key=_key) != sorted(computed, key=_key):
-            wrong.append(f"{day}: the stored changes differ from the snapshots' (another writer?)")
-    total = sum(len(c) for c in changes.values())
-    return dg.AssetCheckResult(
-        check_name="changes_refer_to_known_events",
-        passed=not wrong,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"changes": total, "wrong": len(wrong)},
-        description="\n".join(wrong[:10]) if wrong else f"{total} changes, each consistent",
-    )
+class _DueRun:
+    """One run of due_alerts, a day at a time: each day's rows (`days`, for the store),
+    checked as they are stored (`stored`), and what else the day gives: its broken
+    entities (`problems`, for feed_problems) and its changes (`changes`, event_changes)."""
 
+    def __init__(
+        self, context: dg.AssetExecutionContext, calendar: CalendarSettings, index: SnapshotIndex
+    ) -> None:
+        self.context, self.calendar, self.index = context, calendar, index
+        self.partitions = context.partition_keys
+        self.thresholds = calendar.threshold_days
+        self.keys = threshold_metadata_keys(self.thresholds)
+        self.earlier = History(index.get)  # the days before: read once, the run's own kept
+        self.problems: dict[dt.date, list[dict]] = {}
+        self.changes: dict[dt.date, list[Change]] = {}
+        self.wrong_changes: list[str] = []  # verify_changes' findings
+        self.expected: dict[dt.date, dict[str, int]] = {}  # the rule re-derived, until checked
+        self.counts: dict[dt.date, tuple[dict[int, int], str]] = {}  # per bucket, preview
+        self.diffs: list[BucketDiff] = []
+        self.rows = 0
 
-def _key(change: Change) -> tuple[str, str]:
-    return (change.entity_id, change.event_id)
+    def days(self) -> Iterator[tuple[dt.date, list]]:
+        """``(day, its due alerts)``, one partition at a time: a long range never holds
+        every snapshot. A partition missing from the index fails the run inside the
+        transaction: nothing of the range is replaced."""
+        index, partitions, seen = self.index, self.partitions, set()
+        lines = (
+            [index.get(partitions[0])] if len(partitions) == 1 else index.entries_for(partitions)
+        )
+        for entry in lines:
+            if entry is None:
+                break
+            seen.add(entry["partition"])
+            yield self._day(entry)
+        missing = [p for p in partitions if p not in seen]
+        if missing:
+            raise dg.Failure(
+                f"partition {span(missing)} is not in {index.path}: materialize snapshot_index"
+            )
+
+    def _day(self, entry: dict) -> tuple[dt.date, list]:
+        partition, content, calendar = entry["partition"], entry["content_text"], self.calendar
+        where = f"index line for {partition} in {self.index.path}"
+        if hashlib.sha256(content.encode("utf-8")).hexdigest() != entry["sha256"]:
+            raise dg.Failure(f"{where}: content does not match its sha256")
+        try:
+            events, entities = parse_snapshot_text(content)
+        except ValueError as exc:
+            raise dg.Failure(f"{where}: {exc}") from None
+        day = dt.date.fromisoformat(partition)
+        thresholds = self.thresholds
+        alerts = compute_due_alerts(events, day, thresholds, entities)
+        document = json.loads(content)
+        self.expected[day] = expected_buckets(document, day, thresholds)
+        self.problems[day] = problem_rows(document, calendar.stale_after_days)
+        before = self.earlier.before(partition, LOOKBACK_DAYS)
+        changes = self.changes[day] = detect_changes(document, before, calendar.cancel_after)
+        self.wrong_changes.extend(verify_changes(document, before, changes))
+        self.earlier.keep(partition, document)
+        self.earlier.forget_before((day - dt.timedelta(days=LOOKBACK_DAYS)).isoformat())
+        preview = _alerts_markdown(
+            with_changes(alerts, changes, day, max(thresholds), calendar.timezone)
+        )
+        self.counts[day] = (count_by_threshold(alerts, thresholds), preview)
+        return day, alerts
+
+    def stored(self, day: dt.date, stored: dict[str, int]) -> None:
+        """What the table holds for ``day``, read back in the transaction: judged against
+        the rule (rows_match_bucket_rule) and put on the day's materialization."""
+        self.rows += len(stored)
+        self.diffs.append(compare_buckets(str(day), stored, self.expected.pop(day)))
+        per_threshold, preview = self.counts.pop(day)
+        self.context.add_asset_metadata(
+            {
+                "dagster/row_count": len(stored),
+                **{
+                    self.keys.get(threshold, f"due_d{threshold:02d}"): count
+                    for threshold, count in per_threshold.items()
+                },
+                **{f"changes_{k}": n for k, n in count_changes(self.changes[day]).items()},
+                "preview": dg.MetadataValue.md(preview),
+            },
+            partition_key=day.isoformat(),
+        )
 
 
 def _alerts_markdown(alerts, limit: int = 30) -> str:

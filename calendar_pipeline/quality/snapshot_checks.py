@@ -1,6 +1,6 @@
 """The four checks of `raw_snapshot`, each with its judgement and its words, over the days
-of one run. Pure: `defs/raw_snapshot.py` turns each :class:`Verdict` into an asset check
-result.
+of one run. Pure: `defs/raw_snapshot.py` turns each :class:`~.verdict.Verdict` into an asset
+check result.
 
 - `has_events` (blocking): every day of the run has events (after last-known-good carry).
 - `failed_entities_within_budget` (warn): per source, the share of broken entities is at
@@ -14,7 +14,7 @@ result.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from calendar_pipeline.quality.carry import (
@@ -26,21 +26,11 @@ from calendar_pipeline.quality.carry import (
     sources_down,
 )
 from calendar_pipeline.quality.judge import Budgets
+from calendar_pipeline.quality.verdict import Verdict
 from calendar_pipeline.quality.volume import VolumeReport
 from calendar_pipeline.text import first_ids
 
 MAX_BROKEN_LINES = 20  # broken entities named in a description; the rest counted
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One check's result, in plain values."""
-
-    name: str
-    passed: bool
-    metadata: dict[str, Any] = field(default_factory=dict)
-    description: str | None = None
-    warn: bool = False  # a WARN check: it never blocks what comes after
 
 
 @dataclass(frozen=True)
