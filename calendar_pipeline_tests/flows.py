@@ -6,6 +6,7 @@ slack_alert_sensor would, and measuring what reached Slack *from the Slack serve
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -15,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.run_status_sensor_definition import RunStatusSensorCursor
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.alerts.due import bucket_for
@@ -113,10 +115,42 @@ def run_range(defs, instance, first: dt.date, last: dt.date, **kwargs):
     )
 
 
-def slack_tick(defs, instance, cursor: str | None = None, sensor=None):
-    """One tick of slack_alert_sensor (or ``sensor``): its run requests and new cursor."""
-    sensor = sensor or defs.resolve_sensor_def("slack_alert_sensor")
-    return evaluate(sensor, defs, instance, cursor)
+# The cursor the daemon's first tick of slack_alert_sensor sets on an instance with no run
+# yet: `slack_tick` without a cursor means "the sensor was on from the start" (Dagster's
+# RunStatusSensorCursor is internal: a test-only use, to start before any run).
+FROM_THE_START = RunStatusSensorCursor(record_id=-1).to_json()
+
+
+@dataclasses.dataclass
+class Ticks:
+    run_requests: list
+    cursor: str | None
+    skip_message: str | None
+
+
+def slack_tick(defs, instance, cursor: str | None = None, max_ticks: int = 200) -> Ticks:
+    """The ticks of slack_alert_sensor, one after the other as the daemon runs them, until
+    one finds nothing new: every run request and the last cursor. A run status sensor
+    requests at most one run per tick (Dagster's rule). No ``cursor``: the sensor has been
+    on since before the first run."""
+    sensor = defs.resolve_sensor_def("slack_alert_sensor")
+    cursor = cursor or FROM_THE_START
+    requests: list = []
+    for _ in range(max_ticks):
+        tick = evaluate(sensor, defs, instance, cursor)
+        requests.extend(tick.run_requests)
+        if not tick.run_requests and tick.cursor == cursor:
+            return Ticks(requests, tick.cursor, tick.skip_message)
+        cursor = tick.cursor
+    raise AssertionError(f"slack_alert_sensor still had requests after {max_ticks} ticks")
+
+
+def switch_on_slack_sensor(defs, instance) -> str:
+    """The first tick ever of slack_alert_sensor (switched on now): it requests nothing
+    and watches from this moment; returns its cursor."""
+    tick = evaluate(defs.resolve_sensor_def("slack_alert_sensor"), defs, instance)
+    assert tick.run_requests == [] and "Initiating" in (tick.skip_message or ""), tick
+    return tick.cursor
 
 
 def evaluate(sensor, defs, instance, cursor: str | None = None):

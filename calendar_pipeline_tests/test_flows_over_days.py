@@ -18,7 +18,6 @@ import time_machine
 from calendar_pipeline import cli
 from calendar_pipeline import definitions as definitions_module
 from calendar_pipeline.alerts import store
-from calendar_pipeline.defs.sensors import build_slack_alert_sensor
 from calendar_pipeline_tests.flows import (
     due,
     duplicates,
@@ -32,6 +31,7 @@ from calendar_pipeline_tests.flows import (
     run_requests,
     serve_feed,
     slack_tick,
+    switch_on_slack_sensor,
     write_universe,
 )
 from calendar_pipeline_tests.upstream_server import UpstreamServer
@@ -217,25 +217,26 @@ def test_failed_days_never_block_later_days_and_are_repaired_by_their_rerun(
     assert due(calendar, D - DAY) == expected_due(D - DAY)
 
 
-def test_a_backfill_longer_than_the_sensor_page_reaches_slack_in_one_run(
+def test_one_slack_run_per_successful_run_a_range_run_in_one(
     tmp_path, engine, upstream, slack_server, instance
 ):
     universe = write_universe(tmp_path / "u.csv", upstream)
     defs, calendar = make_defs(tmp_path, universe, slack_server, db_url(engine))
-    sensor = build_slack_alert_sensor(page_size=3)  # 3 instead of 1,000
     with time_machine.travel(at(D, 9), tick=True):
-        assert run_range(defs, instance, D - 11 * DAY, D).success  # 12 days: 4 pages
-        tick = slack_tick(defs, instance, sensor=sensor)
+        assert run_range(defs, instance, D - 11 * DAY, D).success  # 12 days, one run
+        tick = slack_tick(defs, instance)
         (request,) = tick.run_requests
         assert request.tags["dagster/asset_partition_range_start"] == (D - 11 * DAY).isoformat()
         assert request.tags["dagster/asset_partition_range_end"] == D.isoformat()
         (result,) = run_requests(defs, instance, tick.run_requests)
         assert output_metadata(result)["partitions"] == 12
+        # the Slack run's own success requests nothing
+        assert slack_tick(defs, instance, tick.cursor).run_requests == []
         # then two single days and another range: one request per run, in order
         assert run_daily(defs, instance, D - 20 * DAY).success
         assert run_range(defs, instance, D - 19 * DAY, D - 15 * DAY).success
         assert run_daily(defs, instance, D).success
-        more = slack_tick(defs, instance, tick.cursor, sensor=sensor)
+        more = slack_tick(defs, instance, tick.cursor)
         spans = [
             r.partition_key
             or f"{r.tags['dagster/asset_partition_range_start']}.."
@@ -248,7 +249,15 @@ def test_a_backfill_longer_than_the_sensor_page_reaches_slack_in_one_run(
             D.isoformat(),
         ]
         assert all(r.success for r in run_requests(defs, instance, more.run_requests))
-        assert slack_tick(defs, instance, more.cursor, sensor=sensor).run_requests == []
+        assert slack_tick(defs, instance, more.cursor).run_requests == []
+        # a run that materialized no due_alerts (raw_snapshot alone) requests nothing
+        only_raw = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+            partition_key=D.isoformat(),
+            instance=instance,
+            asset_selection=[dg.AssetKey("raw_snapshot")],
+        )
+        assert only_raw.success
+        assert slack_tick(defs, instance, more.cursor).run_requests == []
     assert never_reached_slack(slack_server, D) == set()
     assert set(posted(slack_server)) == expected_due(D)  # the past days posted nothing
     assert duplicates(slack_server) == {}
@@ -259,19 +268,20 @@ def _check(result, name: str):
     return next(c for c in result.get_asset_check_evaluations() if c.check_name == name)
 
 
-def test_switching_the_slack_sensor_on_after_a_backlog_posts_no_stale_digest(
+def test_the_daemon_back_after_days_down_posts_no_stale_digest(
     tmp_path, engine, upstream, slack_server, instance
 ):
-    """Daily runs for four mornings with the Slack sensor off; it is switched on on the
-    fourth. Days more than one day old post no digest (GRACE_DAYS); yesterday's run still
-    posts (late by hours); everything due today reaches Slack, nothing twice."""
+    """Daily runs for four mornings while the daemon is down; the sensor's cursor is where
+    it was. Back on the fourth, it asks for one Slack run per day: days more than one day
+    old post no digest (GRACE_DAYS), yesterday's run still posts (late by hours), and
+    everything due today reaches Slack, nothing twice."""
     universe = write_universe(tmp_path / "u.csv", upstream)
     defs, _ = make_defs(tmp_path, universe, slack_server, db_url(engine))
     with time_machine.travel(at(D - 3 * DAY, 6), tick=True) as clock:
         for back in (3, 2, 1, 0):
             clock.move_to(at(D - back * DAY, 6))
             assert run_daily(defs, instance, D - back * DAY).success
-        tick = slack_tick(defs, instance)  # the sensor, switched on at last
+        tick = slack_tick(defs, instance)  # the daemon is back
         assert len(tick.run_requests) == 4
         results = run_requests(defs, instance, tick.run_requests)
         assert all(result.success for result in results)
@@ -280,3 +290,33 @@ def test_switching_the_slack_sensor_on_after_a_backlog_posts_no_stale_digest(
     assert duplicates(slack_server) == {}
     stale = output_metadata(results[0])
     assert stale["history_partitions"] == 1 and stale["daily_partitions"] == 0
+    logs = [e.message or "" for e in instance.all_logs(results[0].run_id)]
+    assert any("its digest is not posted" in line for line in logs)
+
+
+def test_switching_the_slack_sensor_on_after_a_backlog_posts_from_the_next_run(
+    tmp_path, engine, upstream, slack_server, instance
+):
+    """Daily runs for four mornings with the Slack sensor never switched on. Switched on,
+    it starts watching from that moment (no digest of days gone by); the next morning's
+    run posts that day's digest, with every alert missed that is still in its bucket (the
+    bucket rule: every event inside a threshold is due every day), nothing twice."""
+    universe = write_universe(tmp_path / "u.csv", upstream)
+    defs, _ = make_defs(tmp_path, universe, slack_server, db_url(engine))
+    with time_machine.travel(at(D - 3 * DAY, 6), tick=True) as clock:
+        for back in (3, 2, 1, 0):
+            clock.move_to(at(D - back * DAY, 6))
+            assert run_daily(defs, instance, D - back * DAY).success
+        switched_on = switch_on_slack_sensor(defs, instance)  # watches from now
+        clock.move_to(at(D + DAY, 6))
+        assert run_daily(defs, instance, D + DAY).success
+        tick = slack_tick(defs, instance, switched_on)
+        (request,) = tick.run_requests
+        assert request.partition_key == (D + DAY).isoformat()
+        assert all(result.success for result in run_requests(defs, instance, [request]))
+    assert posted_partitions(slack_server) == {D + DAY}
+    assert never_reached_slack(slack_server, D + DAY) == set()
+    # what fell due on D and is still in its bucket on D+1 went out on D+1 (the bucket rule)
+    missed = expected_due(D) & expected_due(D + DAY)
+    assert missed and missed <= set(posted(slack_server))
+    assert duplicates(slack_server) == {}

@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 import time_machine
 import yaml
+from dagster._core.execution.plan.resume_retry import ReexecutionStrategy
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
@@ -30,9 +31,12 @@ from dagster._daemon.auto_run_reexecution.auto_run_reexecution import (
 
 from calendar_pipeline_tests.flows import (
     duplicates,
-    evaluate,
     never_reached_slack,
+    posted,
+    run_requests,
     serve_feed,
+    slack_tick,
+    switch_on_slack_sensor,
     write_universe,
 )
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
@@ -121,6 +125,20 @@ class Deployment:
             )
         )
 
+    def reexecute_from_failure(self, run: dg.DagsterRun) -> dg.DagsterRun:
+        """What "Re-execute from failure" in the UI (and the retry daemon) launches."""
+        location = self.request.get_code_location(LOCATION)
+        retry = self.instance.create_reexecuted_run(
+            parent_run=self.instance.get_run_by_id(run.run_id),
+            request_context=self.request,
+            code_location=location,
+            remote_job=self.repo.get_full_job(run.job_name),
+            strategy=ReexecutionStrategy.FROM_FAILURE,
+            use_parent_run_tags=True,
+        )
+        self.instance.launch_run(retry.run_id, self.request)
+        return self.instance.get_run_by_id(retry.run_id)
+
     def retries_of(self, run: dg.DagsterRun) -> list[dg.DagsterRun]:
         return [r for r in self.instance.get_runs() if r.parent_run_id == run.run_id]
 
@@ -202,9 +220,7 @@ def test_a_crashed_slack_run_is_retried_once_and_still_posts_its_day_after_midni
         deployment = deployment_for(universe, slack_server.url)
         daily = deployment.launch("daily_calendar_job", {"dagster/partition": D.isoformat()})
         assert daily.status == DagsterRunStatus.SUCCESS
-        sensor = deployment.defs.resolve_sensor_def("slack_alert_sensor")
-        tick = evaluate(sensor, deployment.defs, deployment.instance)
-        (request,) = tick.run_requests
+        (request,) = slack_tick(deployment.defs, deployment.instance).run_requests
         crashed = deployment.create(
             "slack_alert_job", {**request.tags, "dagster/partition": D.isoformat()}
         )
@@ -219,4 +235,38 @@ def test_a_crashed_slack_run_is_retried_once_and_still_posts_its_day_after_midni
         deployment.retry_daemon_pass()  # max_retries: 1, and it succeeded: nothing more
         assert len(deployment.retries_of(crashed)) == 1
     assert never_reached_slack(slack_server, D) == set()
+    assert duplicates(slack_server) == {}
+
+
+def test_a_run_re_executed_from_failure_after_due_alerts_still_reaches_slack(
+    tmp_path, deployment_for, slack_server
+):
+    """The daily run fails in calendar_feed, after due_alerts (the feeds directory cannot
+    be written); the cause fixed, it is re-executed from failure, which runs calendar_feed
+    alone. Its success stands for the whole run: the Slack run covers the due_alerts its
+    first attempt wrote, and posts them once."""
+    with (
+        UpstreamServer() as upstream,
+        time_machine.travel(dt.datetime(2026, 3, 10, 6, tzinfo=dt.UTC), tick=True),
+    ):
+        serve_feed(upstream)
+        universe = write_universe(tmp_path / "u.csv", upstream)
+        deployment = deployment_for(universe, slack_server.url)
+        watching = switch_on_slack_sensor(deployment.defs, deployment.instance)
+        blocker = tmp_path / "data" / "feeds"
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a directory")
+        first = deployment.launch("daily_calendar_job", {"dagster/partition": D.isoformat()})
+        assert first.status == DagsterRunStatus.FAILURE
+        assert slack_tick(deployment.defs, deployment.instance, watching).run_requests == []
+
+        blocker.unlink()
+        retry = deployment.reexecute_from_failure(first)
+        assert retry.status == DagsterRunStatus.SUCCESS
+        assert retry.parent_run_id == first.run_id
+        (request,) = slack_tick(deployment.defs, deployment.instance, watching).run_requests
+        assert request.partition_key == D.isoformat()
+        results = run_requests(deployment.defs, deployment.instance, [request])
+        assert all(result.success for result in results)
+    assert never_reached_slack(slack_server, D) == set() and posted(slack_server)
     assert duplicates(slack_server) == {}

@@ -10,7 +10,7 @@ from calendar_pipeline.alerts.intent import Reference
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.defs.schedules import daily_calendar_schedule
-from calendar_pipeline_tests.flows import evaluate
+from calendar_pipeline_tests.flows import evaluate, slack_tick
 
 D = "2025-12-18"
 
@@ -28,12 +28,7 @@ def defs_for(tmp_path, universe, **overrides):
     return build_defs({"calendar": calendar, "slack": SlackSettings()}), calendar
 
 
-def slack_tick(defs, instance, cursor=None):
-    sensor = defs.resolve_sensor_def("slack_alert_sensor")
-    return evaluate(sensor, defs, instance, cursor)
-
-
-def test_slack_sensor_requests_one_run_per_due_alerts_materialization(
+def test_slack_sensor_requests_one_run_per_successful_due_alerts_run(
     tmp_path, small_universe, instance
 ):
     defs, _ = defs_for(tmp_path, small_universe)
@@ -42,10 +37,15 @@ def test_slack_sensor_requests_one_run_per_due_alerts_materialization(
 
     first = slack_tick(defs, instance)
     assert [r.partition_key for r in first.run_requests] == [D]
-    assert first.run_requests[0].run_key.startswith("due_alerts-")
+    (request,) = first.run_requests
+    run_id = request.tags["calendar/due_alerts_run"]
+    assert request.run_key == f"due_alerts-{run_id}"
+    assert (
+        request.tags["calendar/reference_day"] == Reference.from_tags(request.tags).day.isoformat()
+    )
 
     again = slack_tick(defs, instance, first.cursor)
-    assert again.run_requests == [] and "no new due_alerts" in again.skip_message
+    assert again.run_requests == [] and again.cursor == first.cursor
 
     job.execute_in_process(partition_key="2025-12-19", instance=instance)
     job.execute_in_process(partition_key=D, instance=instance)  # re-materialized: once more
@@ -68,10 +68,7 @@ def test_slack_sensor_ignores_materializations_without_a_successful_run(
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key="due_alerts", partition="2025-12-20")
     )
-    after = slack_tick(defs, instance, ok.cursor)
-    assert after.run_requests == []
-    assert "2025-12-20" in after.skip_message
-    assert int(after.cursor) > int(ok.cursor)  # not looked at again
+    assert slack_tick(defs, instance, ok.cursor).run_requests == []
 
 
 def test_daily_run_failing_a_blocking_check_never_materializes_due_alerts(tmp_path, instance):

@@ -3,6 +3,13 @@ post to Slack when a run fails. (Freshness: defs/freshness.py.)"""
 
 import dagster as dg
 
+# The tags of a run over a partition range: Dagster exports no public constant for them
+# (only MAX_RUNTIME_SECONDS_TAG), nor a RunRequest argument for a range.
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
 from calendar_pipeline.alerts import pending_notices
 from calendar_pipeline.alerts.intent import Reference, span
 from calendar_pipeline.alerts.slack_client import (
@@ -85,95 +92,65 @@ def _per_source_tag(report) -> str:
     )[:250]
 
 
-PAGE_SIZE = 1000  # materializations read per query
-MAX_PAGES = 50  # per tick: 50,000 partitions, far below a tick's time limit
+@dg.run_status_sensor(
+    name="slack_alert_sensor",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=slack_alert_job,
+    # Every run of the instance, not only this code location's: `calendar-pipeline run`
+    # and `dagster asset materialize` execute in their own process, with no location.
+    monitor_all_code_locations=True,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Starts slack_alert_job once per successful run that materialized "
+    "due_alerts (counting the runs it retried): for its partition, or for its whole range "
+    "after a single-run backfill, tagged with that run's reference day (alerts/intent.py: "
+    "which partitions post and which are history). Dagster keeps the cursor: a run that "
+    "succeeded while the daemon was down is seen when it is back; switched on for the "
+    "first time, the sensor starts from that moment (the next daily run posts what was "
+    "missed, by the catch-up rule). Failed runs never reach Slack.",
+)
+def slack_alert_sensor(
+    context: dg.RunStatusSensorContext, calendar: CalendarSettings
+) -> dg.RunRequest | None:
+    run = context.dagster_run
+    if run.job_name == slack_alert_job.name:
+        return None
+    keys = sorted(_due_alerts_partitions(context.instance, run))
+    if not keys:
+        return None  # e.g. only raw_snapshot materialized: nothing for Slack
+    reference = reference_for_run(context.instance, run, calendar.timezone)
+    context.log.info(f"run {run.run_id[:8]} materialized due_alerts for {span(keys)}")
+    return _slack_request(keys, run.run_id, reference)
 
 
-def build_slack_alert_sensor(page_size: int = PAGE_SIZE, max_pages: int = MAX_PAGES):
-    """`slack_alert_sensor`; tests build it with a small page size."""
-
-    @dg.sensor(
-        name="slack_alert_sensor",
-        job=slack_alert_job,
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Starts slack_alert_job once per successful run that materialized "
-        "due_alerts: for its partition, or for its whole range after a single-run backfill, "
-        "tagged with that run's reference day (alerts/intent.py: which partitions post and "
-        "which are history). Materializations from failed runs never reach Slack.",
-    )
-    def slack_alert_sensor(
-        context: dg.SensorEvaluationContext, calendar: CalendarSettings
-    ) -> dg.SensorResult:
-        after = int(context.cursor) if context.cursor else None
-        records, complete = _new_due_alerts_records(context.instance, after, page_size, max_pages)
-        # one request per materializing run, covering every partition that run wrote
-        by_run: dict[str, list] = {}
-        for record in records:
-            by_run.setdefault(record.run_id, []).append(record)
-        if not complete and len(by_run) > 1:
-            by_run.popitem()  # its records may go on past this tick's pages: next tick
-        requests: list[dg.RunRequest] = []
-        skipped: list[str] = []
-        cursor = after
-        for run_id, run_records in by_run.items():
-            run = context.instance.get_run_by_id(run_id) if run_id else None
-            if run is not None and not run.is_finished:
-                break  # look again next tick, once its checks have run
-            keys = sorted({r.partition_key for r in run_records if r.partition_key})
-            if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
-                skipped.append(f"{span(keys)} (run {run_id[:8] or 'none'} did not succeed)")
-            elif keys:
-                reference = reference_for_run(context.instance, run, calendar.timezone)
-                requests.append(_slack_request(keys, run_id, run_records[-1].storage_id, reference))
-            cursor = run_records[-1].storage_id
-        if not requests:
-            why = (
-                f"skipped {'; '.join(skipped)}" if skipped else "no new due_alerts materialization"
-            )
-            return dg.SensorResult(skip_reason=why, cursor=str(cursor) if cursor else None)
-        return dg.SensorResult(run_requests=requests, cursor=str(cursor))
-
-    return slack_alert_sensor
-
-
-def _new_due_alerts_records(
-    instance: dg.DagsterInstance, after: int | None, page_size: int, max_pages: int
-) -> tuple[list, bool]:
-    """due_alerts materializations after storage id `after`, oldest first, paging through
-    up to `max_pages` queries; `complete` is False when more remain."""
-    records: list = []
-    for _ in range(max_pages):
-        page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=DUE_ALERTS, after_storage_id=after),
-            limit=page_size,
-            ascending=True,
+def _due_alerts_partitions(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[str]:
+    """The due_alerts partitions materialized by `run` and by the runs it retried (a
+    re-execution from failure does not repeat the steps that had succeeded)."""
+    keys: set[str] = set()
+    run_id: str | None = run.run_id
+    while run_id:
+        by_asset = instance.get_asset_partitions_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         )
-        records.extend(page.records)
-        if not page.has_more or not page.records:
-            return records, True
-        after = page.records[-1].storage_id
-    return records, False
+        keys.update(key for key in by_asset.get(DUE_ALERTS, ()) if key)
+        parent = instance.get_run_by_id(run_id) if run_id != run.run_id else run
+        run_id = parent.parent_run_id if parent else None
+    return keys
 
 
-def _slack_request(
-    keys: list[str], run_id: str, storage_id: int, reference: Reference
-) -> dg.RunRequest:
+def _slack_request(keys: list[str], run_id: str, reference: Reference) -> dg.RunRequest:
     tags = {DUE_ALERTS_RUN_TAG: run_id, **reference.as_tags()}
-    run_key = f"due_alerts-{storage_id}"
+    run_key = f"due_alerts-{run_id}"
     if len(keys) == 1:
         return dg.RunRequest(partition_key=keys[0], run_key=run_key, tags=tags)
     return dg.RunRequest(
         run_key=run_key,
         tags={
             **tags,
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
+            ASSET_PARTITION_RANGE_START_TAG: keys[0],
+            ASSET_PARTITION_RANGE_END_TAG: keys[-1],
         },
     )
-
-
-slack_alert_sensor = build_slack_alert_sensor()
 
 
 @dg.run_failure_sensor(
