@@ -96,13 +96,13 @@ def _tick_why(tick: dt.datetime) -> str:
 GRACE_DAYS = 1
 """How old a Slack run's reference day may be and still post its digest: a run late by
 hours (after midnight, queued, retried) posts; a run for a materialization of three days
-ago (the sensor switched on after a backlog, the daemon back after days down) does not."""
+ago (the daemon back after days down) does not."""
 
 
 def within_grace(reference: Reference, today: dt.date, grace_days: int = GRACE_DAYS) -> Reference:
     """``reference``, or today's when it is older than ``grace_days``: the run's partitions
-    before today are then history (not posted), and their alerts still ahead join today's
-    digest by the catch-up rule (the ledger has not seen them)."""
+    before today are then history (not posted); their events still inside a threshold are
+    due today too (the bucket rule, alerts/due.py), so today's digest has them."""
     if (today - reference.day).days <= grace_days:
         return reference
     return Reference(
