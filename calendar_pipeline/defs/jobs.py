@@ -118,7 +118,8 @@ def slack_run_reference(context: dg.OpExecutionContext, timezone: str) -> Refere
 
 
 # Slack unreachable (HTTP 5xx, connection refused, timeouts): each attempt gives up after
-# slack_sdk's own retries (4, backoff 0.5 s doubling: about 8-15 s for a whole outage),
+# the client's retries (retry_policy.py: 4, full-jitter backoff from 0.5 s doubling: at
+# most 7.5 s of waits plus the attempts' timeouts),
 # then the op is retried once after 15 s: a run gives up within about a minute
 # (docs/RUNBOOK.md; test_slack_outage measures it). No jitter: one Slack run at a time
 # has no herd to spread, and Dagster's PLUS_MINUS would make the wait 0 to 2x the delay.
