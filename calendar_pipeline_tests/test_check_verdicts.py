@@ -1,6 +1,7 @@
 """The checks' judgements and words (quality/due_checks.py, index_checks.py,
-snapshot_checks.py), plain values in and out: pass or fail, and what the description
-names. The same checks through real runs: test_quality_checks.py."""
+snapshot_checks.py), plain values in and out: pass or fail, what the description names,
+and a check that judged nothing saying so (`judged` first) instead of quietly passing.
+The same checks through real runs: test_quality_checks.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from calendar_pipeline.quality import due_checks, index_checks
 from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.quality.reconcile import compare_buckets
+from calendar_pipeline.quality.snapshot_checks import volume_within_history
+from calendar_pipeline.quality.volume import VolumeDrop, VolumeReport
 
 D = dt.date(2026, 3, 10)
 BUDGETS = Budgets(failed_share=0.5, missing_share=0.5, min_volume_ratio=0.5, stale_after_days=7)
@@ -92,9 +95,66 @@ def test_index_problems_of_the_run_block_and_drift_elsewhere_warns():
 
     only_file = index_checks.index_history_consistent([(None, "line 9: partial")], set())
     assert not only_file.passed and only_file.description.startswith("drift on the index file")
+    assert "judged" not in only_file.metadata  # it judged the file, and found a problem
 
 
 def test_a_miscounted_line_blocks():
     verdict = index_checks.row_count_matches_snapshot(counts((3, "2026-03-10: says 3"), (5, None)))
     assert not verdict.passed and verdict.metadata == {"rows": 8}
     assert verdict.description.startswith("2026-03-10: says 3\nWhat to do: the snapshot file")
+
+
+def test_index_history_with_no_other_day_says_it_judged_nothing():
+    alone = index_checks.index_history_consistent([], other_days=set())
+    assert alone.passed
+    assert list(alone.metadata) == ["judged", "problems", "partitions_with_drift"]
+    assert alone.metadata["judged"].startswith("nothing — every indexed day and every stored")
+    assert min(alone.metadata) == "judged"  # stored sorted: still first in the UI
+
+    judged = index_checks.index_history_consistent([], other_days={"2026-03-01"})
+    assert judged.passed and "judged" not in judged.metadata
+
+
+def report(partition: str, baseline: str | None, judged: bool = True, drops=()) -> VolumeReport:
+    shared = (dt.date(2026, 3, 10), dt.date(2026, 5, 8)) if judged else None
+    return VolumeReport(partition, baseline, shared, list(drops))
+
+
+def test_volume_with_no_baseline_passes_saying_it_judged_nothing():
+    first_run = [report("2026-03-10", None, False), report("2026-03-11", None, False)]
+    verdict = volume_within_history(first_run, BUDGETS)
+    assert verdict.passed and verdict.warn
+    assert next(iter(verdict.metadata)) == min(verdict.metadata) == "judged"
+    assert verdict.metadata["judged"] == (
+        "nothing — no day of the run has an accepted snapshot in the 7 days before it to "
+        "compare with (a first run, or a backfill before any indexed day)"
+    )
+    assert verdict.metadata["partitions_judged"] == 0
+    assert verdict.description == (
+        "2026-03-11: no accepted snapshot in the 7 days before (nothing judged: this check "
+        "passed without a baseline)"
+    )
+
+    apart = volume_within_history([report("2026-03-10", "2026-03-03", False)], BUDGETS)
+    assert "sharing a date with its window" in apart.metadata["judged"]
+
+
+def test_volume_judged_on_some_days_has_no_judged_entry_and_a_drop_fails():
+    some = [report("2026-03-10", None, False), report("2026-03-11", "2026-03-10")]
+    verdict = volume_within_history(some, BUDGETS)
+    assert verdict.passed and "judged" not in verdict.metadata
+    assert verdict.metadata == {"partitions_judged": 1, "partitions_flagged": 0, "min_ratio": 0.5}
+
+    drop = VolumeDrop("entity", "beta", 20, 60)
+    dropped = volume_within_history([report("2026-03-11", "2026-03-10", drops=[drop])], BUDGETS)
+    assert not dropped.passed and "judged" not in dropped.metadata
+    assert "beta: 20 events where the baseline had 60" in dropped.description
+
+
+def test_volume_with_the_rule_off_says_it_judged_nothing():
+    off = Budgets(failed_share=0.5, missing_share=0.5, min_volume_ratio=0, stale_after_days=7)
+    verdict = volume_within_history([report("2026-03-11", "2026-03-10")], off)
+    assert verdict.passed
+    assert verdict.metadata["judged"].startswith("nothing — CALENDAR_MIN_VOLUME_RATIO=0 turns")
+    assert verdict.metadata["partitions_judged"] == 0
+    assert verdict.description == "2026-03-11: the rule is off (CALENDAR_MIN_VOLUME_RATIO=0)"

@@ -30,6 +30,7 @@ from calendar_pipeline_tests.flows import (
     feed,
     posted_partitions,
     run_daily,
+    run_range,
     run_requests,
     slack_tick,
 )
@@ -98,8 +99,9 @@ def test_a_truncated_feed_or_a_dropped_country_is_set_aside_and_never_holds_back
 ):
     defs, _calendar, instance = world
     days = Days(defs, instance)
-    checks = days.run(D)
-    assert checks["volume_within_history"].passed  # no baseline yet: nothing to judge
+    first = days.run(D)["volume_within_history"]
+    assert first.passed  # no baseline yet: nothing to judge, and it says so
+    assert first.metadata["judged"].value.startswith("nothing — no day of the run has an")
 
     assert days.run(D + DAY)["volume_within_history"].passed  # an ordinary day
 
@@ -146,8 +148,47 @@ def test_a_real_drop_is_accepted_by_one_run_with_the_check_off(world, upstream):
     once = Days(build_defs({**defs.resources, "calendar": relaxed}), instance, slack=False)
     # an hour later: the newest snapshot of the day is the accepted one (same-morning runs
     # would race on the snapshot's timestamp)
-    assert once.run(D + DAY, hour=7)["volume_within_history"].passed
+    accepted = once.run(D + DAY, hour=7)["volume_within_history"]
+    assert accepted.passed and accepted.metadata["partitions_judged"].value == 0
+    assert accepted.metadata["judged"].value.startswith("nothing — CALENDAR_MIN_VOLUME_RATIO=0")
     assert days.run(D + 2 * DAY)["volume_within_history"].passed  # the new normal
+
+
+def stored_checks(instance, run_id: str) -> dict[str, dg.AssetCheckEvaluation]:
+    """The run's check evaluations as the instance stored them (what the UI shows; its
+    metadata comes back with the keys sorted)."""
+    events = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [event.dagster_event.event_specific_data for event in events]
+    return {evaluation.check_name: evaluation for evaluation in evaluations}
+
+
+def test_a_backfill_first_run_says_which_checks_judged_nothing(world):
+    """Issue 23: after a backfill into an empty data directory, volume_within_history had
+    no baseline and index_history_consistent no other day, yet both showed a bare Passed."""
+    defs, _calendar, instance = world
+    with time_machine.travel(dt.datetime(2026, 3, 12, 6, tzinfo=dt.UTC), tick=True):
+        backfill = run_range(defs, instance, D, D + 2 * DAY)
+    assert backfill.success
+    checks = stored_checks(instance, backfill.run_id)
+    assert len(checks) == 9 and all(c.passed for c in checks.values())
+    judged_nothing = {name for name, c in checks.items() if "judged" in c.metadata}
+    assert judged_nothing == {"volume_within_history", "index_history_consistent"}
+    volume, history = checks["volume_within_history"], checks["index_history_consistent"]
+    assert next(iter(volume.metadata)) == next(iter(history.metadata)) == "judged"
+    assert volume.metadata["judged"].value == (
+        "nothing — no day of the run has an accepted snapshot in the 7 days before it to "
+        "compare with (a first run, or a backfill before any indexed day)"
+    )
+    assert volume.metadata["partitions_judged"].value == 0
+    assert "nothing judged" in volume.description
+    assert history.metadata["judged"].value.startswith("nothing — every indexed day")
+
+    # the next day has a baseline and other days: both judge, and say nothing of the kind
+    next_day = Days(defs, instance, slack=False).run(D + 3 * DAY)
+    assert all(c.passed for c in next_day.values())
+    assert not {name for name, c in next_day.items() if "judged" in c.metadata}
+    assert next_day["volume_within_history"].metadata["partitions_judged"].value == 1
+    assert next_day["volume_within_history"].description == "2026-03-13: volume as on 2026-03-12"
 
 
 def test_an_index_line_that_disagrees_with_its_snapshot_blocks_the_day(world):

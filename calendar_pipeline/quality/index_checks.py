@@ -6,7 +6,9 @@
   pointing at its newest snapshot, with a matching sha256.
 - `row_count_matches_snapshot` (blocking): each line the run wrote has the row count of
   the snapshot it embeds (quality/reconcile.py, counted again).
-- `index_history_consistent` (warn): no drift on the days the run did not write.
+- `index_history_consistent` (warn): no drift on the days the run did not write. With no
+  such day (a first run, or a backfill over every stored day) it judged nothing: it
+  passes with `judged: "nothing — …"` as its first metadata entry.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calendar_pipeline.quality.reconcile import index_row_count_problem
-from calendar_pipeline.quality.verdict import Verdict
+from calendar_pipeline.quality.verdict import Verdict, judged_nothing
 from calendar_pipeline.text import first_ids
 
 MAX_LINES = 20  # problems named in a description
@@ -85,6 +87,12 @@ def row_count_matches_snapshot(counts: RowCounts) -> Verdict:
 def index_history_consistent(drift: Sequence[Problem], other_days: Collection[str]) -> Verdict:
     drifted = sorted({p for p, _ in drift if p is not None})
     metadata = {"problems": len(drift), "partitions_with_drift": len(drifted)}
+    if not drift and not other_days:
+        metadata = judged_nothing(
+            "every indexed day and every stored snapshot is one this run wrote (those are "
+            "index_consistent's)",
+            metadata,
+        )
     return Verdict(
         "index_history_consistent",
         passed=not drift,

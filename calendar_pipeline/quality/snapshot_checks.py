@@ -7,8 +7,11 @@ check result.
   most `failed_share`; every broken entity is named either way.
 - `missing_entities_within_budget` (warn): per source, the share of entities the upstream
   knows nothing of is at most `missing_share`.
-- `volume_within_history` (warn): no entity or source fell far below its baseline; a day
-  with no baseline is said to be judged by nothing, not quietly passed.
+- `volume_within_history` (warn): no entity or source fell far below its baseline. A run
+  none of whose days has a baseline (the first run, a backfill of days before any indexed
+  day: a run's own days are not each other's baseline) judged nothing: it passes with
+  `judged: "nothing — …"` as its first metadata entry, not quietly; so does a run with the
+  rule off (CALENDAR_MIN_VOLUME_RATIO=0).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from calendar_pipeline.alerts.intent import span
 from calendar_pipeline.quality.carry import (
     CARRIED,
     STOPPED,
@@ -26,8 +30,8 @@ from calendar_pipeline.quality.carry import (
     sources_down,
 )
 from calendar_pipeline.quality.judge import Budgets
-from calendar_pipeline.quality.verdict import Verdict
-from calendar_pipeline.quality.volume import VolumeReport
+from calendar_pipeline.quality.verdict import Verdict, judged_nothing
+from calendar_pipeline.quality.volume import LOOKBACK_DAYS, VolumeReport
 from calendar_pipeline.text import first_ids
 
 MAX_BROKEN_LINES = 20  # broken entities named in a description; the rest counted
@@ -141,7 +145,8 @@ def missing_within_budget(days: Sequence[Day], budgets: Budgets) -> Verdict:
 
 def volume_within_history(volumes: Sequence[VolumeReport], budgets: Budgets) -> Verdict:
     dropped = [v for v in volumes if v.drops]
-    judged = sum(v.judged for v in volumes)
+    off = budgets.min_volume_ratio <= 0  # CALENDAR_MIN_VOLUME_RATIO=0: nothing is compared
+    judged = 0 if off else sum(v.judged for v in volumes)
     if dropped:
         description = (
             f"far fewer events than before on {first_ids([v.partition for v in dropped])}:\n"
@@ -150,18 +155,41 @@ def volume_within_history(volumes: Sequence[VolumeReport], budgets: Budgets) -> 
             "If the drop is real, re-run the days once with CALENDAR_MIN_VOLUME_RATIO=0: the "
             "accepted snapshot becomes the new baseline."
         )
+    elif off:
+        description = (
+            f"{span([v.partition for v in volumes])}: the rule is off (CALENDAR_MIN_VOLUME_RATIO=0)"
+        )
     else:
         description = volumes[-1].describe() + (
             "" if judged else " (nothing judged: this check passed without a baseline)"
         )
+    metadata = {
+        "partitions_judged": judged,
+        "partitions_flagged": len(dropped),
+        "min_ratio": budgets.min_volume_ratio,
+    }
     return Verdict(
         "volume_within_history",
         passed=not dropped,
         warn=True,
-        metadata={
-            "partitions_judged": judged,
-            "partitions_flagged": len(dropped),
-            "min_ratio": budgets.min_volume_ratio,
-        },
+        metadata=metadata if judged else judged_nothing(_no_baseline(volumes, off), metadata),
         description=description,
+    )
+
+
+def _no_baseline(volumes: Sequence[VolumeReport], off: bool) -> str:
+    """Why no day of the run was compared with a baseline."""
+    if off:
+        return (
+            "CALENDAR_MIN_VOLUME_RATIO=0 turns the rule off: the run's snapshots are "
+            "accepted as they are and become the next days' baseline"
+        )
+    if all(v.baseline is None for v in volumes):
+        return (
+            f"no day of the run has an accepted snapshot in the {LOOKBACK_DAYS} days before "
+            "it to compare with (a first run, or a backfill before any indexed day)"
+        )
+    return (
+        "no day of the run has a baseline sharing a date with its window (an accepted "
+        f"snapshot of the {LOOKBACK_DAYS} days before whose window overlaps)"
     )
