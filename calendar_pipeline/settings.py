@@ -1,18 +1,28 @@
 """Parsing and validating settings. Pure: strings in, typed values out.
 
 Every error names the setting and the value, so a typo in ``.env`` is found in one read.
-The Dagster resources in ``calendar_pipeline.defs.resources`` call these; so does
-``definitions.py`` for the few settings needed at load time (timezone, start date, hour).
+Each setting of a Dagster resource (``calendar_pipeline.defs.resources``) is declared once,
+as one field annotated with a :class:`Setting`: its environment variable, what it is for,
+its parser (one of the ``parse_*`` below: range, enum, list) and whether it is a secret.
+``definitions.py`` reads the few settings needed at load time (timezone, start date, hour)
+through :func:`load_time_settings`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 import os
+import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 DEFAULT_THRESHOLDS = (30, 15, 7, 3, 1)
 DEFAULT_LOOKAHEAD_DAYS = 60
@@ -50,6 +60,45 @@ class SettingError(ValueError):
     def __init__(self, name: str, value: object, problem: str) -> None:
         super().__init__(f"{name}={str(value)!r}: {problem}")
         self.setting = name
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The declaration of one setting, written once as the metadata of its resource field
+    (``thresholds: Annotated[str, Setting("CALENDAR_THRESHOLDS", parse_thresholds)] = ...``
+    followed by its docstring, which the Dagster UI shows).
+
+    ``env`` is its environment variable; ``parse`` turns the field's value (the ``str`` or
+    ``int`` Dagster reads from the environment) into the typed value and checks it (range,
+    enum, list), raising ``SettingError(env, value, problem)``; None: the text is the
+    value. A ``secret``'s value is shown as ``***`` in every error.
+    """
+
+    env: str
+    parse: Callable[[Any, str], Any] | None = None
+    secret: bool = False
+
+    def read(self, value: Any) -> Any:
+        """The typed value of ``value``, parsed once per distinct value and process."""
+        if self.parse is None:
+            return value
+        try:
+            return _parse_once(self.parse, self.env, value)
+        except SettingError as exc:
+            if self.secret:
+                raise SettingError(self.env, "***", exc.problem) from None
+            raise
+
+    def text(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The variable's value in the environment, stripped; None when unset or blank."""
+        value = (os.environ if environ is None else environ).get(self.env, "").strip()
+        return value or None
+
+
+@lru_cache(maxsize=1024)
+def _parse_once(parse: Callable[[Any, str], Any], name: str, value: Any) -> Any:
+    return parse(value, name)  # an error is not cached: the same bad value raises again
 
 
 def parse_thresholds(value: str, name: str = "CALENDAR_THRESHOLDS") -> tuple[int, ...]:
@@ -74,6 +123,21 @@ def parse_positive_int(value: str | int, name: str, *, allow_zero: bool = False)
         kind = "a non-negative integer" if allow_zero else "a positive integer"
         raise SettingError(name, value, f"expected {kind}")
     return int(text)
+
+
+def parse_non_negative_int(value: str | int, name: str) -> int:
+    return parse_positive_int(value, name, allow_zero=True)
+
+
+def parse_positive_float(value: str | float, name: str) -> float:
+    """``"2.5"`` -> ``2.5``; raises :class:`SettingError` unless a finite number > 0."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise SettingError(name, value, "expected a positive number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise SettingError(name, value, "expected a positive number")
+    return number
 
 
 def parse_ratio(value: str | float, name: str) -> float:
@@ -122,12 +186,70 @@ def parse_alert_mode(
         raise SettingError(name, value, f"expected one of {', '.join(ALERT_MODES)}") from None
 
 
+def parse_alert_mode_setting(value: str, name: str = "CALENDAR_ALERT_MODE") -> AlertMode | None:
+    """CALENDAR_ALERT_MODE as written: an `AlertMode`, or None when blank (the mode then
+    depends on whether Slack can be posted to: :func:`parse_alert_mode`)."""
+    if not str(value).strip():
+        return None
+    return parse_alert_mode(value, has_token=True, name=name)
+
+
 def parse_deployment(value: str | None, name: str = "CALENDAR_DEPLOYMENT") -> Deployment:
     """``auto`` (the default: judged from the Dagster instance), ``local`` or ``shared``."""
     try:
         return Deployment(str(value or "auto").strip().lower() or "auto")
     except ValueError:
         raise SettingError(name, value, f"expected one of {', '.join(DEPLOYMENTS)}") from None
+
+
+def parse_base_url(value: str, name: str) -> str:
+    """An ``http(s)://host[/path]`` base URL without its trailing slash; raises
+    :class:`SettingError` naming the variable (the value is shown without credentials)."""
+    text = str(value).strip()
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        from calendar_pipeline.sources.http.redaction import redact
+
+        raise SettingError(name, redact(text), "expected an http:// or https:// base URL")
+    return text.rstrip("/")
+
+
+def parse_webhook_url(value: str, name: str = "SLACK_WEBHOOK_URL") -> str:
+    """An incoming-webhook URL (blank: none). A secret: an error never shows it."""
+    if not str(value).strip():
+        return ""
+    try:
+        return parse_base_url(value, name)
+    except SettingError:
+        raise SettingError(name, "***", "expected an https:// incoming-webhook URL") from None
+
+
+_ADDRESS = re.compile(
+    r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p1>\d{1,5})|(?P<host>[^:\s/\[\]]+):(?P<p2>\d{1,5})"
+)
+
+
+def parse_address(value: str, name: str = "CALENDAR_FEEDS_ADDRESS") -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:8765` for IPv6; port 0: any free port) -> (host, port);
+    `SettingError` naming the variable otherwise."""
+    text = str(value).strip()
+    match = _ADDRESS.fullmatch(text)
+    if not match:
+        raise SettingError(name, value, "expected HOST:PORT, e.g. 127.0.0.1:8765 or [::1]:8765")
+    host = match["v6"] or match["host"]
+    port = int(match["p1"] or match["p2"])
+    if port > 65535:
+        raise SettingError(name, value, f"port {port} is not between 0 and 65535")
+    return host, port
+
+
+def parse_path(value: str, name: str) -> Path | None:
+    """A file or directory path, ``~`` expanded; None when blank (the default applies)."""
+    text = str(value).strip()
+    return Path(text).expanduser() if text else None
 
 
 def check_thresholds_within_lookahead(thresholds: tuple[int, ...], lookahead: int) -> None:

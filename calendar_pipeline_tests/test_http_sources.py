@@ -6,13 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pytest
-
-from calendar_pipeline.settings import BUNDLED_UNIVERSE_DIR, SettingError
+from calendar_pipeline.settings import BUNDLED_UNIVERSE_DIR
 from calendar_pipeline.sources import default_sources
 from calendar_pipeline.sources.collect import collect_events
 from calendar_pipeline.sources.http import HttpClient, HttpConfig, HttpStats
-from calendar_pipeline.sources.http_sources import build_http_sources, http_stats, parse_base_url
+from calendar_pipeline.sources.http_sources import build_http_sources, http_stats
 from calendar_pipeline.sources.model import Entity, Window
 from calendar_pipeline.sources.nager import NAGER_COUNTRIES, nager_universe_csv
 from calendar_pipeline.universe import load_universe
@@ -55,15 +53,6 @@ def test_factory_shares_one_client_and_redacts_the_token():
     assert sources["nager"].base_url == "https://date.nager.at"
     assert http_stats(sources) == HttpStats()
     assert http_stats(default_sources()) == HttpStats()
-
-
-def test_base_urls_are_validated_without_showing_credentials():
-    assert parse_base_url(" http://127.0.0.1:8080/ ", "NAGER_BASE_URL") == "http://127.0.0.1:8080"
-    with pytest.raises(SettingError, match=r"NAGER_BASE_URL='date\.nager\.at'"):
-        parse_base_url("date.nager.at", "NAGER_BASE_URL")
-    with pytest.raises(SettingError, match="FINNHUB_BASE_URL") as info:
-        parse_base_url("ftp://me:hunter22@finnhub.io", "FINNHUB_BASE_URL")
-    assert "hunter22" not in str(info.value)
 
 
 def test_the_bundled_nager_universe_matches_its_generator():

@@ -25,28 +25,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from calendar_pipeline.settings import SettingError
+from calendar_pipeline.settings import SettingError, parse_address
 
 ADDRESS_VARIABLE = "CALENDAR_FEEDS_ADDRESS"
 DEFAULT_ADDRESS = "127.0.0.1:8765"
-_ADDRESS = re.compile(
-    r"\[(?P<v6>[0-9A-Fa-f:.]+)\]:(?P<p1>\d{1,5})|(?P<host>[^:\s/\[\]]+):(?P<p2>\d{1,5})"
-)
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*\.ics")
-
-
-def parse_address(value: str, name: str = ADDRESS_VARIABLE) -> tuple[str, int]:
-    """`HOST:PORT` (`[::1]:8765` for IPv6; port 0: any free port) -> (host, port);
-    `SettingError` naming the variable otherwise."""
-    text = str(value).strip()
-    match = _ADDRESS.fullmatch(text)
-    if not match:
-        raise SettingError(name, value, "expected HOST:PORT, e.g. 127.0.0.1:8765 or [::1]:8765")
-    host = match["v6"] or match["host"]
-    port = int(match["p1"] or match["p2"])
-    if port > 65535:
-        raise SettingError(name, value, f"port {port} is not between 0 and 65535")
-    return host, port
 
 
 def feed_file(directory: Path, request_path: str) -> Path | None:

@@ -23,13 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
-
-from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.finnhub import DEFAULT_FINNHUB_BASE_URL, FinnhubSource
 from calendar_pipeline.sources.http.client import HttpClient
 from calendar_pipeline.sources.http.config import HttpConfig
-from calendar_pipeline.sources.http.redaction import redact
 from calendar_pipeline.sources.http.stats import BatchProgress, HttpStats, ProgressCallback
 from calendar_pipeline.sources.http_cache import HttpCache
 from calendar_pipeline.sources.ics import DEFAULT_LIMITS, IcsLimits, IcsSource
@@ -44,21 +40,7 @@ __all__ = [
     "HttpStats",
     "build_http_sources",
     "http_stats",
-    "parse_base_url",
 ]
-
-
-def parse_base_url(value: str, name: str) -> str:
-    """An ``http(s)://host[/path]`` base URL without its trailing slash; raises
-    :class:`SettingError` naming the variable (the value is shown without credentials)."""
-    text = str(value).strip()
-    try:
-        url = httpx.URL(text)
-    except httpx.InvalidURL:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
-        raise SettingError(name, redact(text), "expected an http:// or https:// base URL")
-    return text.rstrip("/")
 
 
 def build_http_sources(
@@ -83,11 +65,9 @@ def build_http_sources(
     """
     client = HttpClient(config, cache, secrets=[finnhub_token or ""], on_progress=on_progress)
     return {
-        "nager": NagerSource(client, parse_base_url(nager_base_url, "NAGER_BASE_URL")),
+        "nager": NagerSource(client, nager_base_url),
         "ics": IcsSource(client, default_timezone=ics_timezone, limits=ics_limits),
-        "finnhub": FinnhubSource(
-            client, parse_base_url(finnhub_base_url, "FINNHUB_BASE_URL"), finnhub_token
-        ),
+        "finnhub": FinnhubSource(client, finnhub_base_url, finnhub_token),
     }
 
 

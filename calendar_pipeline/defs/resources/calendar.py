@@ -9,8 +9,10 @@ import os
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
+from pydantic import ConfigDict
 from sqlalchemy import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,42 +23,79 @@ from calendar_pipeline.alerts.changes import DEFAULT_CANCEL_AFTER
 from calendar_pipeline.alerts.feed_problems import create_feed_problem_tables
 from calendar_pipeline.alerts.threads import create_thread_tables
 from calendar_pipeline.defs.partitions import TIMEZONE
-from calendar_pipeline.feeds.serve import parse_address
+from calendar_pipeline.defs.resources.declared import Declared
 from calendar_pipeline.lake.atomic import check_writable
 from calendar_pipeline.quality.carry import DEFAULT_STALE_AFTER_DAYS
 from calendar_pipeline.quality.judge import Budgets
-from calendar_pipeline.settings import SettingError
+from calendar_pipeline.settings import Setting, SettingError
 from calendar_pipeline.sources import SOURCE_NAMES
 from calendar_pipeline.sources.http_cache import create_http_cache_table
 from calendar_pipeline.universe import Universe, load_universe
 
 
-class CalendarSettings(dg.ConfigurableResource):
+class CalendarSettings(Declared, dg.ConfigurableResource):
     """Where data lives (the lake and the SQL database) and what the pipeline watches
     (the universe, the lookahead, the thresholds) and accepts (the check budgets).
 
-    Whole numbers are `int` fields (`EnvVar.int` when set in the environment). Dagster
-    reads an environment variable only into a `str` or `int` field, so the fractional
-    numbers, the threshold list and the deployment mode are `str` here and parsed into
-    their types (`float`, `tuple[int, ...]`, `calendar_pipeline.settings.Deployment`)
-    by the properties below. `validate` parses and range-checks everything once, when
-    a run starts; each error is one line naming the variable, the value and what is allowed.
+    Each field is one setting, declared once: its variable, what it is for, its parser and
+    its default (`declared.py`). Dagster reads an environment variable only into a `str`
+    or `int` field, so the fractional numbers, the threshold list and the deployment mode
+    are `str` fields whose parser gives the typed value (`float`, `tuple[int, ...]`,
+    `settings.Deployment`) to the properties below. `validate` checks everything when a
+    run starts; each error is one line naming the variable, the value and what is allowed.
     """
 
-    data_dir: str = ""  # "" = ./data
-    db_url: str = ""  # "" = a SQLite file in the data dir
-    deployment: str = settings.Deployment.AUTO.value
-    universe: str = ""
-    lookahead_days: int = settings.DEFAULT_LOOKAHEAD_DAYS
-    thresholds: str = ",".join(str(days) for days in reversed(settings.DEFAULT_THRESHOLDS))
-    max_failed_share: str = "0.5"
-    max_missing_share: str = "0.5"
-    min_volume_ratio: str = "0.5"
-    stale_after_days: int = DEFAULT_STALE_AFTER_DAYS
-    cancel_after: int = DEFAULT_CANCEL_AFTER
-    claim_timeout_minutes: int = 15
-    ledger_retention_days: int = 400
-    feeds_address: str = "127.0.0.1:8765"  # `calendar-pipeline serve-feeds` (feeds/serve.py)
+    model_config = ConfigDict(use_attribute_docstrings=True)  # a field's doc: the UI's
+
+    data_dir: Annotated[str, Setting("CALENDAR_DATA_DIR", settings.parse_path)] = ""
+    """The lake: snapshots, index, outbox, feeds (blank: ./data)."""
+    db_url: Annotated[str, Setting("CALENDAR_DB_URL", secret=True)] = ""
+    """SQLAlchemy URL of the alert tables (blank: a SQLite file in the lake)."""
+    deployment: Annotated[str, Setting("CALENDAR_DEPLOYMENT", settings.parse_deployment)] = "auto"
+    """auto, local or shared: may runs execute on other machines (then storage is shared)?"""
+    universe: Annotated[str, Setting("CALENDAR_UNIVERSE", settings.parse_path)] = ""
+    """The universe CSV (blank: the bundled countries and markets)."""
+    lookahead_days: Annotated[
+        int, Setting("CALENDAR_LOOKAHEAD_DAYS", settings.parse_positive_int)
+    ] = settings.DEFAULT_LOOKAHEAD_DAYS
+    """Days after the partition day each snapshot holds."""
+    thresholds: Annotated[str, Setting("CALENDAR_THRESHOLDS", settings.parse_thresholds)] = (
+        ",".join(str(days) for days in reversed(settings.DEFAULT_THRESHOLDS))
+    )
+    """Alert thresholds in days (positive, distinct), none above the lookahead."""
+    max_failed_share: Annotated[str, Setting("CALENDAR_MAX_FAILED_SHARE", settings.parse_ratio)] = (
+        "0.5"
+    )
+    """Share of broken entities (0 to 1) above which a source is reported down."""
+    max_missing_share: Annotated[
+        str, Setting("CALENDAR_MAX_MISSING_SHARE", settings.parse_ratio)
+    ] = "0.5"
+    """Share of unknown entities (0 to 1) above which missing_entities_within_budget warns."""
+    min_volume_ratio: Annotated[str, Setting("CALENDAR_MIN_VOLUME_RATIO", settings.parse_ratio)] = (
+        "0.5"
+    )
+    """Volume check: fewer events than this share (0 to 1) of the last accepted day's are
+    rejected (0: off)."""
+    stale_after_days: Annotated[
+        int, Setting("CALENDAR_STALE_AFTER_DAYS", settings.parse_non_negative_int)
+    ] = DEFAULT_STALE_AFTER_DAYS
+    """Days a broken entity keeps its last accepted events (0: never carried)."""
+    cancel_after: Annotated[int, Setting("CALENDAR_CANCEL_AFTER", settings.parse_positive_int)] = (
+        DEFAULT_CANCEL_AFTER
+    )
+    """Successful snapshots an event must be absent from before it is reported cancelled."""
+    claim_timeout_minutes: Annotated[
+        int, Setting("CALENDAR_CLAIM_TIMEOUT", settings.parse_positive_int)
+    ] = 15
+    """Minutes after which another run may take over an unfinished claim in the ledger."""
+    ledger_retention_days: Annotated[
+        int, Setting("CALENDAR_LEDGER_RETENTION_DAYS", settings.parse_positive_int)
+    ] = 400
+    """Ledger rows are pruned this many days after their event date."""
+    feeds_address: Annotated[str, Setting("CALENDAR_FEEDS_ADDRESS", settings.parse_address)] = (
+        "127.0.0.1:8765"
+    )
+    """HOST:PORT on which `calendar-pipeline serve-feeds` serves the .ics feeds."""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
@@ -66,7 +105,7 @@ class CalendarSettings(dg.ConfigurableResource):
     def check_deployment(self, instance: dg.DagsterInstance | None) -> None:
         """On a deployment whose runs may execute on other machines, refuse the per-machine
         defaults of CALENDAR_DATA_DIR and CALENDAR_DB_URL (`SettingError` saying why)."""
-        mode = settings.parse_deployment(self.deployment)
+        mode: settings.Deployment = self.parsed("deployment")
         if mode is settings.Deployment.AUTO:
             shared = instance is not None and not runs_on_this_machine(instance)
         else:
@@ -98,19 +137,14 @@ class CalendarSettings(dg.ConfigurableResource):
         self.engine()
 
     def validate(self) -> None:
-        """Parse and range-check every value once; raises `SettingError` naming the bad
-        one. The threshold list must fit in the lookahead."""
-        for field, minimum in INT_MINIMUMS.items():
-            value, name = getattr(self, field), CALENDAR_ENV[field]
-            settings.parse_positive_int(value, name, allow_zero=minimum == 0)
+        """Parse and range-check every value (`check_settings`); raises `SettingError`
+        naming the bad one. The threshold list must fit in the lookahead."""
+        self.check_settings()
         settings.check_thresholds_within_lookahead(self.threshold_days, self.lookahead)
-        self.budgets  # noqa: B018 - parsing the shares and the ratio is the check
-        settings.parse_deployment(self.deployment)
-        parse_address(self.feeds_address)  # CALENDAR_FEEDS_ADDRESS, named when wrong
 
     @property
     def threshold_days(self) -> tuple[int, ...]:
-        return settings.parse_thresholds(self.thresholds)
+        return self.parsed("thresholds")
 
     @property
     def lookahead(self) -> int:
@@ -118,15 +152,15 @@ class CalendarSettings(dg.ConfigurableResource):
 
     @property
     def failed_share(self) -> float:
-        return settings.parse_ratio(self.max_failed_share, "CALENDAR_MAX_FAILED_SHARE")
+        return self.parsed("max_failed_share")
 
     @property
     def missing_share(self) -> float:
-        return settings.parse_ratio(self.max_missing_share, "CALENDAR_MAX_MISSING_SHARE")
+        return self.parsed("max_missing_share")
 
     @property
     def volume_ratio(self) -> float:
-        return settings.parse_ratio(self.min_volume_ratio, "CALENDAR_MIN_VOLUME_RATIO")
+        return self.parsed("min_volume_ratio")
 
     @property
     def claim_timeout(self) -> dt.timedelta:
@@ -143,11 +177,11 @@ class CalendarSettings(dg.ConfigurableResource):
 
     @property
     def data_path(self) -> Path:
-        return Path(self.data_dir.strip() or settings.DEFAULT_DATA_DIR).expanduser()
+        return self.parsed("data_dir") or Path(settings.DEFAULT_DATA_DIR)
 
     @property
     def universe_path(self) -> Path:
-        return Path(self.universe).expanduser() if self.universe else settings.DEFAULT_UNIVERSE
+        return self.parsed("universe") or settings.DEFAULT_UNIVERSE
 
     def today(self) -> dt.date:
         return settings.today_in(self.timezone)
@@ -183,32 +217,8 @@ class CalendarSettings(dg.ConfigurableResource):
         )
 
 
-# The smallest value each whole-number setting takes (0: the rule it sets may be "none").
-INT_MINIMUMS = {
-    "lookahead_days": 1,
-    "stale_after_days": 0,
-    "cancel_after": 1,
-    "claim_timeout_minutes": 1,
-    "ledger_retention_days": 1,
-}
-
 # Which environment variable sets which field (.env.example documents each one).
-CALENDAR_ENV = {
-    "data_dir": "CALENDAR_DATA_DIR",
-    "db_url": "CALENDAR_DB_URL",
-    "deployment": "CALENDAR_DEPLOYMENT",
-    "universe": "CALENDAR_UNIVERSE",
-    "lookahead_days": "CALENDAR_LOOKAHEAD_DAYS",
-    "thresholds": "CALENDAR_THRESHOLDS",
-    "max_failed_share": "CALENDAR_MAX_FAILED_SHARE",
-    "max_missing_share": "CALENDAR_MAX_MISSING_SHARE",
-    "min_volume_ratio": "CALENDAR_MIN_VOLUME_RATIO",
-    "stale_after_days": "CALENDAR_STALE_AFTER_DAYS",
-    "cancel_after": "CALENDAR_CANCEL_AFTER",
-    "claim_timeout_minutes": "CALENDAR_CLAIM_TIMEOUT",
-    "ledger_retention_days": "CALENDAR_LEDGER_RETENTION_DAYS",
-    "feeds_address": "CALENDAR_FEEDS_ADDRESS",
-}
+CALENDAR_ENV = CalendarSettings.env_names()
 
 
 # What `dagster dev` and a bare DAGSTER_HOME use: everything in this machine's processes.

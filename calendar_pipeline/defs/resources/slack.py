@@ -3,8 +3,11 @@ incoming webhook, API URL, channels, alert mode) and where run links point."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import dagster as dg
 from dagster_slack import SlackResource
+from pydantic import ConfigDict
 from slack_sdk import WebClient
 
 from calendar_pipeline import settings
@@ -14,37 +17,44 @@ from calendar_pipeline.alerts.slack_client import (
     SlackWebhookPoster,
     web_client,
 )
-from calendar_pipeline.settings import SettingError
-from calendar_pipeline.sources.http_sources import parse_base_url
+from calendar_pipeline.defs.resources.declared import Declared
+from calendar_pipeline.settings import Setting
 
 
-class SlackSettings(SlackResource):
+class SlackSettings(Declared, SlackResource):
     """How alerts reach Slack: `dagster_slack.SlackResource` (`token`, the bot token;
     `get_client()`) plus the API URL, channels, mode and an optional incoming webhook.
-    Neither a token nor a webhook means dry-run: digests go to the outbox and the log."""
+    Neither a token nor a webhook means dry-run: digests go to the outbox and the log.
+    Each field is one setting, declared once (`declared.py`)."""
 
-    token: str = ""  # SLACK_BOT_TOKEN; optional here (SlackResource requires it)
-    webhook_url: str = ""
-    channel: str = "#calendar-alerts"
-    alerts_channel: str = ""
-    api_url: str = DEFAULT_API_URL
-    alert_mode: str = ""
-    webserver_url: str = "http://127.0.0.1:3000"
+    model_config = ConfigDict(use_attribute_docstrings=True)  # a field's doc: the UI's
+
+    token: Annotated[str, Setting("SLACK_BOT_TOKEN", secret=True)] = ""
+    """Bot token (xoxb-...); optional here (SlackResource requires it). Blank: dry-run."""
+    webhook_url: Annotated[
+        str, Setting("SLACK_WEBHOOK_URL", settings.parse_webhook_url, secret=True)
+    ] = ""
+    """Incoming-webhook URL, instead of a bot token (posts to its own channel only)."""
+    channel: Annotated[str, Setting("SLACK_CHANNEL")] = "#calendar-alerts"
+    """Default channel; the universe's `channel` column overrides it per entity."""
+    alerts_channel: Annotated[str, Setting("SLACK_ALERTS_CHANNEL")] = ""
+    """Where run-failure alerts go (blank: SLACK_CHANNEL)."""
+    api_url: Annotated[str, Setting("SLACK_API_URL", settings.parse_base_url)] = DEFAULT_API_URL
+    """Slack Web API base URL."""
+    alert_mode: Annotated[
+        str, Setting("CALENDAR_ALERT_MODE", settings.parse_alert_mode_setting)
+    ] = ""
+    """send, dry_run or record_only (blank: send with a token or webhook, else dry_run)."""
+    webserver_url: Annotated[str, Setting("CALENDAR_WEBSERVER_URL")] = "http://127.0.0.1:3000"
+    """Base URL of the Dagster UI, for the run links in failure alerts."""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """The mode parses and the URLs are http(s) URLs; `SettingError` otherwise."""
-        self.mode  # noqa: B018 - parsing is the check
-        parse_base_url(self.api_url, "SLACK_API_URL")
-        if self.webhook_url.strip():
-            try:  # the webhook URL is a secret: never shown, even in this error
-                parse_base_url(self.webhook_url.strip(), "SLACK_WEBHOOK_URL")
-            except SettingError:
-                raise SettingError(
-                    "SLACK_WEBHOOK_URL", "***", "expected an https:// incoming-webhook URL"
-                ) from None
+        """The mode parses and the URLs are http(s) URLs (`check_settings`); `SettingError`
+        otherwise, never showing the webhook URL (a secret)."""
+        self.check_settings()
 
     def get_client(self, *, for_posting: bool = False) -> WebClient:
         """A `slack_sdk.WebClient` for SLACK_API_URL with this project's retry handlers
@@ -63,7 +73,10 @@ class SlackSettings(SlackResource):
         """CALENDAR_ALERT_MODE as an `AlertMode` (a `str` field, as Dagster reads an
         environment variable only into `str` and `int`); blank: `send` with a token
         or webhook, else `dry_run`."""
-        return settings.parse_alert_mode(self.alert_mode, has_token=self.can_post)
+        explicit: settings.AlertMode | None = self.parsed("alert_mode")
+        if explicit is not None:
+            return explicit
+        return settings.AlertMode.SEND if self.can_post else settings.AlertMode.DRY_RUN
 
     @property
     def failure_channel(self) -> str:
@@ -88,12 +101,5 @@ class SlackSettings(SlackResource):
         )
 
 
-SLACK_ENV = {
-    "token": "SLACK_BOT_TOKEN",
-    "webhook_url": "SLACK_WEBHOOK_URL",
-    "channel": "SLACK_CHANNEL",
-    "alerts_channel": "SLACK_ALERTS_CHANNEL",
-    "api_url": "SLACK_API_URL",
-    "alert_mode": "CALENDAR_ALERT_MODE",
-    "webserver_url": "CALENDAR_WEBSERVER_URL",
-}
+# Which environment variable sets which field (.env.example documents each one).
+SLACK_ENV = SlackSettings.env_names()

@@ -5,40 +5,69 @@ upstream addresses and keys, and the probe budget of `upstream_availability_sens
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
+from pydantic import ConfigDict
 from sqlalchemy import Engine
 
 from calendar_pipeline import settings
+from calendar_pipeline.defs.resources.declared import Declared
 from calendar_pipeline.instance import guard_run, unguard_run
-from calendar_pipeline.settings import SettingError
+from calendar_pipeline.retry_policy import DEFAULT_RETRY_POLICY
+from calendar_pipeline.settings import Setting, SettingError
 from calendar_pipeline.sources import default_sources
-from calendar_pipeline.sources.http.config import (
-    HttpConfig,
-    load_proxy_file,
-    parse_positive_float,
-)
+from calendar_pipeline.sources.finnhub import DEFAULT_FINNHUB_BASE_URL
+from calendar_pipeline.sources.http.config import MIB, HttpConfig, load_proxy_file
 from calendar_pipeline.sources.http.stats import ProgressCallback
 from calendar_pipeline.sources.http_cache import SqlHttpCache
-from calendar_pipeline.sources.http_sources import build_http_sources, parse_base_url
+from calendar_pipeline.sources.http_sources import build_http_sources
 from calendar_pipeline.sources.model import Source
+from calendar_pipeline.sources.nager import DEFAULT_NAGER_BASE_URL
 
 
-class UpstreamSources(dg.ConfigurableResource):
+class UpstreamSources(Declared, dg.ConfigurableResource):
     """How the pipeline talks to the upstreams (nager, ics, finnhub; `holidays` is
-    embedded and needs nothing). Fractional numbers are `str` (Dagster reads an
-    environment variable only into `str` and `int`) and parsed by `validate`."""
+    embedded and needs nothing). Each field is one setting, declared once (`declared.py`);
+    the fractional numbers are `str` fields (Dagster reads an environment variable only
+    into `str` and `int`) whose parser gives the `float`."""
 
-    rate_limit: str = "2"  # requests per second per host
-    max_concurrency: int = 4
-    http_max_attempts: int = 5
-    http_timeout: str = "20"
-    max_response_bytes: int = 10 * 1024 * 1024
-    proxy_file: str = ""
-    probe_budget_seconds: str = "45"
-    nager_base_url: str = "https://date.nager.at"
-    finnhub_base_url: str = "https://finnhub.io"
-    finnhub_token: str = ""
+    model_config = ConfigDict(use_attribute_docstrings=True)  # a field's doc: the UI's
+
+    rate_limit: Annotated[str, Setting("CALENDAR_RATE_LIMIT", settings.parse_positive_float)] = "2"
+    """Requests per second per host."""
+    max_concurrency: Annotated[
+        int, Setting("CALENDAR_MAX_CONCURRENCY", settings.parse_positive_int)
+    ] = 4
+    """Requests in flight per host."""
+    http_max_attempts: Annotated[
+        int, Setting("CALENDAR_HTTP_MAX_ATTEMPTS", settings.parse_positive_int)
+    ] = DEFAULT_RETRY_POLICY.max_attempts
+    """Attempts per request, the first included."""
+    http_timeout: Annotated[
+        str, Setting("CALENDAR_HTTP_TIMEOUT", settings.parse_positive_float)
+    ] = "20"
+    """Seconds per attempt."""
+    max_response_bytes: Annotated[
+        int, Setting("CALENDAR_MAX_RESPONSE_BYTES", settings.parse_positive_int)
+    ] = 10 * MIB
+    """A larger response (bytes, counted while streaming) fails its entity."""
+    proxy_file: Annotated[str, Setting("CALENDAR_PROXY_FILE", settings.parse_path)] = ""
+    """A file of proxy URLs, one a line, used in rotation (blank: no proxy)."""
+    probe_budget_seconds: Annotated[
+        str, Setting("CALENDAR_PROBE_BUDGET_SECONDS", settings.parse_positive_float)
+    ] = "45"
+    """Seconds upstream_availability_sensor may probe per tick (a tick has 60)."""
+    nager_base_url: Annotated[str, Setting("NAGER_BASE_URL", settings.parse_base_url)] = (
+        DEFAULT_NAGER_BASE_URL
+    )
+    """Nager.Date public holidays API (source `nager`)."""
+    finnhub_base_url: Annotated[str, Setting("FINNHUB_BASE_URL", settings.parse_base_url)] = (
+        DEFAULT_FINNHUB_BASE_URL
+    )
+    """Finnhub earnings calendar API (source `finnhub`)."""
+    finnhub_token: Annotated[str, Setting("FINNHUB_TOKEN", secret=True)] = ""
+    """Finnhub API token, sent as a header, never logged (blank: none)."""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate()
@@ -51,34 +80,30 @@ class UpstreamSources(dg.ConfigurableResource):
         unguard_run(context)
 
     def validate(self) -> None:
-        """Parse and range-check every value once; `SettingError` names the bad one."""
-        for field, minimum in INT_MINIMUMS.items():
-            value, name = getattr(self, field), UPSTREAM_ENV[field]
-            settings.parse_positive_int(value, name, allow_zero=minimum == 0)
+        """Parse and range-check every value (`check_settings`) and read the proxy file;
+        `SettingError` names the bad one."""
+        self.check_settings()
         self.http_config()
-        self.probe_budget  # noqa: B018 - parsing is the check
-        parse_base_url(self.nager_base_url, "NAGER_BASE_URL")
-        parse_base_url(self.finnhub_base_url, "FINNHUB_BASE_URL")
 
     @property
     def probe_budget(self) -> float:
         """Seconds upstream_availability_sensor may probe per tick (a tick has 60)."""
-        return parse_positive_float(self.probe_budget_seconds, "CALENDAR_PROBE_BUDGET_SECONDS")
+        return self.parsed("probe_budget_seconds")
 
     def http_config(self) -> HttpConfig:
         """The polite client's settings, validated (errors name the variable)."""
-        proxy_file = Path(self.proxy_file.strip()).expanduser() if self.proxy_file.strip() else None
+        proxy_file: Path | None = self.parsed("proxy_file")
         if proxy_file is not None:
             try:
                 load_proxy_file(proxy_file)
             except ValueError as exc:
                 raise SettingError("CALENDAR_PROXY_FILE", self.proxy_file, str(exc)) from None
         return HttpConfig(
-            rate_limit=parse_positive_float(self.rate_limit, "CALENDAR_RATE_LIMIT"),
-            max_concurrency=self.max_concurrency,
-            max_attempts=self.http_max_attempts,
-            timeout=parse_positive_float(self.http_timeout, "CALENDAR_HTTP_TIMEOUT"),
-            max_response_bytes=self.max_response_bytes,
+            rate_limit=self.parsed("rate_limit"),
+            max_concurrency=self.parsed("max_concurrency"),
+            max_attempts=self.parsed("http_max_attempts"),
+            timeout=self.parsed("http_timeout"),
+            max_response_bytes=self.parsed("max_response_bytes"),
             proxy_file=proxy_file,
         )
 
@@ -92,8 +117,8 @@ class UpstreamSources(dg.ConfigurableResource):
         http = build_http_sources(
             self.http_config(),
             SqlHttpCache(engine),
-            nager_base_url=self.nager_base_url,
-            finnhub_base_url=self.finnhub_base_url,
+            nager_base_url=self.parsed("nager_base_url"),
+            finnhub_base_url=self.parsed("finnhub_base_url"),
             finnhub_token=self.finnhub_token.strip() or None,
             ics_timezone=timezone,
             on_progress=on_progress,
@@ -101,17 +126,5 @@ class UpstreamSources(dg.ConfigurableResource):
         return {**default_sources(), **http}
 
 
-INT_MINIMUMS = {"max_concurrency": 1, "http_max_attempts": 1, "max_response_bytes": 1}
-
-UPSTREAM_ENV = {
-    "rate_limit": "CALENDAR_RATE_LIMIT",
-    "max_concurrency": "CALENDAR_MAX_CONCURRENCY",
-    "http_max_attempts": "CALENDAR_HTTP_MAX_ATTEMPTS",
-    "http_timeout": "CALENDAR_HTTP_TIMEOUT",
-    "max_response_bytes": "CALENDAR_MAX_RESPONSE_BYTES",
-    "proxy_file": "CALENDAR_PROXY_FILE",
-    "probe_budget_seconds": "CALENDAR_PROBE_BUDGET_SECONDS",
-    "nager_base_url": "NAGER_BASE_URL",
-    "finnhub_base_url": "FINNHUB_BASE_URL",
-    "finnhub_token": "FINNHUB_TOKEN",
-}
+# Which environment variable sets which field (.env.example documents each one).
+UPSTREAM_ENV = UpstreamSources.env_names()

@@ -18,12 +18,7 @@ The public names are re-exported here.
 """
 
 from calendar_pipeline.sources.http.client import FetchOne, HttpClient, Outcome
-from calendar_pipeline.sources.http.config import (
-    USER_AGENT,
-    HttpConfig,
-    load_proxy_file,
-    parse_positive_float,
-)
+from calendar_pipeline.sources.http.config import USER_AGENT, HttpConfig, load_proxy_file
 from calendar_pipeline.sources.http.errors import (
     HttpFetchError,
     HttpStatusError,
@@ -63,7 +58,6 @@ __all__ = [
     "describe_exception",
     "is_retryable_status",
     "load_proxy_file",
-    "parse_positive_float",
     "parse_retry_after",
     "redact",
 ]

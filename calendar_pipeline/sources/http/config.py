@@ -1,9 +1,9 @@
-"""HTTP settings: :class:`HttpConfig` (from code or the environment), the proxy file
-and the ``User-Agent`` the client sends."""
+"""HTTP settings: :class:`HttpConfig` (from code, or from the settings by
+``UpstreamSources.http_config()``, which parses and names them), the proxy file and the
+``User-Agent`` the client sends."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +11,6 @@ import httpx
 
 from calendar_pipeline import __version__
 from calendar_pipeline.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
-from calendar_pipeline.settings import SettingError
 from calendar_pipeline.sources.http.redaction import redact
 
 # Names the project and its version. A fork that talks to other people's servers should
@@ -25,7 +24,7 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 class HttpConfig:
     """How politely and how patiently the client talks to upstreams.
 
-    ``CalendarSettings.http_config()`` fills the first six fields from the settings
+    ``UpstreamSources.http_config()`` fills the first six fields from the settings
     (``CALENDAR_RATE_LIMIT`` ...); the backoff fields exist so tests can make retries fast.
     """
 
@@ -60,17 +59,6 @@ class HttpConfig:
         return RetryPolicy(
             self.max_attempts, self.backoff_base, self.backoff_max, self.max_retry_after
         )
-
-
-def parse_positive_float(value: str | float, name: str) -> float:
-    """``"2.5"`` -> ``2.5``; raises :class:`SettingError` unless a finite number > 0."""
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise SettingError(name, value, "expected a positive number") from None
-    if not math.isfinite(number) or number <= 0:
-        raise SettingError(name, value, "expected a positive number")
-    return number
 
 
 def load_proxy_file(path: Path) -> tuple[str, ...]:
