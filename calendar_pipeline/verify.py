@@ -6,8 +6,12 @@ What is checked, and how bad each finding is:
   ``due_alerts`` reads, and names its own partition.
 - **index** (error): every line parses, lines are sorted and unique, each ``sha256``
   matches its file and its embedded text (``SnapshotIndex.problems``). A trailing partial
-  line (an append that was killed) is a warning: readers ignore it.
-- **newest snapshot** (warning): the index line of day D points at D's newest snapshot.
+  line (an append that was killed) is a warning: readers ignore it; ``--repair`` cuts it
+  off. On any error, ``--repair`` rebuilds the index from its intact lines
+  (``SnapshotIndex.rebuild``: sorted, every line with a problem dropped, both lines of a
+  day listed twice too); each day that loses its line is then treated as below.
+- **newest snapshot** (warning): the index line of day D points at D's newest snapshot
+  (or D has no line).
   A newer one was either rejected by a blocking check (it stays on disk, never indexed)
   or written by a run killed before ``snapshot_index``. ``--repair`` re-judges it with
   the rules of the raw_snapshot checks (``quality/judge.py``) and, if it passes, indexes
@@ -204,11 +208,29 @@ def _check_temp_files(data_dir: Path, index: SnapshotIndex, report: Report, repa
 
 
 def _check_index(index: SnapshotIndex, report: Report, repair: bool) -> None:
+    """Every problem of the index. ``repair``: a trailing partial line alone is cut off;
+    any error rebuilds the index from its intact lines (``SnapshotIndex.rebuild``), and
+    the days it dropped are judged again from their newest snapshot by ``_check_newest``."""
+    findings = []
     for partition, text in index.problems():
         partial = "trailing partial line" in text
-        finding = report.add("index", WARNING if partial else ERROR, text, partition)
-        if partial and repair and index.repair_tail():
-            finding.repaired = "dropped the partial line"
+        findings.append(report.add("index", WARNING if partial else ERROR, text, partition))
+    if not repair or not findings:
+        return
+    if all(f.severity == WARNING for f in findings):  # only a partial line
+        if index.repair_tail():
+            for finding in findings:
+                finding.repaired = "dropped the partial line"
+        return
+    dropped = set(index.rebuild())
+    for finding in findings:
+        if finding.partition is not None and finding.partition not in dropped:
+            finding.repaired = "rebuilt the index: its line kept, in partition order"
+        else:
+            finding.repaired = (
+                "rebuilt the index from its intact lines, without this one; the day is "
+                "indexed again below if its newest snapshot passes the checks"
+            )
 
 
 def _indexed_paths(index: SnapshotIndex) -> dict[str, str]:

@@ -15,7 +15,7 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.index import SnapshotIndex
 from calendar_pipeline.lake.snapshots import latest_snapshot
-from calendar_pipeline_tests.flows import slack_tick
+from calendar_pipeline_tests.flows import evaluate
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 DAYS = ["2025-12-20", "2025-12-21", "2025-12-22", "2025-12-23"]
@@ -91,7 +91,7 @@ def test_range_run_equals_day_by_day(tmp_path, small_universe):
     assert index_a.partitions() == index_b.partitions() == DAYS
     for ea, eb in zip(index_a.entries(), index_b.entries(), strict=True):
         assert (ea["row_count"], ea["error_count"]) == (eb["row_count"], eb["error_count"])
-    assert index_b.verify() == []
+    assert index_b.problems() == []
 
 
 def test_range_rerun_replaces_and_never_duplicates(tmp_path, small_universe):
@@ -102,7 +102,7 @@ def test_range_rerun_replaces_and_never_duplicates(tmp_path, small_universe):
         rows_before = store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(DAYS[1]))
         job.execute_in_process(tags=range_tags(DAYS[1], DAYS[3]), instance=instance)
     index = SnapshotIndex(calendar.data_path / "index" / "snapshots.jsonl")
-    assert index.partitions() == DAYS and index.verify() == []
+    assert index.partitions() == DAYS and index.problems() == []
     assert store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(DAYS[1])) == rows_before
     assert len(list((calendar.data_path / "snapshots" / DAYS[1]).glob("snapshot_*.json"))) == 2
 
@@ -131,7 +131,9 @@ def test_slack_after_a_backfill_of_past_days_posts_and_records_nothing(
         defs.resolve_job_def("daily_calendar_job").execute_in_process(
             tags=range_tags(DAYS[0], DAYS[-1]), instance=instance
         )
-        (request,) = slack_tick(defs, instance).run_requests  # one, for the whole backfill run
+        sensor = defs.resolve_sensor_def("slack_alert_sensor")
+        tick = evaluate(sensor, defs, instance)
+        (request,) = tick.run_requests  # one Slack run for the whole backfill run
         assert request.tags["dagster/asset_partition_range_start"] == DAYS[0]
         assert request.tags["dagster/asset_partition_range_end"] == DAYS[-1]
         result = defs.resolve_job_def("slack_alert_job").execute_in_process(

@@ -369,10 +369,17 @@ def runbook_checks(d: str) -> list[Check]:
     def reindex_after(box: Sandbox, done) -> None:
         assert box.indexed(d) == box.state["before"][-2]  # the newest remaining file
 
+    def drop_before(box: Sandbox) -> None:  # "no snapshot is left for D"
+        aside = box.work / "snapshots-of-D"
+        (box.data / "snapshots" / d).rename(aside)
+        box.state["aside"] = aside
+
     def drop_after(box: Sandbox, done) -> None:
         assert box.indexed(d) is None
         assert d not in SnapshotIndex(index_path(box.data)).partitions()
+        assert "rebuilt the index from its intact lines" in done.stdout, done.stdout
         # put D back as step 2 does, so that `verify` below audits a consistent lake
+        box.state["aside"].rename(box.data / "snapshots" / d)
         reindex = next(b for b in runnable(RUNBOOK) if "'snapshot_index,due_alerts'" in b.text)
         box.bash(reindex.text, reindex.where)
         assert box.indexed(d) == box.snapshots(d)[-1]
@@ -459,7 +466,7 @@ def runbook_checks(d: str) -> list[Check]:
         Check("dagster/max_runtime", long_backfill_after),
         Check('rm "$(ls', delete_after, delete_before),
         Check("'snapshot_index,due_alerts'", reindex_after),
-        Check(".remove(sys.argv[1])", drop_after),
+        Check("drops D's line", drop_after, drop_before),
         Check("verify --json", verify_after),
         Check('calendar-pipeline run --date "$D"', run_day_after),
         Check("free_concurrency_slots_for_run", free_slots_after, free_slots_before),

@@ -84,7 +84,9 @@ def test_daily_job_materializes_three_assets_and_passes_checks(tmp_path, small_u
         "country-DE-BY",
         "market-XNYS",
     }
-    line = SnapshotIndex(tmp_path / "data" / "index" / "snapshots.jsonl").latest()
+    index = SnapshotIndex(tmp_path / "data" / "index" / "snapshots.jsonl")
+    assert index.partitions() == [D]
+    line = index.get(D)
     assert line["partition"] == D and line["path"] == str(snapshots[0])
     alerts = store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(D))
     xmas = [a for a in alerts if a.event_date == dt.date(2025, 12, 25)]
@@ -113,7 +115,7 @@ def test_rematerializing_a_partition_leaves_one_line_and_one_set_of_rows(
     snapshots = sorted((tmp_path / "data" / "snapshots" / D).glob("snapshot_*.json"))
     assert len(snapshots) == 2  # never overwritten
     assert index.get(D)["path"] == str(snapshots[-1])  # the newest one
-    assert index.verify() == []
+    assert index.problems() == []
     assert store.read_due_alerts(calendar.engine(), dt.date.fromisoformat(D)) == first_rows
     stored = store.stored_buckets_many(calendar.engine(), [dt.date.fromisoformat(D)])
     assert set(stored[dt.date.fromisoformat(D)]) == {a.dedup_key for a in first_rows}

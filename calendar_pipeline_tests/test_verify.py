@@ -16,8 +16,8 @@ from calendar_pipeline import cli
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
-from calendar_pipeline.lake.index import SnapshotIndex, index_path
-from calendar_pipeline.lake.snapshots import latest_snapshot, write_snapshot
+from calendar_pipeline.lake.index import IndexCorruptError, SnapshotIndex, build_entry, index_path
+from calendar_pipeline.lake.snapshots import latest_snapshot, list_snapshots, write_snapshot
 
 DAYS = ["2025-12-18", "2025-12-19", "2025-12-20"]
 LEDGER_ROW = {
@@ -99,6 +99,47 @@ def test_an_unindexed_newest_snapshot_is_indexed_only_if_it_passes_the_checks(la
     code, out = run_verify(capsys, "--repair")
     assert "it fails the checks, left out: volume_within_history" in out
     assert SnapshotIndex(index_path(data)).get(DAYS[2])["path"] != str(rejected)
+
+
+def test_repair_rebuilds_an_index_that_writers_refuse(lake, capsys):
+    data = lake.data_path
+    index = SnapshotIndex(index_path(data))
+    first, second, third = index_path(data).read_bytes().splitlines(keepends=True)
+    index_path(data).write_bytes(third + b'{"partition":"2025-12-19", garbled\n' + first)
+    newest = {day: latest_snapshot(data, day) for day in DAYS}
+    with pytest.raises(IndexCorruptError, match="line 2"):  # what the next run would hit
+        index.upsert(build_entry(DAYS[0], newest[DAYS[0]], row_count=1, error_count=0))
+
+    code, out = run_verify(capsys)
+    assert code == 1 and "line 2: not valid JSON" in out
+    assert f"line 3 ({DAYS[0]}): out of order" in out
+
+    code, out = run_verify(capsys, "--repair")
+    assert code == 0, out
+    assert "repaired: rebuilt the index from its intact lines, without this one" in out
+    assert "repaired: rebuilt the index: its line kept, in partition order" in out
+    assert f"newest_snapshot [{DAYS[1]}]" in out  # the day that lost its line, judged again
+    assert "passes the checks: indexed, due_alerts recomputed" in out
+    assert index.partitions() == DAYS
+    assert [index.get(day)["path"] for day in DAYS] == [str(newest[day]) for day in DAYS]
+    assert index_path(data).read_bytes().startswith(first + second.split(b'"mtime"')[0])
+    assert index.problems() == []
+    code, out = run_verify(capsys)
+    assert code == 0 and "WARNING" not in out and "ERROR" not in out
+
+
+def test_repair_drops_the_line_of_a_day_whose_snapshots_were_all_deleted(lake, capsys):
+    data = lake.data_path
+    for path in list_snapshots(data, DAYS[2]):  # docs/RUNBOOK.md, Deleting a bad snapshot
+        path.unlink()
+
+    code, out = run_verify(capsys)
+    assert code == 1 and f"ERROR   index [{DAYS[2]}]" in out and "does not exist" in out
+
+    code, out = run_verify(capsys, "--repair")
+    assert code == 0 and "repaired: rebuilt the index from its intact lines" in out
+    assert SnapshotIndex(index_path(data)).partitions() == DAYS[:2]
+    assert run_verify(capsys)[0] == 0
 
 
 def test_damaged_data_is_an_error_with_the_day_to_re_run(lake, capsys):

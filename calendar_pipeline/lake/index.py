@@ -15,14 +15,15 @@ bytes and split on ``b"\\n"`` alone (text-mode reading would also split on ``\\r
 
 Cost model (the index holds 1,000+ lines of several hundred KB each):
 
-- ``latest()`` seeks to the end and reads backwards in chunks: its cost depends on the
-  size of the last line, not on the number of lines.
 - ``upsert()`` of a partition newer than the last line *appends* one line: cost
   independent of the file size. Anything else (replacing any line, including the last,
   or inserting in the middle) streams the file line by line into a temporary file that
   atomically replaces the index; memory stays at one line.
-- ``get()`` binary-searches over byte offsets: about log2(lines) probes of one line each.
-- ``entries()``, ``partitions()`` and ``verify()`` stream the whole file, one line at a time.
+- ``get()`` of the newest partition reads the last line backwards from the end of the
+  file (its cost depends on the size of that line, not on the number of lines); of any
+  other, it binary-searches over byte offsets: about log2(lines) probes of one line each.
+- ``entries()``, ``entries_for()``, ``partitions()``, ``problems()`` and ``rebuild()``
+  stream the whole file, one line at a time.
 
 Why one module of 800 lines: the byte-level helpers (line heads, backwards and forwards
 newline search, the peekable stream) exist only to keep the cost model above; apart from
@@ -37,7 +38,7 @@ Crash safety (a process killed at any instant leaves the previous good state rea
 - An append writes the whole line, ``"\\n"`` included, in one write call, then fsyncs. Killed
   midway, it can leave a *trailing partial line* with no final ``"\\n"``. Readers ignore a
   trailing line that does not end in ``"\\n"`` (it is an unfinished append, not data), and
-  the next ``upsert`` truncates it away before writing. ``verify()`` reports it meanwhile.
+  the next ``upsert`` truncates it away before writing. ``problems()`` reports it meanwhile.
 
 Concurrency: writers in any process serialise on an advisory lock (``fcntl.flock``) on
 ``snapshots.jsonl.lock``; readers take no lock, since every state they can observe is one
@@ -50,9 +51,10 @@ with ``}``), or breaks the sort order or the one-line-per-partition rule. The ch
 sized to each operation's cost: an append checks only the last line (checking every line
 would make its cost grow with the file); a rewrite, which streams every line anyway,
 checks each line's partition prefix, ending and order, but does not parse each line's
-JSON (that would double its cost); ``verify()`` parses and checks everything. To repair,
-fix or delete the offending line by hand, or rebuild the index from the snapshot files
-with ``SnapshotIndex.rebuild``.
+JSON (that would double its cost); ``problems()`` parses and checks everything. To
+repair, run ``calendar-pipeline verify --repair``: it rebuilds the index from its intact
+lines (``SnapshotIndex.rebuild``) and indexes again, from the snapshot files, each day
+whose line it dropped and whose newest snapshot passes the checks.
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class IndexCorruptError(ValueError):
     """A complete line of the index is unreadable, out of order or duplicated."""
 
     def __init__(self, path: Path, line_number: int, reason: str) -> None:
-        super().__init__(f"{path}: line {line_number}: {reason}")
+        super().__init__(
+            f"{path}: line {line_number}: {reason} (`calendar-pipeline verify --repair` "
+            "rebuilds the index from its intact lines)"
+        )
         self.path = path
         self.line_number = line_number
         self.reason = reason
@@ -345,19 +350,6 @@ class SnapshotIndex:
 
     # ----------------------------------------------------------------- reading
 
-    def latest(self) -> dict[str, Any] | None:
-        """The entry of the newest partition (the last complete line), or ``None``.
-
-        Reads backwards from the end of the file; never scans it.
-        """
-        with self._open_for_reading() as handle:
-            if handle is None:
-                return None
-            span = self._last_line_span(handle)
-            if span is None:
-                return None
-            return self._parse_at(handle, *span)
-
     def get(self, partition: str) -> dict[str, Any] | None:
         """The entry of ``partition``, or ``None`` if the index has no line for it.
 
@@ -433,26 +425,13 @@ class SnapshotIndex:
             if not self._try_append(partition, line):
                 self._rewrite({partition: line})
 
-    def upsert_many(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        """Insert or replace many lines in one atomic rewrite (all or nothing).
-
-        The result is the same as calling ``upsert`` for each entry in turn: a partition
-        given twice keeps its last entry. The batch's encoded lines are held in memory
-        (they must be sorted before merging); the existing file is streamed.
-        """
-        lines: dict[str, bytes] = {}
-        for entry in entries:
-            lines[entry["partition"]] = encode_line(entry)
-        if not lines:
-            return
-        with self._writer_lock():
-            self._rewrite(lines)
-
     def upsert_sorted(self, entries: Iterable[Mapping[str, Any]]) -> int:
-        """Like ``upsert_many`` for entries given in ascending partition order, streamed:
-        each entry is encoded and written as it comes, so memory holds one line whatever
-        the batch's size (a three-year backfill of thousands of entities). Raises
-        ``ValueError`` (the index untouched) when the order is broken. Returns the count."""
+        """Insert or replace the lines of ``entries``, given in ascending partition order,
+        in one atomic rewrite (all or nothing; the same result as ``upsert`` of each in
+        turn), streamed: each entry is encoded and written as it comes, so memory holds
+        one line whatever the batch's size (a three-year backfill of thousands of
+        entities). Raises ``ValueError`` (the index untouched) when the order is broken.
+        Returns the count."""
         count = 0
 
         def lines() -> Iterator[tuple[str, bytes]]:
@@ -470,37 +449,60 @@ class SnapshotIndex:
             self._rewrite(lines())
         return count
 
-    def remove(self, partition: str) -> bool:
-        """Drop the line of ``partition`` (atomic rewrite); ``False`` if there was none."""
-        validate_partition(partition)
-        with self._writer_lock():
-            return self._rewrite({}, remove={partition})
+    def rebuild(self) -> list[str]:
+        """Rewrite the index from its intact lines: ``verify --repair``'s answer to an
+        index that writers refuse (``IndexCorruptError``) or whose lines disagree with
+        their files.
 
-    def rebuild(self, entries: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the whole index with ``entries``, ignoring what the file holds now.
+        A line is kept when ``problems`` finds nothing wrong with it: it parses, has the
+        standard keys and types, its snapshot file exists with the recorded ``sha256``
+        and its ``content_text`` hashes to it. Kept lines are written sorted by
+        partition (so lines out of order are repaired); every other line is dropped:
+        unreadable ones, ones cut short, every line of a partition listed twice, a
+        trailing partial line. A day whose line was dropped is left for its newest
+        snapshot to be judged and indexed again (``verify --repair`` does it).
 
-        The repair path for an index that writers refuse to touch: rebuild it from the
-        snapshot files, e.g. ``build_entry`` on each value of
-        ``snapshots.latest_snapshots(data_dir)``. ``entries`` must come in strictly
-        increasing partition order; they are streamed to disk one at a time (constant
-        memory), and out-of-order input raises ``ValueError`` with the index unchanged.
+        Returns the partitions that had a readable line and now have none. Streams:
+        memory holds the offsets of the kept lines and one line at a time.
         """
-        previous: str | None = None
-        with self._writer_lock(), atomic_replace(self.path) as out:
-            for entry in entries:
-                line = encode_line(entry)
-                if previous is not None and entry["partition"] <= previous:
-                    raise ValueError(
-                        f"rebuild needs entries in increasing partition order: "
-                        f"{entry['partition']} came after {previous}"
-                    )
-                previous = entry["partition"]
-                out.write(line)
+        with self._writer_lock(), self._open_for_reading() as old:
+            if old is None:
+                return []
+            kept: dict[str, tuple[int, int]] = {}  # partition -> (offset, length)
+            seen: set[str] = set()
+            twice: set[str] = set()
+            offset = 0
+            for _line_number, line in _iter_complete_lines(old):
+                start, offset = offset, offset + len(line)
+                try:
+                    entry = _parse_line(line)
+                except _BadLine:
+                    continue
+                partition = entry["partition"]
+                (twice if partition in seen else seen).add(partition)
+                if next(self._verify_entry("", entry), None) is None:
+                    kept[partition] = (start, offset)
+            for partition in twice:
+                kept.pop(partition, None)
+            with atomic_replace(self.path) as out:
+                for partition in sorted(kept):
+                    line = _read_span(old, *kept[partition])
+                    if _prefix_partition(line) != partition:  # a hand-edited key order
+                        line = encode_line(_parse_line(line))
+                    out.write(line)
+        return sorted(seen - kept.keys())
 
     # ----------------------------------------------------------------- checking
 
-    def verify(self, data_dir_files: Mapping[str, Path] | None = None) -> list[str]:
-        """Human-readable problems with the index; an empty list when it is consistent.
+    def problems(
+        self,
+        data_dir_files: Mapping[str, Path] | None = None,
+        full_for: Iterable[str] | None = None,
+    ) -> list[tuple[str | None, str]]:
+        """Human-readable problems with the index (an empty list when it is consistent),
+        each with the partition it concerns (``None`` for a problem of the file itself,
+        such as an unreadable line), so that a caller can judge some partitions and only
+        report the others.
 
         Checks that every line is a JSON object with the standard keys, that lines are
         sorted with one per partition, that each ``path`` exists with the recorded
@@ -508,17 +510,6 @@ class SnapshotIndex:
         ``data_dir_files`` (partition -> newest snapshot path, see
         ``snapshots.latest_snapshots``) it also reports snapshots with no line and lines
         that do not point at their partition's newest snapshot.
-        """
-        return [problem for _partition, problem in self.problems(data_dir_files)]
-
-    def problems(
-        self,
-        data_dir_files: Mapping[str, Path] | None = None,
-        full_for: Iterable[str] | None = None,
-    ) -> list[tuple[str | None, str]]:
-        """What ``verify`` reports, each with the partition it concerns (``None`` for a
-        problem of the file itself, such as an unreadable line), so that a caller can
-        judge some partitions and only report the others.
 
         ``full_for``: only these partitions' lines are parsed and hashed against their
         files; the others get the cheap checks (order, duplicates, which file the line
@@ -771,14 +762,10 @@ class SnapshotIndex:
         ``verify --repair``, removes them)."""
         return temp_files(self.path.parent, (temp_prefix(self.path),))
 
-    def _rewrite(
-        self,
-        replacements: Mapping[str, bytes] | Iterator[tuple[str, bytes]],
-        remove: Iterable[str] = (),
-    ) -> bool:
+    def _rewrite(self, replacements: Mapping[str, bytes] | Iterator[tuple[str, bytes]]) -> bool:
         """Stream the index into a new file with ``replacements`` (a mapping, or an
-        iterator of ``(partition, line)`` in ascending order, consumed as it goes) merged in
-        and ``remove`` left out, then atomically replace it. Returns whether anything
+        iterator of ``(partition, line)`` in ascending order, consumed as it goes) merged in,
+        then atomically replace it. Returns whether anything
         changed.
 
         Raises ``IndexCorruptError`` (leaving the index untouched) on a line that has no
@@ -788,7 +775,6 @@ class SnapshotIndex:
         if isinstance(replacements, Mapping):
             replacements = iter(sorted(replacements.items()))
         pending = _Peekable(replacements)
-        to_remove = set(remove)
         changed = pending.peek() is not None
         try:
             with self._open_for_reading() as old, atomic_replace(self.path) as out:
@@ -806,8 +792,6 @@ class SnapshotIndex:
                         out.write(next(pending)[1])
                     if (head := pending.peek()) is not None and head[0] == partition:
                         out.write(next(pending)[1])
-                    elif partition in to_remove:
-                        changed = True
                     else:
                         out.write(line)
                 for _, new_line in pending:
