@@ -15,7 +15,7 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.index import SnapshotIndex
 from calendar_pipeline.lake.snapshots import latest_snapshot
-from calendar_pipeline_tests.flows import evaluate
+from calendar_pipeline_tests.flows import slack_tick
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 DAYS = ["2025-12-20", "2025-12-21", "2025-12-22", "2025-12-23"]
@@ -131,9 +131,7 @@ def test_slack_after_a_backfill_of_past_days_posts_and_records_nothing(
         defs.resolve_job_def("daily_calendar_job").execute_in_process(
             tags=range_tags(DAYS[0], DAYS[-1]), instance=instance
         )
-        sensor = defs.resolve_sensor_def("slack_alert_sensor")
-        tick = evaluate(sensor, defs, instance)
-        (request,) = tick.run_requests  # one Slack run for the whole backfill run
+        (request,) = slack_tick(defs, instance).run_requests  # one, for the whole backfill run
         assert request.tags["dagster/asset_partition_range_start"] == DAYS[0]
         assert request.tags["dagster/asset_partition_range_end"] == DAYS[-1]
         result = defs.resolve_job_def("slack_alert_job").execute_in_process(
