@@ -6,9 +6,9 @@ from collections import Counter
 
 import dagster as dg
 
-# Tags Dagster itself writes on a backfill's runs and on retries. Dagster exports no public
-# constant for them (only MAX_RUNTIME_SECONDS_TAG): these are its own, not retyped strings.
-from dagster._core.storage.tags import BACKFILL_ID_TAG, ROOT_RUN_ID_TAG
+# The tag Dagster itself writes on a backfill's runs. Dagster exports no public constant
+# for it (only MAX_RUNTIME_SECONDS_TAG): this is its own, not a retyped string.
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 from pydantic import Field
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -75,7 +75,7 @@ def reference_for_run(instance: dg.DagsterInstance, run: dg.DagsterRun, timezone
     # A backfill's launch time has no other public reader: a UI backfill launched at 23:59
     # keeps that day as its reference even when its runs start after midnight.
     backfill = instance.get_backfill(backfill_id) if backfill_id else None
-    root_id = run.tags.get(ROOT_RUN_ID_TAG) or run.run_id
+    root_id = run.root_run_id or run.run_id
     return reference_for(
         timezone=timezone,
         backfill_id=backfill_id,
