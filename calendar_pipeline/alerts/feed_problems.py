@@ -149,17 +149,6 @@ def mark_notices(
     mark_rows(engine, feed_problem_notices, where, state=state, **extra)
 
 
-def notice_states(engine: Engine, day: dt.date) -> dict[str, str]:
-    """entity id -> notice state for ``day`` (what ``verify`` and the tests read)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(feed_problem_notices.c.entity_id, feed_problem_notices.c.state).where(
-                feed_problem_notices.c.partition_date == day
-            )
-        )
-        return {entity_id: state for entity_id, state in rows}
-
-
 def render_notice(
     channel: str, day: dt.date, problems: Sequence[Mapping[str, Any]]
 ) -> SlackMessage:

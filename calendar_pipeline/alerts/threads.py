@@ -189,9 +189,3 @@ def _reply_once(engine: Engine, poster, row: dict, alert: DueAlert) -> str:
 
 def _mark(engine: Engine, key: str, **values) -> None:
     mark_rows(engine, thread_notices, thread_notices.c.dedup_key == key, **values)
-
-
-def thread_states(engine: Engine) -> dict[str, str]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(thread_notices.c.dedup_key, thread_notices.c.state))
-        return {key: state for key, state in rows}
