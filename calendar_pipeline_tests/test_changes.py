@@ -13,7 +13,6 @@ from calendar_pipeline.alerts.changes import (
     NEW,
     RENAMED,
     count_changes,
-    describe_counts,
     detect_changes,
     verify_changes,
 )
@@ -81,7 +80,6 @@ def test_new_moved_renamed_and_both():
     )  # fmt: skip
     assert kinds == {("a", (MOVED, RENAMED))}
     assert count_changes(found) == {NEW: 1, MOVED: 1, RENAMED: 1, CANCELLED: 0}
-    assert describe_counts(count_changes(found)) == "since yesterday: 1 new, 1 moved, 1 renamed"
 
 
 def test_a_timed_event_moved_by_an_hour_is_moved():

@@ -247,12 +247,6 @@ def count_changes(changes: Sequence[Change]) -> dict[str, int]:
     return counts
 
 
-def describe_counts(counts: Mapping[str, int]) -> str:
-    """``since yesterday: 2 new, 1 moved, 1 cancelled`` (empty when nothing changed)."""
-    parts = [f"{counts[kind]} {kind}" for kind in KINDS if counts.get(kind)]
-    return "since yesterday: " + ", ".join(parts) if parts else ""
-
-
 def verify_changes(
     today: Mapping[str, Any], earlier: Sequence[Mapping[str, Any]], changes: Sequence[Change]
 ) -> list[str]:
