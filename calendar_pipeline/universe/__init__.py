@@ -36,9 +36,6 @@ class Universe:
     sha256: str
     entities: tuple[Entity, ...]
 
-    def by_id(self) -> dict[str, Entity]:
-        return {entity.entity_id: entity for entity in self.entities}
-
 
 def load_universe(
     path: str | Path, known_sources: Collection[str], max_threshold: int | None = None
