@@ -33,33 +33,11 @@ def calendar_feed(
     event stays 7 days as `STATUS:CANCELLED`, and it has one VALARM per alert threshold.
     Written atomically; the newest day processed rewrites the files, an older day (a
     backfill) only its stored state (`feeds/state.json`)."""
-    index = SnapshotIndex.for_data_dir(calendar.data_path)
-    engine = calendar.engine()
     partitions = context.partition_keys
-
-    def days():  # one day at a time: a long range never holds every snapshot
-        for partition in partitions:
-            entry = index.get(partition)
-            if entry is None:
-                raise dg.Failure(
-                    f"partition {partition} is not in {index.path}: materialize snapshot_index"
-                )
-            day = dt.date.fromisoformat(partition)
-            try:
-                changes = change_log.read_changes(engine, day)
-            except SQLAlchemyError as exc:
-                raise dg.Failure(f"could not read the changes of {day}: {exc}") from None
-            cancelled = [
-                build.CancelledRow(c.entity_id, c.event_id, c.event_date, c.title, c.start)
-                for c in changes
-                if CANCELLED in c.kinds
-            ]
-            yield publish.DayInput(day, json.loads(entry["content_text"]), cancelled)
-
     try:
         report = publish.publish(
             calendar.data_path,
-            days(),
+            _days(calendar, partitions),
             thresholds=calendar.threshold_days,
             default_channel=slack.channel,
             timezone=calendar.timezone,
@@ -91,7 +69,41 @@ def calendar_feed(
         )
         metadata["published"] = "no: a newer day's feeds are published"
         return dg.MaterializeResult(metadata=metadata)
-    metadata["published_day"] = report.published_day.isoformat()
+    context.log.info(
+        f"calendar feeds of {report.published_day}: "
+        + ", ".join(f"{name}.ics {n} events" for name, n in report.events.items())
+        + f" in {publish.feeds_dir(calendar.data_path)}"
+    )
+    return dg.MaterializeResult(metadata={**metadata, **_published_metadata(report)})
+
+
+def _days(calendar: CalendarSettings, partitions: list[str]):
+    """What `publish` needs of each day, one day at a time (a long range never holds every
+    snapshot): its indexed snapshot and the events cancelled that day."""
+    index = SnapshotIndex.for_data_dir(calendar.data_path)
+    engine = calendar.engine()
+    for partition in partitions:
+        entry = index.get(partition)
+        if entry is None:
+            raise dg.Failure(
+                f"partition {partition} is not in {index.path}: materialize snapshot_index"
+            )
+        day = dt.date.fromisoformat(partition)
+        try:
+            changes = change_log.read_changes(engine, day)
+        except SQLAlchemyError as exc:
+            raise dg.Failure(f"could not read the changes of {day}: {exc}") from None
+        cancelled = [
+            build.CancelledRow(c.entity_id, c.event_id, c.event_date, c.title, c.start)
+            for c in changes
+            if CANCELLED in c.kinds
+        ]
+        yield publish.DayInput(day, json.loads(entry["content_text"]), cancelled)
+
+
+def _published_metadata(report: publish.FeedReport) -> dict:
+    """The published day, and per feed its event count and file."""
+    metadata: dict = {"published_day": report.published_day.isoformat()}
     for name, count in report.events.items():
         metadata[f"events_{name}"] = count
         metadata[f"file_{name}"] = dg.MetadataValue.path(str(report.files[name]))
@@ -106,9 +118,4 @@ def calendar_feed(
     )
     if report.removed:
         metadata["removed"] = ", ".join(p.name for p in report.removed)
-    context.log.info(
-        f"calendar feeds of {report.published_day}: "
-        + ", ".join(f"{name}.ics {n} events" for name, n in report.events.items())
-        + f" in {publish.feeds_dir(calendar.data_path)}"
-    )
-    return dg.MaterializeResult(metadata=metadata)
+    return metadata

@@ -104,29 +104,11 @@ def raw_snapshot(
         universe = calendar.load_universe()
     except UniverseError as exc:  # configuration, not a transient fault: do not retry
         raise dg.Failure(str(exc), allow_retries=False) from None
-
-    def progress(done: int, total: int) -> None:
-        if done % PROGRESS_EVERY == 0 or done == total:
-            context.log.info(f"fetched {done}/{total} entities")
-
-    def http_progress(update) -> None:
-        context.log.info(
-            f"{update.source}: {update.entities_done}/{update.entities_total} "
-            f"entities; {update.stats.summary()}"
-        )
-
-    sources = upstream.sources(calendar.engine(), calendar.timezone, on_progress=http_progress)
-    before = http_stats(sources)
-    union = Window(windows[0].start, windows[-1].end)
-    fetched = collect_events(universe.entities, union, sources, on_progress=progress)
-    http = http_stats(sources) - before
+    fetched, results, http = _fetch(context, calendar, upstream, universe, windows)
     generated_at = dt.datetime.now(dt.UTC)
-    results = split_by_window(fetched, universe.entities, windows, sources)
-    index = SnapshotIndex.for_data_dir(calendar.data_path)
-    history = History(index.get)
+    history = History(SnapshotIndex.for_data_dir(calendar.data_path).get)
     volumes: list[VolumeReport] = []
     days: list[snapshot_checks.Day] = []  # what the checks need of each day written
-    budgets = calendar.budgets
     for partition, window, result in zip(partitions, windows, results, strict=True):
         payload = snapshot_payload(
             partition=partition,
@@ -137,33 +119,9 @@ def raw_snapshot(
             entities=universe.entities,
             generated_at=generated_at.isoformat(),
         )
-        baseline = find_baseline(history.document, partition)
-        volume = volume_report(payload, baseline, calendar.volume_ratio)
-        payload = apply_last_known_good(
-            payload, rejected_by_volume(volume, payload), history, calendar.stale_after_days
-        )
-        try:
-            path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
-        except StorageError as exc:
-            raise storage_failure(exc, "the snapshot") from None
+        volume, day = _write_day(context, calendar, history, payload, generated_at)
         volumes.append(volume)
-        days.append(snapshot_checks.summarize(payload, budgets))
-        # per-day figures go on each day's materialization (the UI plots them by partition)
-        context.add_asset_metadata(
-            {
-                "dagster/row_count": len(payload["events"]),
-                "entities_without_events": len(result.entities_without_events),
-                "entities_missing": len(result.entities_missing),
-                "entities_carried": payload["counts"]["entities_carried"],
-                "entities_stopped": payload["counts"]["entities_stopped"],
-                "events_carried": payload["counts"]["events_carried"],
-                "broken_entities": _broken_table(days[-1].broken),
-                "window_start": window.start.isoformat(),
-                "window_end": window.end.isoformat(),
-                "path": dg.MetadataValue.path(str(path)),
-            },
-            partition_key=partition,
-        )
+        days.append(day)
     _add_http_metadata(context, partitions, http)
     for row in days[-1].broken:  # one line per broken entity, no stack trace
         context.log.warning(describe_broken(row, calendar.stale_after_days))
@@ -182,9 +140,75 @@ def raw_snapshot(
         check_results=logged(
             context,
             "raw_snapshot",
-            [check_result(v) for v in snapshot_checks.judge(days, volumes, budgets)],
+            [check_result(v) for v in snapshot_checks.judge(days, volumes, calendar.budgets)],
         ),
     )
+
+
+def _fetch(context, calendar: CalendarSettings, upstream: UpstreamSources, universe, windows):
+    """Every entity fetched once for the union of the run's windows, then split per day:
+    (what was fetched, each day's events, the run's HTTP figures), with progress logged."""
+
+    def progress(done: int, total: int) -> None:
+        if done % PROGRESS_EVERY == 0 or done == total:
+            context.log.info(f"fetched {done}/{total} entities")
+
+    def http_progress(update) -> None:
+        context.log.info(
+            f"{update.source}: {update.entities_done}/{update.entities_total} "
+            f"entities; {update.stats.summary()}"
+        )
+
+    sources = upstream.sources(calendar.engine(), calendar.timezone, on_progress=http_progress)
+    before = http_stats(sources)
+    union = Window(windows[0].start, windows[-1].end)
+    fetched = collect_events(universe.entities, union, sources, on_progress=progress)
+    http = http_stats(sources) - before
+    return fetched, split_by_window(fetched, universe.entities, windows, sources), http
+
+
+def _write_day(
+    context: dg.AssetExecutionContext,
+    calendar: CalendarSettings,
+    history: History,
+    payload: dict,
+    generated_at: dt.datetime,
+) -> tuple[VolumeReport, snapshot_checks.Day]:
+    """One day's snapshot: judged against its baseline (the volume rule), broken entities
+    given their last known good events, written, and its figures put on its partition's
+    materialization (the UI plots them by partition)."""
+    partition, window = payload["partition"], payload["window"]
+    without_events, missing = (
+        payload["counts"]["entities_without_events"],
+        payload["counts"]["entities_missing"],
+    )  # as fetched, before any carrying
+    baseline = find_baseline(history.document, partition)
+    volume = volume_report(payload, baseline, calendar.volume_ratio)
+    payload = apply_last_known_good(
+        payload, rejected_by_volume(volume, payload), history, calendar.stale_after_days
+    )
+    try:
+        path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
+    except StorageError as exc:
+        raise storage_failure(exc, "the snapshot") from None
+    day = snapshot_checks.summarize(payload, calendar.budgets)
+    counts = payload["counts"]
+    context.add_asset_metadata(
+        {
+            "dagster/row_count": len(payload["events"]),
+            "entities_without_events": without_events,
+            "entities_missing": missing,
+            "entities_carried": counts["entities_carried"],
+            "entities_stopped": counts["entities_stopped"],
+            "events_carried": counts["events_carried"],
+            "broken_entities": _broken_table(day.broken),
+            "window_start": window["start"],
+            "window_end": window["end"],
+            "path": dg.MetadataValue.path(str(path)),
+        },
+        partition_key=partition,
+    )
+    return volume, day
 
 
 def _partitions(context: dg.AssetExecutionContext) -> list[str]:
