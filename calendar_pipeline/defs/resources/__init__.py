@@ -8,10 +8,10 @@
 
 Each field of the three is one setting, declared once with its variable, its parser,
 its default and its doc (`declared.py`); everything else is derived from those
-declarations: `CALENDAR_ENV`, `UPSTREAM_ENV` and `SLACK_ENV` (each field's variable),
-the resources for Dagster (`resources_from_env`: a variable present in the environment is
-passed as `EnvVar`, `EnvVar.int` for whole numbers, so the UI shows which variable a value
-came from and never a secret's value; an absent one takes its default) and for
+declarations: each field's variable (`RESOURCES`, `env_names()`), the resources for
+Dagster (`resources_from_env`: a variable present in the environment is passed as
+`EnvVar`, `EnvVar.int` for whole numbers, so the UI shows which variable a value came
+from and never a secret's value; an absent one takes its default) and for
 `calendar-pipeline` (`resource_from_env`: the values themselves). Values are checked when
 a run starts, so a bad one fails with one line naming the variable and the value.
 """
@@ -24,21 +24,17 @@ import dagster as dg
 
 from calendar_pipeline import settings
 from calendar_pipeline.defs.resources.calendar import (
-    CALENDAR_ENV,
     CalendarSettings,
     describe_instance,
     runs_on_this_machine,
 )
 from calendar_pipeline.defs.resources.declared import Declared
-from calendar_pipeline.defs.resources.slack import SLACK_ENV, SlackSettings
-from calendar_pipeline.defs.resources.upstream import UPSTREAM_ENV, UpstreamSources
+from calendar_pipeline.defs.resources.slack import SlackSettings
+from calendar_pipeline.defs.resources.upstream import UpstreamSources
 from calendar_pipeline.settings import Setting
 
 __all__ = [
-    "CALENDAR_ENV",
     "RESOURCES",
-    "SLACK_ENV",
-    "UPSTREAM_ENV",
     "CalendarSettings",
     "SlackSettings",
     "UpstreamSources",

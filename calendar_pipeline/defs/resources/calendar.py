@@ -217,10 +217,6 @@ class CalendarSettings(Declared, dg.ConfigurableResource):
         )
 
 
-# Which environment variable sets which field (.env.example documents each one).
-CALENDAR_ENV = CalendarSettings.env_names()
-
-
 # What `dagster dev` and a bare DAGSTER_HOME use: everything in this machine's processes.
 LOCAL_RUN_STORAGES = {"SqliteRunStorage", "InMemoryRunStorage"}
 LOCAL_RUN_LAUNCHERS = {"DefaultRunLauncher", "SyncInMemoryRunLauncher"}

@@ -9,7 +9,7 @@ Each field is written once, with its type, its declaration, its default and its 
 
 (the resource's `model_config = ConfigDict(use_attribute_docstrings=True)` makes the
 docstring the field's description), and from that one declaration come: the variable's
-name (`env_names()`, the CALENDAR_ENV, UPSTREAM_ENV and SLACK_ENV maps), the field's
+name (`env_names()`), the field's
 description in the Dagster UI (`NAME: doc`), the resource built with `EnvVar`s for Dagster
 (`with_env_vars()`) and with the values themselves for `calendar-pipeline`
 (`with_env_values()`), the check of every value (`check_settings()`, one line

@@ -99,7 +99,3 @@ class SlackSettings(Declared, SlackResource):
             "use CALENDAR_ALERT_MODE=dry_run",
             allow_retries=False,
         )
-
-
-# Which environment variable sets which field (.env.example documents each one).
-SLACK_ENV = SlackSettings.env_names()

@@ -124,7 +124,3 @@ class UpstreamSources(Declared, dg.ConfigurableResource):
             on_progress=on_progress,
         )
         return {**default_sources(), **http}
-
-
-# Which environment variable sets which field (.env.example documents each one).
-UPSTREAM_ENV = UpstreamSources.env_names()
