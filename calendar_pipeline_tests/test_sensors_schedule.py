@@ -71,6 +71,28 @@ def test_slack_sensor_ignores_materializations_without_a_successful_run(
     assert slack_tick(defs, instance, ok.cursor).run_requests == []
 
 
+def test_a_reference_tag_typed_wrong_reaches_people_instead_of_losing_the_run(
+    tmp_path, small_universe, instance
+):
+    """A run stamped by hand with calendar/reference_day=tomorrow: the sensor still
+    asks for its Slack run (Dagster's run status sensor would otherwise pass the run by
+    for good), and that Slack run fails naming the tag and its value."""
+    defs, _ = defs_for(tmp_path, small_universe)
+    defs.resolve_job_def("daily_calendar_job").execute_in_process(
+        partition_key=D, instance=instance, tags={"calendar/reference_day": "tomorrow"}
+    )
+    (request,) = slack_tick(defs, instance).run_requests
+    assert request.partition_key == D and "calendar/reference_day" not in request.tags
+    result = defs.resolve_job_def("slack_alert_job").execute_in_process(
+        partition_key=D, tags=request.tags, instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert (
+        "calendar/reference_day='tomorrow' is not a date" in failure.step_failure_data.error.message
+    )
+
+
 def test_daily_run_failing_a_blocking_check_never_materializes_due_alerts(tmp_path, instance):
     universe = tmp_path / "u.csv"
     universe.write_text(  # its only entity fails, with no earlier data: has_events fails

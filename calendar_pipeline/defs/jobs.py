@@ -106,15 +106,15 @@ def slack_run_reference(context: dg.OpExecutionContext, timezone: str) -> Refere
     """Which day this Slack run treats as "today": the reference its tags carry (set by
     slack_alert_sensor or the CLI, and copied onto retries), else that of the run that
     computed due_alerts, else its own (a Slack run launched by hand)."""
+    upstream_id = context.run.tags.get(DUE_ALERTS_RUN_TAG)
     try:
         tagged = Reference.from_tags(context.run.tags)
-    except ValueError as exc:
+        if tagged is not None:
+            return tagged
+        upstream = context.instance.get_run_by_id(upstream_id) if upstream_id else None
+        return reference_for_run(context.instance, upstream or context.run, timezone)
+    except ValueError as exc:  # a reference tag typed by hand, here or on the upstream run
         raise dg.Failure(str(exc), allow_retries=False) from None
-    if tagged is not None:
-        return tagged
-    upstream_id = context.run.tags.get(DUE_ALERTS_RUN_TAG)
-    upstream = context.instance.get_run_by_id(upstream_id) if upstream_id else None
-    return reference_for_run(context.instance, upstream or context.run, timezone)
 
 
 # Slack unreachable (HTTP 5xx, connection refused, timeouts): each attempt gives up after

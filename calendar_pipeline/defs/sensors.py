@@ -118,8 +118,12 @@ def slack_alert_sensor(
     keys = sorted(_due_alerts_partitions(context.instance, run))
     if not keys:
         return None  # e.g. only raw_snapshot materialized: nothing for Slack
-    reference = reference_for_run(context.instance, run, calendar.timezone)
     context.log.info(f"run {run.run_id[:8]} materialized due_alerts for {span(keys)}")
+    try:
+        reference = reference_for_run(context.instance, run, calendar.timezone)
+    except ValueError as exc:  # a reference tag typed by hand; Dagster would skip the run
+        context.log.warning(f"run {run.run_id[:8]}: {exc}; its Slack run will say so")
+        reference = None
     return _slack_request(keys, run.run_id, reference)
 
 
@@ -140,8 +144,8 @@ def _due_alerts_partitions(instance: dg.DagsterInstance, run: dg.DagsterRun) -> 
     return keys
 
 
-def _slack_request(keys: list[str], run_id: str, reference: Reference) -> dg.RunRequest:
-    tags = {DUE_ALERTS_RUN_TAG: run_id, **reference.as_tags()}
+def _slack_request(keys: list[str], run_id: str, reference: Reference | None) -> dg.RunRequest:
+    tags = {DUE_ALERTS_RUN_TAG: run_id, **(reference.as_tags() if reference else {})}
     run_key = f"due_alerts-{run_id}"
     if len(keys) == 1:
         return dg.RunRequest(partition_key=keys[0], run_key=run_key, tags=tags)
