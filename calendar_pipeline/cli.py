@@ -39,6 +39,7 @@ from dotenv import dotenv_values
 from calendar_pipeline.alerts.intent import HISTORY, Reference, intent_for
 from calendar_pipeline.alerts.ledger_view import SelectionError
 from calendar_pipeline.instance import cli_instance, root_causes
+from calendar_pipeline.quality.verdict import JUDGED
 from calendar_pipeline.run_summary import FULL_SECTIONS, Check, RunFacts, as_json, summary_lines
 from calendar_pipeline.settings import ALERT_MODES, SettingError, load_time_settings, today_in
 from calendar_pipeline.universe import UniverseError
@@ -163,6 +164,7 @@ def run(partition: str, mode: str, output: Output = Output(), mode_note: str = "
                 passed=check.passed,
                 severity=check.severity.value,
                 description=check.description or "",
+                judged=str(getattr(check.metadata.get(JUDGED), "value", "") or ""),
             )
             for check in result.get_asset_check_evaluations()
         ]

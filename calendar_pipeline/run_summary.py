@@ -43,6 +43,7 @@ class Check:
     passed: bool
     severity: str = "ERROR"  # ERROR (blocking) or WARN
     description: str = ""
+    judged: str = ""  # "nothing — why" when the check had nothing to judge (quality/verdict)
 
     @property
     def status(self) -> str:
@@ -154,10 +155,14 @@ def overview(facts: RunFacts) -> list[str]:
         parts.append(f"{due} due_alerts rows")
     passed = sum(c.passed for c in facts.checks)
     if facts.checks:
+        idle = [c.name for c in facts.checks if c.passed and c.judged]
         parts.append(
-            f"{passed}/{len(facts.checks)} checks passed"
-            if passed < len(facts.checks)
-            else f"{_plural(passed, 'check')} passed"
+            (
+                f"{passed}/{len(facts.checks)} checks passed"
+                if passed < len(facts.checks)
+                else f"{_plural(passed, 'check')} passed"
+            )
+            + (f" ({', '.join(idle)}: nothing to judge yet)" if idle else "")
         )
     return [f"{facts.partition} ({facts.intent}): " + "; ".join(parts)] if parts else []
 
@@ -417,6 +422,7 @@ def as_json(facts: RunFacts) -> dict[str, Any]:
                 "status": c.status,
                 "severity": c.severity,
                 "description": c.description,
+                "judged": c.judged or None,
             }
             for c in facts.checks
         ],

@@ -45,6 +45,10 @@ def test_run_today_prints_a_short_summary(tmp_path):
         "posted; no warnings."
     )
     assert not list((tmp_path / "data").glob("**/*.tmp"))
+    # a first run: the two checks that compare with earlier days had nothing to judge
+    assert out[2].endswith(
+        "checks passed (volume_within_history, index_history_consistent: nothing to judge yet)"
+    ), out[2]
 
 
 def test_full_prints_the_whole_digest_and_json_the_result(tmp_path, small_universe):

@@ -240,3 +240,15 @@ def test_the_summary_says_where_the_calendar_feed_is():
         "Calendar feed: data/feeds/all.ics (12 events); `calendar-pipeline serve-feeds` serves it"
         in summary_lines(facts)
     )
+
+
+def test_a_check_with_nothing_to_judge_is_named_on_the_first_line_and_in_json():
+    facts = dry_run(many(3, "#a"))
+    facts.checks = [
+        Check("raw_snapshot", "has_events", True),
+        Check("raw_snapshot", "volume_within_history", True, "WARN", judged="nothing — first"),
+    ]
+    first = summary_lines(facts)[0]
+    assert first.endswith("2 checks passed (volume_within_history: nothing to judge yet)")
+    data = json.loads(json.dumps(as_json(facts)))
+    assert [c["judged"] for c in data["checks"]] == [None, "nothing — first"]
