@@ -9,6 +9,7 @@ import sys
 
 import dagster as dg
 import pytest
+import time_machine
 
 from calendar_pipeline.alerts import store
 from calendar_pipeline.definitions import build_defs
@@ -203,3 +204,40 @@ def test_cli_partition_range(tmp_path, small_universe, asset_selection):
     assert "RUN_SUCCESS" in done.stderr + done.stdout
     index = SnapshotIndex(tmp_path / "data" / "index" / "snapshots.jsonl")
     assert index.partitions() == DAYS
+
+
+def test_a_backfill_of_more_than_1000_days_ending_today_is_one_slack_run_posting_today(
+    tmp_path, small_universe, slack_server
+):
+    """1,100 days, from the first partition to today, in one run (the README's history
+    backfill): slack_alert_sensor asks for one Slack run over the whole range, which
+    posts today's digest and nothing of the 1,099 days before."""
+    today = dt.date(2028, 1, 10)
+    first = today - dt.timedelta(days=1099)
+    slack = SlackSettings(token=DEFAULT_TOKEN, api_url=slack_server.url)
+    defs, calendar = setup(tmp_path, "h", small_universe, slack)
+    with (
+        time_machine.travel(dt.datetime(2028, 1, 10, 9, tzinfo=dt.UTC), tick=True),
+        dg.instance_for_test() as instance,
+    ):
+        ranged = defs.resolve_job_def("daily_calendar_job").execute_in_process(
+            tags=range_tags(first.isoformat(), today.isoformat()), instance=instance
+        )
+        assert ranged.success
+        (request,) = slack_tick(defs, instance).run_requests
+        assert request.tags["dagster/asset_partition_range_start"] == first.isoformat()
+        assert request.tags["dagster/asset_partition_range_end"] == today.isoformat()
+        result = defs.resolve_job_def("slack_alert_job").execute_in_process(
+            tags=request.tags, instance=instance
+        )
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    metadata = {k: v.value for k, v in output.step_output_data.metadata.items()}
+    assert metadata["partitions"] == 1100
+    assert (metadata["history_partitions"], metadata["daily_partitions"]) == (1099, 1)
+    due_today = store.read_due_alerts(calendar.engine(), today)
+    sent = store.ledger_rows(calendar.engine())
+    assert {r["partition_date"] for r in sent} == {today}
+    assert {r["dedup_key"] for r in sent} == {a.dedup_key for a in due_today} != set()
+    assert slack_server.messages and all(
+        f"partition {today}" in str(m.params) for m in slack_server.messages
+    )
