@@ -60,7 +60,7 @@ class CalendarSettings(Declared, dg.ConfigurableResource):
     ] = settings.DEFAULT_LOOKAHEAD_DAYS
     """Days after the partition day each snapshot holds."""
     thresholds: Annotated[str, Setting("CALENDAR_THRESHOLDS", settings.parse_thresholds)] = (
-        ",".join(str(days) for days in reversed(settings.DEFAULT_THRESHOLDS))
+        ",".join(str(days) for days in settings.DEFAULT_THRESHOLDS)
     )
     """Alert thresholds in days (positive, distinct), none above the lookahead."""
     max_failed_share: Annotated[str, Setting("CALENDAR_MAX_FAILED_SHARE", settings.parse_ratio)] = (
