@@ -106,8 +106,8 @@ def _per_source_tag(report) -> str:
     "after a single-run backfill, tagged with that run's reference day (alerts/intent.py: "
     "which partitions post and which are history). Dagster keeps the cursor: a run that "
     "succeeded while the daemon was down is seen when it is back; switched on for the "
-    "first time, the sensor starts from that moment (the next daily run posts what was "
-    "missed, by the catch-up rule). Failed runs never reach Slack.",
+    "first time, the sensor starts from that moment (the next daily run posts what is "
+    "due, by the bucket rule). Failed runs never reach Slack.",
 )
 def slack_alert_sensor(
     context: dg.RunStatusSensorContext, calendar: CalendarSettings
@@ -133,14 +133,14 @@ def _due_alerts_partitions(instance: dg.DagsterInstance, run: dg.DagsterRun) -> 
     # get_asset_partitions_for_run: a DagsterInstance method (not underscored, not marked
     # @public in 1.13) that reads the run's distinct materialized partitions in one query.
     keys: set[str] = set()
-    run_id: str | None = run.run_id
-    while run_id:
+    current: dg.DagsterRun | None = run
+    while current is not None:
         by_asset = instance.get_asset_partitions_for_run(
-            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            current.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         )
         keys.update(key for key in by_asset.get(DUE_ALERTS, ()) if key)
-        parent = instance.get_run_by_id(run_id) if run_id != run.run_id else run
-        run_id = parent.parent_run_id if parent else None
+        parent_id = current.parent_run_id
+        current = instance.get_run_by_id(parent_id) if parent_id else None
     return keys
 
 
