@@ -28,6 +28,7 @@ from calendar_pipeline.quality.carry import (
     describe_broken,
     rejected_by_volume,
 )
+from calendar_pipeline.quality.judge import Budgets
 from calendar_pipeline.quality.problems import describe_problem
 from calendar_pipeline.quality.volume import VolumeReport, find_baseline, volume_report
 from calendar_pipeline.sources.collect import collect_events, snapshot_payload, split_by_window
@@ -107,6 +108,7 @@ def raw_snapshot(
     fetched, results, http = _fetch(context, calendar, upstream, universe, windows)
     generated_at = dt.datetime.now(dt.UTC)
     history = History(SnapshotIndex.for_data_dir(calendar.data_path).get)
+    budgets = calendar.budgets
     volumes: list[VolumeReport] = []
     days: list[snapshot_checks.Day] = []  # what the checks need of each day written
     for partition, window, result in zip(partitions, windows, results, strict=True):
@@ -119,7 +121,7 @@ def raw_snapshot(
             entities=universe.entities,
             generated_at=generated_at.isoformat(),
         )
-        volume, day = _write_day(context, calendar, history, payload, generated_at)
+        volume, day = _write_day(context, calendar, budgets, history, payload, generated_at)
         volumes.append(volume)
         days.append(day)
     _add_http_metadata(context, partitions, http)
@@ -140,7 +142,7 @@ def raw_snapshot(
         check_results=logged(
             context,
             "raw_snapshot",
-            [check_result(v) for v in snapshot_checks.judge(days, volumes, calendar.budgets)],
+            [check_result(v) for v in snapshot_checks.judge(days, volumes, budgets)],
         ),
     )
 
@@ -170,6 +172,7 @@ def _fetch(context, calendar: CalendarSettings, upstream: UpstreamSources, unive
 def _write_day(
     context: dg.AssetExecutionContext,
     calendar: CalendarSettings,
+    budgets: Budgets,
     history: History,
     payload: dict,
     generated_at: dt.datetime,
@@ -191,7 +194,7 @@ def _write_day(
         path = write_snapshot(calendar.data_path, partition, payload, now=generated_at)
     except StorageError as exc:
         raise storage_failure(exc, "the snapshot") from None
-    day = snapshot_checks.summarize(payload, calendar.budgets)
+    day = snapshot_checks.summarize(payload, budgets)
     counts = payload["counts"]
     context.add_asset_metadata(
         {
