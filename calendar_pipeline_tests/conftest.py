@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL server, SQL engines for both dialects, a small universe."""
+"""Shared fixtures: a real PostgreSQL server, SQL engines for both dialects, a small universe,
+a temporary Dagster instance."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from calendar_pipeline.alerts import store
@@ -115,3 +117,10 @@ def small_universe(tmp_path) -> Path:
     path = tmp_path / "universe.csv"
     path.write_text(SMALL_UNIVERSE, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def instance():
+    """A temporary Dagster instance (its own storage), for one test."""
+    with dg.instance_for_test() as inst:
+        yield inst

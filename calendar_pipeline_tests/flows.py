@@ -96,6 +96,11 @@ def make_defs(
     return build_defs({"calendar": calendar, "slack": slack_settings}), calendar
 
 
+def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    """``day`` at ``hour:minute`` UTC: where a test moves the clock."""
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
+
+
 def range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
     return {
         "dagster/asset_partition_range_start": first.isoformat(),
@@ -145,6 +150,13 @@ def slack_tick(defs, instance, cursor: str | None = None, max_ticks: int = 200) 
     raise AssertionError(f"slack_alert_sensor still had requests after {max_ticks} ticks")
 
 
+def slack_runs(defs, instance, cursor: str | None = None) -> tuple[list, str | None]:
+    """What the daemon does for Slack: slack_alert_sensor's ticks, then the runs they ask
+    for. Returns the runs' results and the sensor's cursor."""
+    tick = slack_tick(defs, instance, cursor)
+    return run_requests(defs, instance, tick.run_requests), tick.cursor
+
+
 def switch_on_slack_sensor(defs, instance) -> str:
     """The first tick ever of slack_alert_sensor (switched on now): it requests nothing
     and watches from this moment; returns its cursor."""
@@ -176,6 +188,12 @@ def run_requests(defs, instance, requests) -> list:
             )
         )
     return results
+
+
+def output_metadata(result) -> dict:
+    """The output metadata of a Slack run (`send_slack_alerts`: mode, sent, partitions ...)."""
+    event = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    return {k: v.value for k, v in event.step_output_data.metadata.items()}
 
 
 def posted_lines(slack: FakeSlackServer) -> list[tuple[str, str, dt.date, int]]:

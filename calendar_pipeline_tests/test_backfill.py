@@ -16,7 +16,7 @@ from calendar_pipeline.definitions import build_defs
 from calendar_pipeline.defs.resources import CalendarSettings, SlackSettings
 from calendar_pipeline.lake.index import SnapshotIndex
 from calendar_pipeline.lake.snapshots import latest_snapshot
-from calendar_pipeline_tests.flows import slack_tick
+from calendar_pipeline_tests.flows import output_metadata, slack_tick
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 
 DAYS = ["2025-12-20", "2025-12-21", "2025-12-22", "2025-12-23"]
@@ -230,8 +230,7 @@ def test_a_backfill_of_more_than_1000_days_ending_today_is_one_slack_run_posting
         result = defs.resolve_job_def("slack_alert_job").execute_in_process(
             tags=request.tags, instance=instance
         )
-    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
-    metadata = {k: v.value for k, v in output.step_output_data.metadata.items()}
+    metadata = output_metadata(result)
     assert metadata["partitions"] == 1100
     assert (metadata["history_partitions"], metadata["daily_partitions"]) == (1099, 1)
     due_today = store.read_due_alerts(calendar.engine(), today)

@@ -26,6 +26,7 @@ from dagster._daemon.sensor import execute_sensor_iteration
 
 from calendar_pipeline_tests.flows import (
     _partition_of,
+    at,
     duplicates,
     never_reached_slack,
     range_tags,
@@ -41,10 +42,6 @@ from calendar_pipeline_tests.upstream_server import UpstreamServer
 D0 = dt.date(2026, 3, 10)
 DAY = dt.timedelta(days=1)
 D1, D2, D3, D4 = (D0 + n * DAY for n in range(1, 5))
-
-
-def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
 
 
 def daemon_passes(deployment: Deployment, clock, passes: int = 6) -> None:

@@ -19,11 +19,13 @@ from calendar_pipeline import cli
 from calendar_pipeline import definitions as definitions_module
 from calendar_pipeline.alerts import store
 from calendar_pipeline_tests.flows import (
+    at,
     due,
     duplicates,
     expected_due,
     make_defs,
     never_reached_slack,
+    output_metadata,
     posted,
     posted_partitions,
     run_daily,
@@ -40,10 +42,6 @@ D = dt.date(2026, 3, 10)
 DAY = dt.timedelta(days=1)
 
 
-def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
-
-
 def db_url(engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
@@ -53,17 +51,6 @@ def upstream():
     with UpstreamServer() as server:
         serve_feed(server)
         yield server
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-def output_metadata(result) -> dict:
-    event = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
-    return {k: v.value for k, v in event.step_output_data.metadata.items()}
 
 
 def test_backfill_ending_today_posts_todays_whole_digest_even_after_midnight(

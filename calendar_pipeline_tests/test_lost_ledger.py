@@ -19,7 +19,6 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-import dagster as dg
 import pytest
 import time_machine
 
@@ -37,12 +36,12 @@ from calendar_pipeline_tests.flows import (
     expected_due,
     make_defs,
     never_reached_slack,
+    output_metadata,
     posted,
     run_daily,
     run_range,
-    run_requests,
     serve_feed,
-    slack_tick,
+    slack_runs,
     write_universe,
 )
 from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
@@ -62,12 +61,6 @@ def upstream():
     with UpstreamServer() as server:
         serve_feed(server)
         yield server
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def db_path(calendar: CalendarSettings) -> Path:
@@ -90,16 +83,6 @@ def lose_ledger(calendar: CalendarSettings, how: str) -> None:
             db.execute("DELETE FROM alert_deliveries")
     else:
         raise ValueError(how)
-
-
-def slack_day(defs, instance, cursor=None):
-    tick = slack_tick(defs, instance, cursor)
-    return run_requests(defs, instance, tick.run_requests), tick.cursor
-
-
-def output_metadata(result) -> dict:
-    event = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
-    return {k: v.value for k, v in event.step_output_data.metadata.items()}
 
 
 def log_text(instance, result) -> str:
@@ -146,7 +129,7 @@ def lost_then_rebuilt(defs, calendar, instance, slack_server, how: str) -> str:
         for day in (D, D + DAY):  # two days posted
             clock.move_to(at(day))
             assert run_daily(defs, instance, day).success
-            (result,), cursor = slack_day(defs, instance, cursor)
+            (result,), cursor = slack_runs(defs, instance, cursor)
             assert result.success
         before = posted(slack_server)
         assert duplicates(slack_server) == {}
@@ -178,7 +161,7 @@ def lost_then_rebuilt(defs, calendar, instance, slack_server, how: str) -> str:
         # day 3: rebuilt from Slack, only the new alerts posted
         clock.move_to(at(D + 2 * DAY))
         assert run_daily(defs, instance, D + 2 * DAY).success
-        (result,), cursor = slack_day(defs, instance, cursor)
+        (result,), cursor = slack_runs(defs, instance, cursor)
         assert result.success, failure_message(result)
         metadata = output_metadata(result)
         already = expected_due(D + 2 * DAY) & (expected_due(D) | expected_due(D + DAY))
@@ -202,7 +185,7 @@ def lost_then_rebuilt(defs, calendar, instance, slack_server, how: str) -> str:
         # day 4: the rebuilt ledger is a ledger again (nothing recovered, nothing repeated)
         clock.move_to(at(D + 3 * DAY))
         assert run_daily(defs, instance, D + 3 * DAY).success
-        (result,), _ = slack_day(defs, instance, cursor)
+        (result,), _ = slack_runs(defs, instance, cursor)
         assert result.success and output_metadata(result)["recovered_from_slack"] == 0
         said = "\n".join([report.to_text(), logs, log_text(instance, result)])
     assert duplicates(slack_server) == {}
@@ -225,14 +208,14 @@ def test_without_the_history_scope_a_lost_ledger_refuses_to_post(
     defs, calendar = make_defs(tmp_path, universe, slack_server)
     with time_machine.travel(at(D), tick=True) as clock:
         assert run_daily(defs, instance, D).success
-        (result,), cursor = slack_day(defs, instance)
+        (result,), cursor = slack_runs(defs, instance)
         assert result.success
         lose_ledger(calendar, "deleted")
         slack_server.scopes -= HISTORY_SCOPES
         sent_before = len(slack_server.messages)
         clock.move_to(at(D + DAY))
         assert run_daily(defs, instance, D + DAY).success
-        (refused,), _ = slack_day(defs, instance, cursor)
+        (refused,), _ = slack_runs(defs, instance, cursor)
     assert not refused.success
     assert len(slack_server.messages) == sent_before  # nothing posted
     message = failure_message(refused)
@@ -302,7 +285,7 @@ def test_a_new_installation_posts_as_always(tmp_path, upstream, slack_server, in
     defs, _calendar = make_defs(tmp_path, universe, slack_server)
     with time_machine.travel(at(D), tick=True):
         assert run_daily(defs, instance, D).success
-        (result,), _ = slack_day(defs, instance)
+        (result,), _ = slack_runs(defs, instance)
     assert result.success
     assert output_metadata(result)["recovered_from_slack"] == 0
     assert output_metadata(result)["sent"] == 31
@@ -333,12 +316,12 @@ def test_a_new_installation_with_earlier_days_and_a_webhook_posts(
             for day in (D - 2 * DAY, D - DAY):
                 clock.move_to(at(day))
                 assert run_daily(defs, instance, day).success
-                (result,), cursor = slack_day(defs, instance, cursor)
+                (result,), cursor = slack_runs(defs, instance, cursor)
                 assert result.success and output_metadata(result)["mode"] == "dry_run"
             defs = build_defs({"calendar": calendar, "slack": webhook})
         clock.move_to(at(D))
         assert run_daily(defs, instance, D).success
-        results, _ = slack_day(defs, instance, cursor)
+        results, _ = slack_runs(defs, instance, cursor)
     assert results and all(r.success for r in results), failure_message(results[-1])
     assert sum(output_metadata(r)["sent"] for r in results) == 31
     assert len([c for c in slack_server.calls_to("webhook") if c.ok]) == 1
@@ -352,11 +335,11 @@ def test_a_ledger_lost_on_the_first_day_is_rebuilt_too(tmp_path, upstream, slack
     defs, calendar = make_defs(tmp_path, universe, slack_server)
     with time_machine.travel(at(D), tick=True):
         assert run_daily(defs, instance, D).success
-        (result,), cursor = slack_day(defs, instance)
+        (result,), cursor = slack_runs(defs, instance)
         assert result.success and output_metadata(result)["sent"] == 31
         lose_ledger(calendar, "deleted")
         assert run_daily(defs, instance, D).success  # the day run again
-        (again,), _ = slack_day(defs, instance, cursor)
+        (again,), _ = slack_runs(defs, instance, cursor)
     assert again.success, failure_message(again)
     assert output_metadata(again)["recovered_from_slack"] == 31
     assert output_metadata(again)["sent"] == 0
@@ -374,7 +357,7 @@ def test_a_ledger_cut_in_half_is_refused_with_the_next_step(
     defs, calendar = make_defs(tmp_path, universe, slack_server)
     with time_machine.travel(at(D), tick=True) as clock:
         assert run_daily(defs, instance, D).success
-        (result,), cursor = slack_day(defs, instance)
+        (result,), cursor = slack_runs(defs, instance)
         assert result.success
         calendar.engine().dispose()
         _engine_for.cache_clear()
@@ -389,7 +372,7 @@ def test_a_ledger_cut_in_half_is_refused_with_the_next_step(
         path.rename(path.with_suffix(".damaged"))  # the next step it names
         clock.move_to(at(D + DAY))
         assert run_daily(defs, instance, D + DAY).success
-        (result,), _ = slack_day(defs, instance, cursor)
+        (result,), _ = slack_runs(defs, instance, cursor)
     assert result.success, failure_message(result)
     assert output_metadata(result)["recovered_from_slack"] == 26
     assert duplicates(slack_server) == {}

@@ -17,12 +17,6 @@ from calendar_pipeline_tests.slack_server import DEFAULT_TOKEN
 D = "2025-12-18"  # a past day (partitions end today); Christmas is 7 days ahead
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def make_defs(tmp_path, universe, slack=None, **calendar_overrides):
     calendar = CalendarSettings(
         data_dir=str(tmp_path / "data"), universe=str(universe), **calendar_overrides

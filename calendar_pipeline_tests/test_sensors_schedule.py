@@ -4,7 +4,6 @@ import datetime as dt
 import json
 
 import dagster as dg
-import pytest
 
 from calendar_pipeline.alerts.intent import Reference
 from calendar_pipeline.definitions import build_defs
@@ -13,12 +12,6 @@ from calendar_pipeline.defs.schedules import daily_calendar_schedule
 from calendar_pipeline_tests.flows import evaluate, slack_tick
 
 D = "2025-12-18"
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def defs_for(tmp_path, universe, **overrides):

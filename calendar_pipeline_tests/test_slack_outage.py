@@ -19,7 +19,6 @@ import re
 import time
 from collections import Counter
 
-import dagster as dg
 import pytest
 import time_machine
 
@@ -28,12 +27,12 @@ from calendar_pipeline_tests.flows import (
     FEED_DAYS,
     FEED_START,
     THRESHOLDS,
+    at,
     expected_due,
     make_defs,
     run_daily,
-    run_requests,
     serve_feed,
-    slack_tick,
+    slack_runs,
 )
 from calendar_pipeline_tests.upstream_server import UpstreamServer
 
@@ -43,21 +42,11 @@ DAY = dt.timedelta(days=1)
 LINE = re.compile(r"• \*[^*]+\*: Release (?P<date>\d{4}-\d{2}-\d{2}) ·[^\n]*")
 
 
-def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
-
-
 @pytest.fixture
 def upstream():
     with UpstreamServer() as server:
         serve_feed(server)
         yield server
-
-
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def texts(slack) -> list[str]:
@@ -89,11 +78,6 @@ def failure_message(result) -> str:
     return "\n".join(messages)
 
 
-def slack_run(defs, instance, cursor=None):
-    tick = slack_tick(defs, instance, cursor)
-    return run_requests(defs, instance, tick.run_requests), tick.cursor
-
-
 @pytest.mark.parametrize("outage", ["http_500", "refuse", "invalid_auth"])
 def test_a_day_without_slack_costs_a_day_never_an_alert(
     tmp_path, engine, upstream, slack_server, instance, outage
@@ -116,7 +100,7 @@ def test_a_day_without_slack_costs_a_day_never_an_alert(
         assert run_daily(defs, instance, D).success
         slack_server.go_down(outage)
         started = time.monotonic()
-        (down,), cursor = slack_run(defs, instance)
+        (down,), cursor = slack_runs(defs, instance)
         gave_up_after = time.monotonic() - started
         assert not down.success
         summary = failure_message(down)
@@ -131,7 +115,7 @@ def test_a_day_without_slack_costs_a_day_never_an_alert(
         slack_server.come_back()
         clock.move_to(at(D + DAY, 9))
         assert run_daily(defs, instance, D + DAY).success
-        (back,), _ = slack_run(defs, instance, cursor)
+        (back,), _ = slack_runs(defs, instance, cursor)
         assert back.success
     outage_day = expected_due(D)
     posted = lines(slack_server)
@@ -166,7 +150,7 @@ def test_one_bad_channel_fails_alone_through_the_daily_job(
     slack_server.bad_channels["team3"] = "channel_not_found"
     with time_machine.travel(at(D, 9), tick=True):
         assert run_daily(defs, instance, D).success
-        (result,), _ = slack_run(defs, instance)
+        (result,), _ = slack_runs(defs, instance)
     assert not result.success
     message = failure_message(result)
     assert "#team3" in message and "channel_not_found" in message, message
@@ -218,7 +202,7 @@ def test_the_outage_days_failure_notice_is_not_lost(
         first = evaluate(sensor, defs, instance)  # the sensor starts watching
         assert run_daily(defs, instance, D).success
         slack_server.go_down("invalid_auth")  # no op retry: fast
-        (down,), cursor = slack_run(defs, instance)
+        (down,), cursor = slack_runs(defs, instance)
         assert not down.success
         tick = evaluate(sensor, defs, instance, first.cursor)
         if webhook:
@@ -231,7 +215,7 @@ def test_the_outage_days_failure_notice_is_not_lost(
         slack_server.come_back()
         clock.move_to(at(D + DAY, 9))
         assert run_daily(defs, instance, D + DAY).success
-        (back,), _ = slack_run(defs, instance, cursor)
+        (back,), _ = slack_runs(defs, instance, cursor)
         assert back.success
     (notice,) = [m for m in slack_server.messages if m.channel == "#ops"]
     wire = json.dumps(notice.blocks)
