@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_load import rss_mib  # a sibling script: bench/ is on sys.path when run
+
 REPO = Path(__file__).resolve().parents[1]
 DAY = dt.date(2026, 11, 20)
 LOOKAHEAD = 60
@@ -58,14 +60,6 @@ def feed_body(n: int, events: int, spread_days: int) -> bytes:
         lines += [f"SUMMARY:Feed {n} item {k}", "END:VEVENT"]
     lines.append("END:VCALENDAR")
     return ("\r\n".join(lines) + "\r\n").encode()
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(spec: dict) -> None:
