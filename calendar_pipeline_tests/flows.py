@@ -130,7 +130,6 @@ FROM_THE_START = RunStatusSensorCursor(record_id=-1).to_json()
 class Ticks:
     run_requests: list
     cursor: str | None
-    skip_message: str | None
 
 
 def slack_tick(defs, instance, cursor: str | None = None, max_ticks: int = 200) -> Ticks:
@@ -145,7 +144,7 @@ def slack_tick(defs, instance, cursor: str | None = None, max_ticks: int = 200) 
         tick = evaluate(sensor, defs, instance, cursor)
         requests.extend(tick.run_requests)
         if not tick.run_requests and tick.cursor == cursor:
-            return Ticks(requests, tick.cursor, tick.skip_message)
+            return Ticks(requests, tick.cursor)
         cursor = tick.cursor
     raise AssertionError(f"slack_alert_sensor still had requests after {max_ticks} ticks")
 
