@@ -1,10 +1,14 @@
 """How patiently the pipeline retries a request that failed for a transient reason: one
 :class:`RetryPolicy` for the upstream HTTP client (``sources/http``) and for Slack
-(``alerts/slack_client``). Imports nothing of the project, so both can use it."""
+(``alerts/slack_client``), and how both read a server's ``Retry-After``. Imports nothing of
+the project, so both can use it."""
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import random
+import re
 from dataclasses import dataclass
 
 
@@ -41,3 +45,20 @@ class RetryPolicy:
 
 # The policy of the HTTP client (``HttpConfig``'s defaults) and of Slack (``web_client``).
 DEFAULT_RETRY_POLICY = RetryPolicy()
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds from now: a number of seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (when - now).total_seconds())

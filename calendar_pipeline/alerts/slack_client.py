@@ -32,7 +32,6 @@ import datetime as dt
 import functools
 import http.client
 import logging
-import math
 import random
 import re
 import threading
@@ -56,7 +55,7 @@ from slack_sdk.webhook import WebhookClient
 
 from calendar_pipeline.alerts.poster import HistoryUnavailable, key_digests
 from calendar_pipeline.alerts.slack_format import SlackMessage
-from calendar_pipeline.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy
+from calendar_pipeline.retry_policy import DEFAULT_RETRY_POLICY, RetryPolicy, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +156,7 @@ def _retry_after(response: RetryHttpResponse) -> float | None:
     for name, values in response.headers.items():
         if name.lower() == "retry-after":
             value = values[0] if isinstance(values, list) and values else values
-            try:
-                seconds = float(str(value).strip())
-            except ValueError:
-                return None
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
+            return parse_retry_after(str(value))
     return None
 
 

@@ -17,6 +17,7 @@ One module per job:
 The public names are re-exported here.
 """
 
+from calendar_pipeline.retry_policy import parse_retry_after
 from calendar_pipeline.sources.http.client import FetchOne, HttpClient, Outcome
 from calendar_pipeline.sources.http.config import USER_AGENT, HttpConfig, load_proxy_file
 from calendar_pipeline.sources.http.errors import (
@@ -28,7 +29,6 @@ from calendar_pipeline.sources.http.errors import (
     ResponseTooLarge,
     describe_exception,
     is_retryable_status,
-    parse_retry_after,
 )
 from calendar_pipeline.sources.http.redaction import REDACTED, redact
 from calendar_pipeline.sources.http.response import HttpResponse

@@ -1,11 +1,8 @@
 """What can go wrong with a request: :class:`HttpFetchError` and its subclasses, which
-statuses are worth a retry, ``Retry-After``, and one-line causes for messages."""
+statuses are worth a retry, and one-line causes for messages. (``Retry-After`` is read by
+``retry_policy.parse_retry_after``, shared with Slack.)"""
 
 from __future__ import annotations
-
-import datetime as dt
-import email.utils
-import re
 
 from pydantic import ValidationError
 
@@ -65,23 +62,6 @@ class InvalidResponse(HttpFetchError):
 def is_retryable_status(status: int) -> bool:
     """408, 429 and 5xx are worth another attempt; other statuses are final."""
     return status in (408, 429) or 500 <= status <= 599
-
-
-def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds from now: a number of seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    now = now or dt.datetime.now(dt.UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def describe_exception(exc: BaseException) -> str:

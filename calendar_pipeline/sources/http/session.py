@@ -56,6 +56,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+from calendar_pipeline.retry_policy import parse_retry_after
 from calendar_pipeline.sources.http.errors import (
     HttpFetchError,
     HttpStatusError,
@@ -65,7 +66,6 @@ from calendar_pipeline.sources.http.errors import (
     ResponseTooLarge,
     describe_exception,
     is_retryable_status,
-    parse_retry_after,
 )
 from calendar_pipeline.sources.http.response import HttpResponse, shorten
 from calendar_pipeline.sources.http_cache import CachedResponse
