@@ -132,7 +132,8 @@ class _PolicyBackoff(RetryIntervalCalculator):
 class _RateLimitRetryHandler(RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler (sleep ``Retry-After`` plus up to one second of jitter),
     but a ``Retry-After`` over the policy's ``max_retry_after`` is not waited for, and one
-    that is not a whole number of seconds is read as a number (slack_sdk would raise)."""
+    that is not a whole number of seconds is read too, as seconds or an HTTP date
+    (`parse_retry_after`; slack_sdk would raise)."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         super().__init__(max_retry_count=policy.max_retries)
