@@ -375,7 +375,9 @@ def test_a_run_whose_worker_process_dies_is_failed_and_retried_on_a_worker(deplo
                        diagnose=lambda: f"{runs(d)}\n{d.logs()}")  # fmt: skip
     # Celery saw the process die
     assert "WorkerLostError: Worker exited prematurely: signal 9" in d.log(label, 100_000)
-    assert tasks_succeeded(d, [retry]), d.logs()
+    # the worker logs the task's end just after the run's end is stored: wait for the line
+    wait_for("the retry's task end in a worker log", lambda: tasks_succeeded(d, [retry]), 30,
+             diagnose=d.logs)  # fmt: skip
     assert retry["tags"]["dagster/retry_number"] == "1" and retry["tags"][TASK_TAG] != task
 
     settings = d.settings()
